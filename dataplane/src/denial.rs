@@ -1,0 +1,160 @@
+//! Every reason the gateway refuses a request, with the status chosen for how Claude Code
+//! reacts to it: 401 is retried silently for minutes (and re-runs `apiKeyHelper`), 402 and
+//! 403 are shown at once and not retried, 429 is retried with backoff.
+
+/// A refusal by the gateway itself (upstream errors pass through unchanged instead).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// No key in `Authorization: Bearer` or `x-api-key`.
+    MissingKey,
+    /// The key's hash is not in the policy (never issued, revoked or rotated).
+    UnknownKey,
+    /// The key exists but is disabled.
+    DisabledKey {
+        /// Key id.
+        key: String,
+    },
+    /// The key's expiry has passed.
+    ExpiredKey {
+        /// Key id.
+        key: String,
+        /// When it expired.
+        at: String,
+    },
+    /// The key (or its team) may not use the model.
+    ModelNotAllowed {
+        /// Requested model.
+        model: String,
+        /// Key id.
+        key: String,
+        /// The key's allow patterns.
+        allowed: Vec<String>,
+    },
+    /// No route serves the model.
+    UnknownModel {
+        /// Requested model.
+        model: String,
+    },
+    /// The body is not a Messages request.
+    InvalidRequest {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The body exceeds the size limit.
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// No path or method matches.
+    NotFound {
+        /// The path requested.
+        path: String,
+    },
+    /// The proxy has no valid policy yet.
+    NoPolicy,
+    /// The provider cannot be called (no credential, unreachable).
+    ProviderUnavailable {
+        /// Provider id.
+        provider: String,
+        /// Why (never a secret).
+        detail: String,
+    },
+    /// The provider did not answer in time.
+    UpstreamTimeout {
+        /// Provider id.
+        provider: String,
+    },
+}
+
+impl Denial {
+    /// HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Denial::MissingKey | Denial::UnknownKey => 401,
+            Denial::DisabledKey { .. } | Denial::ExpiredKey { .. } | Denial::ModelNotAllowed { .. } => 403,
+            Denial::UnknownModel { .. } | Denial::NotFound { .. } => 404,
+            Denial::InvalidRequest { .. } => 400,
+            Denial::TooLarge { .. } => 413,
+            Denial::NoPolicy => 503,
+            Denial::ProviderUnavailable { .. } => 502,
+            Denial::UpstreamTimeout { .. } => 504,
+        }
+    }
+
+    /// Anthropic error type.
+    pub fn error_type(&self) -> &'static str {
+        match self.status() {
+            400 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            _ => "api_error",
+        }
+    }
+
+    /// Short reason, used as a metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denial::MissingKey => "missing_key",
+            Denial::UnknownKey => "unknown_key",
+            Denial::DisabledKey { .. } => "disabled_key",
+            Denial::ExpiredKey { .. } => "expired_key",
+            Denial::ModelNotAllowed { .. } => "model_not_allowed",
+            Denial::UnknownModel { .. } => "unknown_model",
+            Denial::InvalidRequest { .. } => "invalid_request",
+            Denial::TooLarge { .. } => "too_large",
+            Denial::NotFound { .. } => "not_found",
+            Denial::NoPolicy => "no_policy",
+            Denial::ProviderUnavailable { .. } => "provider_unavailable",
+            Denial::UpstreamTimeout { .. } => "upstream_timeout",
+        }
+    }
+
+    /// The message the engineer sees. Never contains a secret.
+    pub fn message(&self) -> String {
+        match self {
+            Denial::MissingKey => "tollgate: no virtual key: set ANTHROPIC_AUTH_TOKEN (or ANTHROPIC_API_KEY) to your Tollgate virtual key".into(),
+            Denial::UnknownKey => "tollgate: invalid virtual key (unknown, revoked or rotated): ask your platform team for a current key".into(),
+            Denial::DisabledKey { key } => format!("tollgate: virtual key '{key}' is disabled"),
+            Denial::ExpiredKey { key, at } => format!("tollgate: virtual key '{key}' expired at {at}"),
+            Denial::ModelNotAllowed { model, key, allowed } => {
+                let allowed = if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") };
+                format!("tollgate: model '{model}' is not allowed for virtual key '{key}' (allowed: {allowed})")
+            }
+            Denial::UnknownModel { model } => format!("tollgate: model '{model}' is not served by this gateway"),
+            Denial::InvalidRequest { detail } => format!("tollgate: invalid request: {detail}"),
+            Denial::TooLarge { limit } => format!("tollgate: request body exceeds {limit} bytes"),
+            Denial::NotFound { path } => format!("tollgate: no route for {path}"),
+            Denial::NoPolicy => "tollgate: the gateway has no valid policy loaded yet".into(),
+            Denial::ProviderUnavailable { provider, detail } => {
+                format!("tollgate: provider '{provider}' is unavailable: {detail}")
+            }
+            Denial::UpstreamTimeout { provider } => format!("tollgate: provider '{provider}' did not answer in time"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Denial;
+
+    #[test]
+    fn statuses_follow_claude_code_retry_behaviour() {
+        let d = |d: Denial| (d.status(), d.error_type());
+        assert_eq!(d(Denial::UnknownKey), (401, "authentication_error"));
+        assert_eq!(
+            d(Denial::DisabledKey { key: "k".into() }),
+            (403, "permission_error")
+        );
+        let m = Denial::ModelNotAllowed {
+            model: "claude-opus-4-8".into(),
+            key: "k".into(),
+            allowed: vec!["gw-haiku".into()],
+        };
+        assert_eq!(d(m.clone()), (403, "permission_error"));
+        assert!(m.message().contains("'claude-opus-4-8' is not allowed") && m.message().contains("gw-haiku"));
+        assert_eq!(d(Denial::TooLarge { limit: 1 }), (413, "request_too_large"));
+        assert_eq!(d(Denial::NoPolicy), (503, "api_error"));
+    }
+}

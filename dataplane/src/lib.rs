@@ -1,0 +1,24 @@
+//! tollgate-dataplane: the proxy every agent request passes through.
+//!
+//! Layout, in request order:
+//! - [`policy`]: the policy document (the contract with the operator), its validation,
+//!   compilation into an immutable [`policy::Snapshot`] and hot reload.
+//! - [`auth`]: virtual key authentication by SHA-256 lookup.
+//! - [`routing`]: model allowlists and tier/model -> provider target resolution.
+//! - [`anthropic`]: the Anthropic wire format: error bodies, request body model rewrite.
+//! - [`upstream`]: the one HTTP client (rustls) and provider credentials.
+//! - [`usage`]: token usage read on the side of a response (incremental SSE parser).
+//! - [`pricing`]: the price table and exact integer cost.
+//! - [`server`]: the listeners, the request handler and the metered response body.
+//! - [`metrics`]: Prometheus metrics.
+
+pub mod anthropic;
+pub mod auth;
+pub mod denial;
+pub mod metrics;
+pub mod policy;
+pub mod pricing;
+pub mod secret;
+pub mod server;
+pub mod upstream;
+pub mod usage;

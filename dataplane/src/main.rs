@@ -1,0 +1,237 @@
+//! `tollgate-proxy`: the gateway binary.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+use tollgate_dataplane::metrics::Metrics;
+use tollgate_dataplane::policy::{self, PolicyStore, ReloadOutcome};
+use tollgate_dataplane::pricing::PriceTable;
+use tollgate_dataplane::server::{self, admin::Admin, proxy::Gateway};
+use tollgate_dataplane::upstream::build_client;
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate-proxy",
+    version,
+    about = "Governance gateway for AI coding agents"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Serve(ServeArgs),
+    /// Validate a policy file or directory offline, then exit.
+    Check {
+        /// Policy file or directory.
+        path: PathBuf,
+        /// Price table in LiteLLM's JSON shape (default: the built-in table).
+        #[arg(long)]
+        prices: Option<PathBuf>,
+    },
+    /// Print the policy document's JSON Schema.
+    Schema,
+    /// Print the SHA-256 of a virtual key read from standard input (for `keys[].sha256`).
+    HashKey,
+    /// Generate a new virtual key and print it with its SHA-256.
+    Keygen,
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Policy file or directory (a mounted ConfigMap).
+    #[arg(long, env = "TOLLGATE_POLICY", default_value = "examples/policy.yaml")]
+    policy: PathBuf,
+    /// Address of the proxy listener.
+    #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Address of the admin listener (health, readiness, metrics).
+    #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    admin_listen: SocketAddr,
+    /// Price table in LiteLLM's JSON shape (default: the built-in table).
+    #[arg(long, env = "TOLLGATE_PRICES")]
+    prices: Option<PathBuf>,
+    /// Largest accepted request body in bytes.
+    #[arg(long, default_value_t = server::proxy::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// Runtime worker threads (default: available CPUs).
+    #[arg(long, env = "TOLLGATE_WORKERS")]
+    workers: Option<usize>,
+    /// Log format.
+    #[arg(long, env = "TOLLGATE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
+    log_format: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Check { path, prices }) => check(&path, prices.as_deref()),
+        Some(Command::Schema) => {
+            println!("{}", serde_json::to_string_pretty(&policy::json_schema())?);
+            Ok(())
+        }
+        Some(Command::HashKey) => {
+            let mut key = String::new();
+            std::io::stdin().read_to_string(&mut key)?;
+            println!("{}", hex::encode(policy::hash_key(key.trim())));
+            Ok(())
+        }
+        Some(Command::Keygen) => {
+            let key = generate_key()?;
+            println!("key:    {key}\nsha256: {}", hex::encode(policy::hash_key(&key)));
+            Ok(())
+        }
+    }
+}
+
+/// A new virtual key: `tg_` and 32 random bytes in hex (256 bits from the OS CSPRNG).
+fn generate_key() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    Ok(format!("tg_{}", hex::encode(bytes)))
+}
+
+fn load_prices(path: Option<&Path>) -> anyhow::Result<PriceTable> {
+    let Some(path) = path else {
+        return Ok(PriceTable::builtin());
+    };
+    let bytes = std::fs::read(path).with_context(|| format!("reading price table {}", path.display()))?;
+    PriceTable::from_litellm_json(&bytes).with_context(|| format!("parsing price table {}", path.display()))
+}
+
+fn check(path: &Path, prices: Option<&Path>) -> anyhow::Result<()> {
+    let prices = load_prices(prices)?;
+    match policy::check(path, &prices) {
+        Ok(s) => {
+            println!(
+                "{}: valid (revision {}, {} keys, {} providers)",
+                path.display(),
+                &s.revision[..12],
+                s.key_count(),
+                s.providers().len()
+            );
+            for p in s.providers() {
+                if let Err(e) = &p.credential {
+                    println!("warning: provider {}: {e}", p.id);
+                }
+            }
+            Ok(())
+        }
+        Err(e) => bail!("{}: {e:#}", path.display()),
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(&args.log_format);
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.workers {
+        rt.worker_threads(n.max(1));
+    }
+    rt.enable_all().build()?.block_on(run(args))
+}
+
+async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let prices = load_prices(args.prices.as_deref())?;
+    let metrics = Arc::new(Metrics::new());
+    let (store, first) = PolicyStore::open(&args.policy, prices);
+    record_reload(&metrics, &first, &store);
+    let client = build_client()?;
+    let proxy = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let admin = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("binding {}", args.admin_listen))?;
+    tracing::info!(
+        listen = %proxy.local_addr()?,
+        admin = %admin.local_addr()?,
+        policy = %args.policy.display(),
+        "tollgate-proxy listening"
+    );
+    let watch_metrics = metrics.clone();
+    let watch_store = store.clone();
+    let watcher = tokio::spawn(store.clone().watch(
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+        Duration::from_secs(60),
+        move |outcome, _| record_reload(&watch_metrics, outcome, &watch_store),
+    ));
+    let gateway = Arc::new(Gateway::new(
+        store.clone(),
+        client,
+        metrics.clone(),
+        args.max_body_bytes,
+    ));
+    let admin_state = Arc::new(Admin { store, metrics });
+    let admin_task = tokio::spawn(server::serve(
+        admin,
+        move |req| admin_state.clone().handle(req),
+        shutdown_signal(),
+    ));
+    server::serve_proxy(proxy, gateway, shutdown_signal()).await;
+    watcher.abort();
+    admin_task.abort();
+    tracing::info!("tollgate-proxy stopped");
+    Ok(())
+}
+
+fn record_reload(metrics: &Metrics, outcome: &ReloadOutcome, store: &PolicyStore) {
+    let result = match outcome {
+        ReloadOutcome::Applied { .. } => "applied",
+        ReloadOutcome::Rejected { .. } => "rejected",
+        ReloadOutcome::Unchanged => return,
+    };
+    let keys = store.snapshot().map_or(0, |s| s.key_count());
+    metrics.reload(result, store.status().last_reload_ok, keys);
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,288 @@
+//! Prometheus metrics. Labels carry key ids, teams, models and providers, never secrets.
+//! Latency histograms are labelled by team, model and provider only, to bound cardinality on
+//! shared gateways with thousands of keys.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::usage::Usage;
+
+/// Identity of a forwarded request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Virtual key id.
+    pub key_id: String,
+    /// Team id, empty when none.
+    pub team: String,
+    /// Requested model name.
+    pub model: String,
+    /// Provider id.
+    pub provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    key_id: String,
+    team: String,
+    model: String,
+    provider: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    key_id: String,
+    team: String,
+    model: String,
+    provider: String,
+    class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DenialLabels {
+    reason: &'static str,
+    key_id: String,
+    team: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LatencyLabels {
+    team: String,
+    model: String,
+    provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    result: &'static str,
+}
+
+type HistogramFamily = Family<LatencyLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 1 ms .. ~65 s
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// All metrics of one proxy process.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<StatusLabels, Counter>,
+    denials: Family<DenialLabels, Counter>,
+    tokens: Family<TokenLabels, Counter>,
+    cost: Family<RequestLabels, Counter>,
+    incomplete: Family<RequestLabels, Counter>,
+    upstream_duration: HistogramFamily,
+    ttfb: HistogramFamily,
+    in_flight: Gauge,
+    reloads: Family<OutcomeLabels, Counter>,
+    policy_ok: Gauge,
+    policy_keys: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tollgate");
+        let m = Self {
+            requests: Family::default(),
+            denials: Family::default(),
+            tokens: Family::default(),
+            cost: Family::default(),
+            incomplete: Family::default(),
+            upstream_duration: HistogramFamily::new_with_constructor(latency_histogram),
+            ttfb: HistogramFamily::new_with_constructor(latency_histogram),
+            in_flight: Gauge::default(),
+            reloads: Family::default(),
+            policy_ok: Gauge::default(),
+            policy_keys: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests forwarded upstream, by response status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "denials",
+            "Requests refused by the gateway, by reason",
+            m.denials.clone(),
+        );
+        registry.register("tokens", "Tokens by billing class", m.tokens.clone());
+        registry.register(
+            "cost_micro_usd",
+            "Cost in micro-USD (each request rounded up)",
+            m.cost.clone(),
+        );
+        registry.register(
+            "responses_incomplete",
+            "Responses that ended without message_stop (cut streams, stream errors, client gone)",
+            m.incomplete.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "From sending upstream to the end of the response body",
+            m.upstream_duration.clone(),
+        );
+        registry.register(
+            "upstream_ttfb_seconds",
+            "From sending upstream to the first body byte",
+            m.ttfb.clone(),
+        );
+        registry.register(
+            "in_flight_requests",
+            "Requests being proxied now",
+            m.in_flight.clone(),
+        );
+        registry.register(
+            "policy_reloads",
+            "Policy reload attempts by result",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "policy_last_reload_success",
+            "1 when the newest policy sources were accepted, 0 when they were rejected",
+            m.policy_ok.clone(),
+        );
+        registry.register(
+            "policy_keys",
+            "Virtual keys in the live policy",
+            m.policy_keys.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Counts a refusal.
+    pub fn denial(&self, reason: &'static str, key_id: &str, team: &str) {
+        let labels = DenialLabels {
+            reason,
+            key_id: key_id.to_owned(),
+            team: team.to_owned(),
+        };
+        self.denials.get_or_create(&labels).inc();
+    }
+
+    /// Counts a finished upstream exchange with its usage and cost.
+    pub fn completed(
+        &self,
+        l: &RequestLabels,
+        status: u16,
+        usage: &Usage,
+        cost_micro_usd: u64,
+        complete: bool,
+    ) {
+        let s = StatusLabels {
+            key_id: l.key_id.clone(),
+            team: l.team.clone(),
+            model: l.model.clone(),
+            provider: l.provider.clone(),
+            status,
+        };
+        self.requests.get_or_create(&s).inc();
+        for (class, n) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_write_5m", usage.cache_write_5m_tokens),
+            ("cache_write_1h", usage.cache_write_1h_tokens),
+            ("cache_read", usage.cache_read_tokens),
+        ] {
+            if n > 0 {
+                let t = TokenLabels {
+                    key_id: l.key_id.clone(),
+                    team: l.team.clone(),
+                    model: l.model.clone(),
+                    provider: l.provider.clone(),
+                    class,
+                };
+                self.tokens.get_or_create(&t).inc_by(n);
+            }
+        }
+        if cost_micro_usd > 0 {
+            self.cost.get_or_create(l).inc_by(cost_micro_usd);
+        }
+        if !complete {
+            self.incomplete.get_or_create(l).inc();
+        }
+    }
+
+    /// Records upstream timings in seconds.
+    pub fn timings(&self, l: &RequestLabels, ttfb: Option<f64>, total: f64) {
+        let ll = LatencyLabels {
+            team: l.team.clone(),
+            model: l.model.clone(),
+            provider: l.provider.clone(),
+        };
+        if let Some(t) = ttfb {
+            self.ttfb.get_or_create(&ll).observe(t);
+        }
+        self.upstream_duration.get_or_create(&ll).observe(total);
+    }
+
+    /// The in-flight gauge.
+    pub fn in_flight(&self) -> &Gauge {
+        &self.in_flight
+    }
+
+    /// Records a policy reload outcome.
+    pub fn reload(&self, result: &'static str, ok: bool, keys: usize) {
+        self.reloads.get_or_create(&OutcomeLabels { result }).inc();
+        self.policy_ok.set(i64::from(ok));
+        self.policy_keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_labelled_series() {
+        let m = Metrics::new();
+        let l = RequestLabels {
+            key_id: "k1".into(),
+            team: "t".into(),
+            model: "gw-opus".into(),
+            provider: "anthropic".into(),
+        };
+        let usage = Usage {
+            input_tokens: 10,
+            output_tokens: 5,
+            ..Default::default()
+        };
+        m.completed(&l, 200, &usage, 123, true);
+        m.timings(&l, Some(0.01), 0.5);
+        m.denial("unknown_key", "", "");
+        m.reload("applied", true, 3);
+        let text = m.encode();
+        for needle in [
+            r#"tollgate_requests_total{key_id="k1",team="t",model="gw-opus",provider="anthropic",status="200"} 1"#,
+            r#"tollgate_tokens_total{key_id="k1",team="t",model="gw-opus",provider="anthropic",class="output"} 5"#,
+            r#"tollgate_cost_micro_usd_total{key_id="k1",team="t",model="gw-opus",provider="anthropic"} 123"#,
+            r#"tollgate_denials_total{reason="unknown_key",key_id="",team=""} 1"#,
+            "tollgate_upstream_ttfb_seconds_bucket",
+            "tollgate_policy_last_reload_success 1",
+            "tollgate_policy_keys 3",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The policy document: the one contract between the operator (writer) and the proxy (reader).
+//!
+//! It holds no secret values: virtual keys appear only as SHA-256 hashes, provider
+//! credentials only as file paths or environment variable names. The JSON Schema in
+//! `dataplane/schema/policy.schema.json` is generated from these types
+//! (`tollgate-proxy schema`), and a test fails when the two drift apart.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::pricing::PriceEntry;
+
+/// The only document version this proxy understands.
+pub const POLICY_VERSION: u32 = 1;
+
+/// A complete policy document, or one shard of it (a directory may hold several files whose
+/// lists are concatenated; see [`crate::policy::load`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDocument {
+    /// Document format version; must be 1.
+    pub version: u32,
+    /// The organization: the top budget scope. At most one shard may set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<Organization>,
+    /// Teams: groups of users and keys that form a budget scope.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub teams: Vec<Team>,
+    /// Virtual keys the agents authenticate with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<VirtualKey>,
+    /// Spend ceilings per scope and period (enforced by the ledger).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<Budget>,
+    /// Model providers the proxy forwards to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub providers: Vec<Provider>,
+    /// Model names and tier aliases mapped to provider targets, matched in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+    /// Price overrides in LiteLLM's `model_prices_and_context_window.json` shape (USD per
+    /// token); they win over the price table file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prices: BTreeMap<String, PriceEntry>,
+    /// Upstream MCP servers the gateway aggregates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<McpServer>,
+    /// Audit settings. At most one shard may set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditConfig>,
+}
+
+/// The organization every team and key belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Organization {
+    /// Organization name, used as the organization budget scope's name.
+    pub name: String,
+}
+
+/// A team: keys name it; budgets and rate limits can apply to it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Team {
+    /// Team id, unique in the document.
+    pub id: String,
+    /// Rate limits shared by every key of the team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimits>,
+    /// Model access applied on top of each member key's own (deny wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<ModelAccess>,
+}
+
+/// A virtual key: what an engineer's agent presents instead of a provider key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualKey {
+    /// Key id, unique in the document; appears in logs, metrics and audit records.
+    pub id: String,
+    /// Lower-case hex SHA-256 of the secret key (64 characters). Never the key itself.
+    pub sha256: String,
+    /// The engineer who owns the key (a user budget scope).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The team the key belongs to; must name a team in `teams`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// A disabled key is refused with 403.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// RFC 3339 instant after which the key is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub expires_at: Option<jiff::Timestamp>,
+    /// Which requested model names (exact or glob with `*` and `?`) the key may use.
+    #[serde(default)]
+    pub models: ModelAccess,
+    /// Per-key rate limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<RateLimits>,
+    /// MCP tools the key may call, per upstream MCP server; servers not listed are denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp: Vec<McpGrant>,
+    /// Policy for the agent's own built-in tools (e.g. `Bash`, `Write`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<PatternList>,
+    /// Audit content capture for this key's requests; defaults to the audit setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureMode>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Allow and deny patterns for model names. An empty `allow` allows every routed model;
+/// `deny` always wins.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelAccess {
+    /// Exact names or globs (`*` any run, `?` one character).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Exact names or globs; a match refuses the model even when `allow` matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+/// A generic allow/deny glob list (deny wins, empty allow allows all).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatternList {
+    /// Globs of allowed names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Globs of denied names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+/// Rate limits; each absent field means unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    /// Requests per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u64>,
+    /// Input plus output tokens per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+    /// Requests in flight at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent: Option<u64>,
+}
+
+/// MCP tools a key may use on one upstream MCP server.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpGrant {
+    /// The `mcp_servers[].name` this grant applies to.
+    pub server: String,
+    /// Tool name globs allowed (empty: all); deny wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Tool name globs denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+/// How much request and response content audit records carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureMode {
+    /// Identity, model, tokens and cost only.
+    #[default]
+    None,
+    /// Adds request metadata (tool names, sizes, headers of interest).
+    Metadata,
+    /// Adds prompts and completions, within size limits.
+    Full,
+}
+
+/// A spend ceiling on one scope for one period.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Budget id, unique in the document.
+    pub id: String,
+    /// What the budget applies to.
+    pub scope: BudgetScope,
+    /// The ceiling in integer micro-USD (1 USD = 1,000,000).
+    pub limit_micro_usd: u64,
+    /// The window the ceiling applies to.
+    pub period: BudgetPeriod,
+    /// IANA time zone the calendar periods align to; UTC when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Percentages of the limit that raise an alert when crossed (e.g. 50, 80, 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds: Vec<u8>,
+}
+
+/// The subject of a budget.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetScope {
+    /// organization, team, user or key.
+    pub kind: ScopeKind,
+    /// The organization name, team id, user name or key id.
+    pub name: String,
+}
+
+/// Budget scope kinds, from widest to narrowest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeKind {
+    /// The whole organization.
+    #[default]
+    Organization,
+    /// One team.
+    Team,
+    /// One engineer (every key they own).
+    User,
+    /// One virtual key.
+    Key,
+}
+
+/// A budget period: a calendar window or a rolling duration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetPeriod {
+    /// Resets at midnight.
+    #[default]
+    Daily,
+    /// Resets at midnight between Sunday and Monday.
+    Weekly,
+    /// Resets at midnight on the first of the month.
+    Monthly,
+    /// Resets at midnight on January 1.
+    Yearly,
+    /// A rolling window of this many seconds.
+    Rolling {
+        /// Window length in seconds.
+        seconds: u64,
+    },
+}
+
+/// A model provider the proxy forwards to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    /// Provider id, unique in the document; routes name it.
+    pub id: String,
+    /// Which API the provider speaks.
+    pub kind: ProviderKind,
+    /// Base URL, e.g. `https://api.anthropic.com` (http:// only for loopback tests).
+    pub endpoint: String,
+    /// Cloud region (Bedrock, Vertex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Cloud project (Vertex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Where the provider credential is read from; never the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialSource>,
+    /// Timeouts for calls to this provider.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+/// Provider API kinds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// The Anthropic Messages API.
+    #[default]
+    Anthropic,
+    /// AWS Bedrock InvokeModel.
+    Bedrock,
+    /// Google Vertex AI rawPredict.
+    Vertex,
+    /// Azure AI Foundry.
+    Foundry,
+    /// An OpenAI-compatible Chat Completions API.
+    Openai,
+}
+
+/// A reference to a secret value: a mounted file or an environment variable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSource {
+    /// Path of a file holding the secret (a mounted Secret); surrounding whitespace is trimmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Name of an environment variable holding the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+}
+
+/// Provider call timeouts, in milliseconds (connecting is bounded by the response-headers
+/// timeout and by the proxy's global 10 s connect timeout).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Time allowed until the response headers arrive.
+    #[serde(default = "default_headers_ms")]
+    pub response_headers_ms: u64,
+    /// Longest silence allowed inside a streamed body.
+    #[serde(default = "default_idle_ms")]
+    pub stream_idle_ms: u64,
+}
+
+fn default_headers_ms() -> u64 {
+    600_000
+}
+fn default_idle_ms() -> u64 {
+    300_000
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            response_headers_ms: default_headers_ms(),
+            stream_idle_ms: default_idle_ms(),
+        }
+    }
+}
+
+/// Maps requested model names (exact, a tier alias, or a glob) to provider targets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// The requested model name this route serves: exact (`gw-opus`) or a glob (`claude-*`).
+    #[serde(rename = "match")]
+    pub match_: String,
+    /// Ordered targets; the first is used, later ones are fallbacks.
+    pub targets: Vec<RouteTarget>,
+}
+
+/// One provider target of a route.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTarget {
+    /// The `providers[].id` to forward to.
+    pub provider: String,
+    /// The upstream model id; absent keeps the requested name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// An upstream MCP server.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpServer {
+    /// Server name; tools are exposed as `<name>__<tool>`.
+    pub name: String,
+    /// Streamable HTTP endpoint URL.
+    pub url: String,
+    /// Credential sent upstream as a Bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialSource>,
+}
+
+/// Audit settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Default content capture for keys that do not set their own.
+    #[serde(default)]
+    pub capture: CaptureMode,
+    /// Where records are shipped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sinks: Vec<AuditSink>,
+}
+
+/// One audit sink.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSink {
+    /// Sink name, unique in the document.
+    pub name: String,
+    /// webhook, elasticsearch, splunk, datadog, s3 or file.
+    pub kind: String,
+    /// Endpoint URL (or file path for `file`).
+    pub endpoint: String,
+    /// Sink credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialSource>,
+}

@@ -1,0 +1,430 @@
+//! Compilation of a validated document into an immutable [`Snapshot`]: the form the request
+//! path reads. Key hashes become a hash map, patterns become globs, route targets point at
+//! their providers, credentials are read from their files or variables, prices are merged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::document::{CredentialSource, PolicyDocument, Provider, ProviderKind, Timeouts};
+use super::glob::{AllowDeny, Glob};
+use super::load::LoadedDocument;
+use super::validate::{ValidationErrors, validate};
+use crate::pricing::PriceTable;
+use crate::secret::Secret;
+
+/// A compiled virtual key.
+#[derive(Debug)]
+pub struct KeyEntry {
+    /// Key id (safe to log).
+    pub id: String,
+    /// Owning engineer.
+    pub user: Option<String>,
+    /// Team id.
+    pub team: Option<String>,
+    /// Disabled keys are refused.
+    pub enabled: bool,
+    /// Expiry instant.
+    pub expires_at: Option<jiff::Timestamp>,
+    models: AllowDeny,
+    team_models: Option<AllowDeny>,
+}
+
+impl KeyEntry {
+    /// Whether the key (and its team) may request `model`.
+    pub fn may_use(&self, model: &str) -> bool {
+        self.models.permits(model) && self.team_models.as_ref().is_none_or(|t| t.permits(model))
+    }
+
+    /// The key's allow patterns, for error messages.
+    pub fn allowed_patterns(&self) -> Vec<&str> {
+        self.models.allow_patterns().collect()
+    }
+}
+
+/// A compiled provider.
+#[derive(Debug)]
+pub struct ProviderEntry {
+    /// Provider id.
+    pub id: String,
+    /// API kind.
+    pub kind: ProviderKind,
+    /// Endpoint without a trailing slash.
+    pub endpoint: String,
+    /// The credential, or why it could not be read (no secret in the reason).
+    pub credential: Result<Secret, String>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// A resolved forwarding target.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Where to send.
+    pub provider: Arc<ProviderEntry>,
+    /// The upstream model id, when it differs from the requested name.
+    pub model: Option<String>,
+}
+
+#[derive(Debug)]
+struct CompiledRoute {
+    pattern: Glob,
+    targets: Vec<Target>,
+}
+
+/// Why a document could not become a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The document failed validation.
+    #[error("invalid policy: {0}")]
+    Invalid(#[from] ValidationErrors),
+}
+
+/// An immutable, compiled policy. Requests hold an `Arc<Snapshot>` for their whole life.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Revision id of the source bytes (hex SHA-256).
+    pub revision: String,
+    /// When this snapshot was compiled.
+    pub loaded_at: jiff::Timestamp,
+    /// Organization name.
+    pub organization: Option<String>,
+    /// The merged price table (file, then the document's overrides).
+    pub prices: PriceTable,
+    keys: HashMap<[u8; 32], Arc<KeyEntry>>,
+    routes: Vec<CompiledRoute>,
+    providers: Vec<Arc<ProviderEntry>>,
+}
+
+/// Where credential values come from; tests substitute the environment.
+pub trait CredentialReader {
+    /// Reads an environment variable.
+    fn env(&self, name: &str) -> Option<String>;
+    /// Reads a file.
+    fn file(&self, path: &str) -> std::io::Result<String>;
+}
+
+/// Reads credentials from the process environment and the file system.
+pub struct SystemCredentials;
+
+impl CredentialReader for SystemCredentials {
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn file(&self, path: &str) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
+/// SHA-256 of a presented key, the form keys are indexed by.
+pub fn hash_key(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+impl Snapshot {
+    /// Validates and compiles a loaded document.
+    pub fn compile(
+        loaded: LoadedDocument,
+        base_prices: &PriceTable,
+        creds: &dyn CredentialReader,
+    ) -> Result<Snapshot, CompileError> {
+        let doc: PolicyDocument = loaded.document;
+        validate(&doc)?;
+        let mut prices = base_prices.clone();
+        // Validation already parsed the overrides; an error here is impossible.
+        if let Ok(overrides) = PriceTable::from_entries(&doc.prices) {
+            prices.overlay(overrides);
+        }
+        let team_models: HashMap<&str, AllowDeny> = doc
+            .teams
+            .iter()
+            .filter_map(|t| {
+                t.models
+                    .as_ref()
+                    .map(|m| (t.id.as_str(), AllowDeny::new(&m.allow, &m.deny)))
+            })
+            .collect();
+        let keys = doc
+            .keys
+            .iter()
+            .filter_map(|k| {
+                let hash: [u8; 32] = hex::decode(&k.sha256).ok()?.try_into().ok()?;
+                let entry = KeyEntry {
+                    id: k.id.clone(),
+                    user: k.user.clone(),
+                    team: k.team.clone(),
+                    enabled: k.enabled,
+                    expires_at: k.expires_at,
+                    models: AllowDeny::new(&k.models.allow, &k.models.deny),
+                    team_models: k.team.as_deref().and_then(|t| team_models.get(t)).cloned(),
+                };
+                Some((hash, Arc::new(entry)))
+            })
+            .collect();
+        let providers: Vec<Arc<ProviderEntry>> = doc
+            .providers
+            .iter()
+            .map(|p| Arc::new(compile_provider(p, creds)))
+            .collect();
+        let routes = doc
+            .routes
+            .iter()
+            .map(|r| CompiledRoute {
+                pattern: Glob::new(&r.match_),
+                targets: r
+                    .targets
+                    .iter()
+                    .filter_map(|t| {
+                        let provider = providers.iter().find(|p| p.id == t.provider)?.clone();
+                        Some(Target {
+                            provider,
+                            model: t.model.clone(),
+                        })
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Snapshot {
+            revision: loaded.revision,
+            loaded_at: jiff::Timestamp::now(),
+            organization: doc.organization.map(|o| o.name),
+            prices,
+            keys,
+            routes,
+            providers,
+        })
+    }
+
+    /// Looks a presented key up by its SHA-256.
+    pub fn key(&self, secret: &str) -> Option<&Arc<KeyEntry>> {
+        self.keys.get(&hash_key(secret))
+    }
+
+    /// Number of keys.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Providers, in document order.
+    pub fn providers(&self) -> &[Arc<ProviderEntry>] {
+        &self.providers
+    }
+
+    /// The targets of the first route matching `model`, in fallback order.
+    pub fn route(&self, model: &str) -> Option<&[Target]> {
+        self.routes
+            .iter()
+            .find(|r| r.pattern.matches(model))
+            .map(|r| r.targets.as_slice())
+    }
+
+    /// Model names a key may request: exact route names, plus price-table models served by
+    /// a glob route, filtered by the key's allowlist; sorted.
+    pub fn models_for(&self, key: &KeyEntry) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|r| r.pattern.is_literal())
+            .map(|r| r.pattern.as_str().to_owned())
+            .chain(
+                self.prices
+                    .model_names()
+                    .filter(|m| self.route(m).is_some())
+                    .map(str::to_owned),
+            )
+            .filter(|m| key.may_use(m))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+fn compile_provider(p: &Provider, creds: &dyn CredentialReader) -> ProviderEntry {
+    ProviderEntry {
+        id: p.id.clone(),
+        kind: p.kind,
+        endpoint: p.endpoint.trim_end_matches('/').to_owned(),
+        credential: read_credential(p.credential.as_ref(), creds),
+        timeouts: p.timeouts.clone(),
+    }
+}
+
+/// Reads a credential; the error says where from, never what.
+pub fn read_credential(
+    src: Option<&CredentialSource>,
+    creds: &dyn CredentialReader,
+) -> Result<Secret, String> {
+    let src = src.ok_or_else(|| "no credential configured".to_owned())?;
+    let value = match (&src.file, &src.env) {
+        (Some(path), _) => creds
+            .file(path)
+            .map_err(|e| format!("cannot read credential file {path}: {}", e.kind()))?,
+        (None, Some(var)) => creds
+            .env(var)
+            .ok_or_else(|| format!("environment variable {var} is not set"))?,
+        (None, None) => return Err("no credential configured".into()),
+    };
+    let secret = Secret::new(&value);
+    if secret.expose().is_empty() {
+        return Err("credential is empty".into());
+    }
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::document::*;
+
+    struct FakeCreds;
+    impl CredentialReader for FakeCreds {
+        fn env(&self, name: &str) -> Option<String> {
+            (name == "UP_KEY").then(|| "sk-up\n".to_owned())
+        }
+        fn file(&self, path: &str) -> std::io::Result<String> {
+            Err(std::io::Error::new(std::io::ErrorKind::NotFound, path.to_owned()))
+        }
+    }
+
+    fn doc() -> PolicyDocument {
+        let key = |id: &str, secret: &str, allow: &[&str]| VirtualKey {
+            id: id.into(),
+            sha256: hex::encode(hash_key(secret)),
+            team: Some("t".into()),
+            enabled: true,
+            models: ModelAccess {
+                allow: allow.iter().map(|s| s.to_string()).collect(),
+                deny: vec![],
+            },
+            ..Default::default()
+        };
+        PolicyDocument {
+            version: 1,
+            teams: vec![Team {
+                id: "t".into(),
+                models: Some(ModelAccess {
+                    allow: vec![],
+                    deny: vec!["*opus*".into()],
+                }),
+                ..Default::default()
+            }],
+            keys: vec![key("k1", "vk-one", &[]), key("k2", "vk-two", &["gw-haiku"])],
+            providers: vec![
+                Provider {
+                    id: "a".into(),
+                    endpoint: "http://127.0.0.1:9/".into(),
+                    credential: Some(CredentialSource {
+                        env: Some("UP_KEY".into()),
+                        file: None,
+                    }),
+                    ..Default::default()
+                },
+                Provider {
+                    id: "b".into(),
+                    endpoint: "http://127.0.0.1:10".into(),
+                    credential: Some(CredentialSource {
+                        file: Some("/nope".into()),
+                        env: None,
+                    }),
+                    ..Default::default()
+                },
+            ],
+            routes: vec![
+                Route {
+                    match_: "gw-haiku".into(),
+                    targets: vec![RouteTarget {
+                        provider: "b".into(),
+                        model: Some("claude-haiku-4-5".into()),
+                    }],
+                },
+                Route {
+                    match_: "claude-*".into(),
+                    targets: vec![RouteTarget {
+                        provider: "a".into(),
+                        model: None,
+                    }],
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn compile(d: PolicyDocument) -> Snapshot {
+        let loaded = LoadedDocument {
+            document: d,
+            revision: "r".into(),
+        };
+        Snapshot::compile(loaded, &PriceTable::builtin(), &FakeCreds).unwrap()
+    }
+
+    #[test]
+    fn key_lookup_by_hash() {
+        let s = compile(doc());
+        assert_eq!(s.key("vk-one").map(|k| k.id.as_str()), Some("k1"));
+        assert_eq!(s.key("vk-two").map(|k| k.id.as_str()), Some("k2"));
+        assert!(s.key("vk-three").is_none());
+        assert!(s.key("").is_none());
+        assert_eq!(s.key_count(), 2);
+    }
+
+    #[test]
+    fn routes_first_match_wins_and_point_at_providers() {
+        let s = compile(doc());
+        let t = &s.route("gw-haiku").unwrap()[0];
+        assert_eq!(
+            (t.provider.id.as_str(), t.model.as_deref()),
+            ("b", Some("claude-haiku-4-5"))
+        );
+        let t = &s.route("claude-sonnet-4-5").unwrap()[0];
+        assert_eq!((t.provider.id.as_str(), t.model.as_deref()), ("a", None));
+        assert!(s.route("gpt-5").is_none());
+        assert_eq!(s.providers()[0].endpoint, "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn credentials_are_read_and_failures_explained_without_values() {
+        let s = compile(doc());
+        assert_eq!(s.providers()[0].credential.as_ref().unwrap().expose(), "sk-up");
+        let err = s.providers()[1].credential.as_ref().unwrap_err();
+        assert!(err.contains("/nope"), "{err}");
+    }
+
+    #[test]
+    fn team_deny_applies_on_top_of_key_allow() {
+        let s = compile(doc());
+        let k1 = s.key("vk-one").unwrap();
+        assert!(k1.may_use("claude-sonnet-4-5"));
+        assert!(!k1.may_use("claude-opus-4-8"), "team denies opus");
+        let k2 = s.key("vk-two").unwrap();
+        assert!(k2.may_use("gw-haiku"));
+        assert!(!k2.may_use("claude-sonnet-4-5"));
+    }
+
+    #[test]
+    fn models_for_lists_only_permitted_routed_models() {
+        let s = compile(doc());
+        let k2 = s.key("vk-two").unwrap();
+        assert_eq!(s.models_for(k2), vec!["gw-haiku".to_string()]);
+        let k1 = s.key("vk-one").unwrap();
+        let m = s.models_for(k1);
+        assert!(
+            m.contains(&"gw-haiku".to_string()) && m.iter().any(|n| n.starts_with("claude-sonnet")),
+            "{m:?}"
+        );
+        assert!(!m.iter().any(|n| n.contains("opus")), "{m:?}");
+    }
+
+    #[test]
+    fn invalid_document_is_rejected() {
+        let mut d = doc();
+        d.keys[0].team = Some("ghost".into());
+        let loaded = LoadedDocument {
+            document: d,
+            revision: "r".into(),
+        };
+        let err = Snapshot::compile(loaded, &PriceTable::builtin(), &FakeCreds).unwrap_err();
+        assert!(err.to_string().contains("keys[0].team"), "{err}");
+    }
+}

@@ -1,0 +1,469 @@
+//! Validation of a merged policy document. Every error names the offending field by its
+//! path in the document (e.g. `keys[2].team`), so `tollgate-proxy check` and the reload log
+//! point at what to fix.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use super::document::{
+    Budget, CredentialSource, POLICY_VERSION, PolicyDocument, Provider, ProviderKind, ScopeKind,
+};
+
+/// One problem in a policy document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path of the offending field, e.g. `keys[2].sha256`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// All problems found in one document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        write!(f, "{}", parts.join("; "))
+    }
+}
+
+/// Provider kinds this proxy version can forward to.
+pub const SUPPORTED_PROVIDER_KINDS: &[ProviderKind] = &[ProviderKind::Anthropic, ProviderKind::Foundry];
+
+#[derive(Default)]
+struct Collector(Vec<FieldError>);
+
+impl Collector {
+    fn err(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Reports empty ids and duplicates among `ids`, found at `list[i].field`.
+    fn unique_ids<'a>(&mut self, list: &str, field: &str, ids: impl Iterator<Item = &'a str>) {
+        let mut seen = HashSet::new();
+        for (i, id) in ids.enumerate() {
+            if id.trim().is_empty() {
+                self.err(format!("{list}[{i}].{field}"), "must not be empty");
+            } else if !seen.insert(id) {
+                self.err(
+                    format!("{list}[{i}].{field}"),
+                    format!("duplicate {field} {id:?}"),
+                );
+            }
+        }
+    }
+}
+
+/// Validates a merged document; `Ok` means it can be compiled into a snapshot.
+pub fn validate(doc: &PolicyDocument) -> Result<(), ValidationErrors> {
+    let mut c = Collector::default();
+    if doc.version != POLICY_VERSION {
+        c.err(
+            "version",
+            format!(
+                "unsupported version {}; this proxy reads version {POLICY_VERSION}",
+                doc.version
+            ),
+        );
+    }
+    if let Some(org) = &doc.organization {
+        if org.name.trim().is_empty() {
+            c.err("organization.name", "must not be empty");
+        }
+    }
+    c.unique_ids("teams", "id", doc.teams.iter().map(|t| t.id.as_str()));
+    c.unique_ids("keys", "id", doc.keys.iter().map(|k| k.id.as_str()));
+    c.unique_ids("budgets", "id", doc.budgets.iter().map(|b| b.id.as_str()));
+    c.unique_ids("providers", "id", doc.providers.iter().map(|p| p.id.as_str()));
+    c.unique_ids(
+        "mcp_servers",
+        "name",
+        doc.mcp_servers.iter().map(|m| m.name.as_str()),
+    );
+    validate_keys(doc, &mut c);
+    for (i, b) in doc.budgets.iter().enumerate() {
+        validate_budget(doc, i, b, &mut c);
+    }
+    for (i, p) in doc.providers.iter().enumerate() {
+        validate_provider(i, p, &mut c);
+    }
+    validate_routes(doc, &mut c);
+    validate_mcp(doc, &mut c);
+    if let Err(e) = crate::pricing::PriceTable::from_entries(&doc.prices) {
+        c.err("prices", e.to_string());
+    }
+    if c.0.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(c.0))
+    }
+}
+
+fn validate_keys(doc: &PolicyDocument, c: &mut Collector) {
+    let teams: HashSet<&str> = doc.teams.iter().map(|t| t.id.as_str()).collect();
+    let servers: HashSet<&str> = doc.mcp_servers.iter().map(|m| m.name.as_str()).collect();
+    let mut hashes = HashSet::new();
+    for (i, k) in doc.keys.iter().enumerate() {
+        let at = format!("keys[{i}]");
+        if !is_sha256_hex(&k.sha256) {
+            c.err(
+                format!("{at}.sha256"),
+                "must be 64 lower-case hex characters (the SHA-256 of the key, never the key)",
+            );
+        } else if !hashes.insert(k.sha256.as_str()) {
+            c.err(
+                format!("{at}.sha256"),
+                format!("the same key hash is used by another key (key {:?})", k.id),
+            );
+        }
+        if let Some(team) = &k.team {
+            if !teams.contains(team.as_str()) {
+                c.err(
+                    format!("{at}.team"),
+                    format!("team {team:?} is not defined in teams"),
+                );
+            }
+        }
+        for (j, g) in k.mcp.iter().enumerate() {
+            if !servers.contains(g.server.as_str()) {
+                c.err(
+                    format!("{at}.mcp[{j}].server"),
+                    format!("MCP server {:?} is not defined in mcp_servers", g.server),
+                );
+            }
+        }
+        check_patterns(c, &format!("{at}.models.allow"), &k.models.allow);
+        check_patterns(c, &format!("{at}.models.deny"), &k.models.deny);
+    }
+}
+
+fn check_patterns(c: &mut Collector, at: &str, patterns: &[String]) {
+    for (j, p) in patterns.iter().enumerate() {
+        if p.is_empty() {
+            c.err(format!("{at}[{j}]"), "pattern must not be empty");
+        }
+    }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn validate_budget(doc: &PolicyDocument, i: usize, b: &Budget, c: &mut Collector) {
+    let at = format!("budgets[{i}]");
+    let name = b.scope.name.as_str();
+    let known = match b.scope.kind {
+        ScopeKind::Organization => doc.organization.as_ref().is_some_and(|o| o.name == name),
+        ScopeKind::Team => doc.teams.iter().any(|t| t.id == name),
+        ScopeKind::Key => doc.keys.iter().any(|k| k.id == name),
+        ScopeKind::User => !name.trim().is_empty(),
+    };
+    if !known {
+        c.err(
+            format!("{at}.scope.name"),
+            format!("{:?} does not name a defined {:?}", name, b.scope.kind).to_lowercase(),
+        );
+    }
+    for (j, t) in b.thresholds.iter().enumerate() {
+        if *t == 0 || *t > 100 {
+            c.err(
+                format!("{at}.thresholds[{j}]"),
+                "must be a percentage from 1 to 100",
+            );
+        }
+    }
+    if let super::document::BudgetPeriod::Rolling { seconds: 0 } = b.period {
+        c.err(format!("{at}.period.rolling.seconds"), "must be greater than 0");
+    }
+    if let Some(tz) = &b.time_zone {
+        if tz.trim().is_empty() {
+            c.err(format!("{at}.time_zone"), "must not be empty when set");
+        }
+    }
+}
+
+fn validate_provider(i: usize, p: &Provider, c: &mut Collector) {
+    let at = format!("providers[{i}]");
+    if !SUPPORTED_PROVIDER_KINDS.contains(&p.kind) {
+        c.err(
+            format!("{at}.kind"),
+            format!(
+                "{:?} is not supported by this tollgate-proxy yet (supported: anthropic, foundry)",
+                p.kind
+            )
+            .to_lowercase(),
+        );
+    }
+    if let Err(msg) = check_url(&p.endpoint) {
+        c.err(format!("{at}.endpoint"), msg);
+    }
+    if let Some(cred) = &p.credential {
+        check_credential(c, &format!("{at}.credential"), cred);
+    }
+    let t = &p.timeouts;
+    for (name, v) in [
+        ("response_headers_ms", t.response_headers_ms),
+        ("stream_idle_ms", t.stream_idle_ms),
+    ] {
+        if v == 0 {
+            c.err(format!("{at}.timeouts.{name}"), "must be greater than 0");
+        }
+    }
+}
+
+fn check_credential(c: &mut Collector, at: &str, cred: &CredentialSource) {
+    match (&cred.file, &cred.env) {
+        (Some(_), Some(_)) => c.err(at, "set either file or env, not both"),
+        (None, None) => c.err(at, "set file or env"),
+        (Some(f), None) if f.trim().is_empty() => c.err(format!("{at}.file"), "must not be empty"),
+        (None, Some(e)) if e.trim().is_empty() => c.err(format!("{at}.env"), "must not be empty"),
+        _ => {}
+    }
+}
+
+/// Checks an absolute http(s) URL with a host.
+fn check_url(s: &str) -> Result<(), String> {
+    let uri: http::Uri = s.parse().map_err(|e| format!("not a valid URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => {
+            return Err(format!(
+                "{s:?} must start with https:// (or http:// for local tests)"
+            ));
+        }
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{s:?} has no host"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("{s:?} must not have a query string"));
+    }
+    Ok(())
+}
+
+fn validate_routes(doc: &PolicyDocument, c: &mut Collector) {
+    let providers: HashSet<&str> = doc.providers.iter().map(|p| p.id.as_str()).collect();
+    for (i, r) in doc.routes.iter().enumerate() {
+        if r.match_.is_empty() {
+            c.err(format!("routes[{i}].match"), "must not be empty");
+        }
+        if r.targets.is_empty() {
+            c.err(format!("routes[{i}].targets"), "needs at least one target");
+        }
+        for (j, t) in r.targets.iter().enumerate() {
+            if !providers.contains(t.provider.as_str()) {
+                c.err(
+                    format!("routes[{i}].targets[{j}].provider"),
+                    format!("provider {:?} is not defined in providers", t.provider),
+                );
+            }
+            if t.model.as_deref().is_some_and(str::is_empty) {
+                c.err(
+                    format!("routes[{i}].targets[{j}].model"),
+                    "must not be empty when set",
+                );
+            }
+        }
+    }
+}
+
+fn validate_mcp(doc: &PolicyDocument, c: &mut Collector) {
+    for (i, m) in doc.mcp_servers.iter().enumerate() {
+        let legal = m
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !legal || m.name.contains("__") || m.name.len() > 48 {
+            c.err(
+                format!("mcp_servers[{i}].name"),
+                "use 1-48 characters of [A-Za-z0-9_-] without \"__\" (it prefixes tool names)",
+            );
+        }
+        if let Err(msg) = check_url(&m.url) {
+            c.err(format!("mcp_servers[{i}].url"), msg);
+        }
+        if let Some(cred) = &m.credential {
+            check_credential(c, &format!("mcp_servers[{i}].credential"), cred);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::document::*;
+
+    fn valid() -> PolicyDocument {
+        PolicyDocument {
+            version: 1,
+            organization: Some(Organization { name: "acme".into() }),
+            teams: vec![Team {
+                id: "platform".into(),
+                ..Default::default()
+            }],
+            keys: vec![VirtualKey {
+                id: "alice".into(),
+                sha256: "a".repeat(64),
+                team: Some("platform".into()),
+                enabled: true,
+                ..Default::default()
+            }],
+            providers: vec![Provider {
+                id: "anthropic".into(),
+                kind: ProviderKind::Anthropic,
+                endpoint: "https://api.anthropic.com".into(),
+                credential: Some(CredentialSource {
+                    env: Some("ANTHROPIC_API_KEY".into()),
+                    file: None,
+                }),
+                ..Default::default()
+            }],
+            routes: vec![Route {
+                match_: "claude-*".into(),
+                targets: vec![RouteTarget {
+                    provider: "anthropic".into(),
+                    model: None,
+                }],
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn fields(doc: &PolicyDocument) -> Vec<String> {
+        match validate(doc) {
+            Ok(()) => vec![],
+            Err(e) => e.0.into_iter().map(|f| f.field).collect(),
+        }
+    }
+
+    #[test]
+    fn valid_document_passes() {
+        assert_eq!(fields(&valid()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_error_names_its_field() {
+        type Mutation = fn(&mut PolicyDocument);
+        let cases: Vec<(Mutation, &str)> = vec![
+            (|d| d.version = 2, "version"),
+            (|d| d.keys[0].sha256 = "ABC".into(), "keys[0].sha256"),
+            (|d| d.keys[0].sha256 = "g".repeat(64), "keys[0].sha256"),
+            (|d| d.keys[0].team = Some("ghost".into()), "keys[0].team"),
+            (|d| d.keys.push(d.keys[0].clone()), "keys[1].id"),
+            (
+                |d| d.keys[0].models.allow = vec!["".into()],
+                "keys[0].models.allow[0]",
+            ),
+            (
+                |d| {
+                    d.keys[0].mcp = vec![McpGrant {
+                        server: "nope".into(),
+                        ..Default::default()
+                    }]
+                },
+                "keys[0].mcp[0].server",
+            ),
+            (|d| d.teams[0].id = " ".into(), "teams[0].id"),
+            (
+                |d| d.providers[0].endpoint = "ftp://x".into(),
+                "providers[0].endpoint",
+            ),
+            (
+                |d| d.providers[0].endpoint = "not a url".into(),
+                "providers[0].endpoint",
+            ),
+            (
+                |d| d.providers[0].kind = ProviderKind::Bedrock,
+                "providers[0].kind",
+            ),
+            (
+                |d| d.providers[0].credential = Some(CredentialSource::default()),
+                "providers[0].credential",
+            ),
+            (
+                |d| d.providers[0].timeouts.stream_idle_ms = 0,
+                "providers[0].timeouts.stream_idle_ms",
+            ),
+            (
+                |d| d.routes[0].targets[0].provider = "other".into(),
+                "routes[0].targets[0].provider",
+            ),
+            (|d| d.routes[0].targets.clear(), "routes[0].targets"),
+            (|d| d.routes[0].match_.clear(), "routes[0].match"),
+            (
+                |d| {
+                    d.budgets.push(Budget {
+                        id: "b".into(),
+                        scope: BudgetScope {
+                            kind: ScopeKind::Team,
+                            name: "ghost".into(),
+                        },
+                        ..Default::default()
+                    })
+                },
+                "budgets[0].scope.name",
+            ),
+            (
+                |d| {
+                    d.budgets.push(Budget {
+                        id: "b".into(),
+                        scope: BudgetScope {
+                            kind: ScopeKind::Organization,
+                            name: "acme".into(),
+                        },
+                        thresholds: vec![0],
+                        ..Default::default()
+                    })
+                },
+                "budgets[0].thresholds[0]",
+            ),
+            (
+                |d| {
+                    d.mcp_servers.push(McpServer {
+                        name: "a.b".into(),
+                        url: "http://127.0.0.1:1/mcp".into(),
+                        credential: None,
+                    })
+                },
+                "mcp_servers[0].name",
+            ),
+        ];
+        for (mutate, field) in cases {
+            let mut doc = valid();
+            mutate(&mut doc);
+            let got = fields(&doc);
+            assert!(
+                got.iter().any(|f| f == field),
+                "expected an error at {field}, got {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn all_errors_are_reported_together() {
+        let mut doc = valid();
+        doc.version = 9;
+        doc.keys[0].team = Some("ghost".into());
+        let err = validate(&doc).unwrap_err();
+        assert_eq!(err.0.len(), 2, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("version: unsupported version 9"), "{text}");
+        assert!(
+            text.contains("keys[0].team: team \"ghost\" is not defined"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! Accounting of one finished upstream exchange: cost from the snapshot's price table,
+//! metrics, and the single structured log line per request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::metrics::{Metrics, RequestLabels};
+use crate::policy::Snapshot;
+use crate::usage::Usage;
+
+/// How a response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream body ended normally.
+    Ended,
+    /// The upstream connection failed mid-body.
+    UpstreamFailed,
+    /// The stream went silent past the provider's idle limit.
+    IdleTimeout,
+    /// The client went away before the end.
+    ClientGone,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ended => "ended",
+            Outcome::UpstreamFailed => "upstream_failed",
+            Outcome::IdleTimeout => "idle_timeout",
+            Outcome::ClientGone => "client_gone",
+        }
+    }
+}
+
+/// Everything needed to account an exchange once its body is done.
+pub struct Completion {
+    /// Metrics sink.
+    pub metrics: Arc<Metrics>,
+    /// Labels of the exchange.
+    pub labels: RequestLabels,
+    /// The snapshot the request started with (its prices apply).
+    pub snapshot: Arc<Snapshot>,
+    /// The upstream model id, used first for the price lookup.
+    pub upstream_model: String,
+    /// Upstream status.
+    pub status: u16,
+    /// When the upstream request was sent.
+    pub sent: Instant,
+    /// The request's span (carries request id, key id, team, model).
+    pub span: tracing::Span,
+}
+
+/// Computed cost of an exchange.
+fn cost_micro_usd(snapshot: &Snapshot, upstream_model: &str, requested: &str, usage: &Usage) -> Option<u64> {
+    let price = snapshot
+        .prices
+        .get(upstream_model)
+        .or_else(|| snapshot.prices.get(requested))?;
+    Some(price.cost(usage).micro_usd_ceil())
+}
+
+impl Completion {
+    /// Accounts the exchange: metrics and one log line.
+    pub fn finish(
+        self,
+        usage: Option<Usage>,
+        complete: bool,
+        stream_error: Option<String>,
+        first_byte: Option<Instant>,
+        outcome: Outcome,
+    ) {
+        let usage = usage.unwrap_or_default();
+        let cost = cost_micro_usd(&self.snapshot, &self.upstream_model, &self.labels.model, &usage);
+        let total = self.sent.elapsed();
+        let ttfb = first_byte.map(|t| t.duration_since(self.sent));
+        self.metrics
+            .completed(&self.labels, self.status, &usage, cost.unwrap_or(0), complete);
+        self.metrics
+            .timings(&self.labels, ttfb.map(|d| d.as_secs_f64()), total.as_secs_f64());
+        tracing::info!(
+            parent: &self.span,
+            provider = %self.labels.provider,
+            upstream_model = %self.upstream_model,
+            status = self.status,
+            outcome = outcome.as_str(),
+            complete,
+            stream_error = stream_error.as_deref(),
+            input_tokens = usage.input_tokens,
+            output_tokens = usage.output_tokens,
+            cache_write_5m_tokens = usage.cache_write_5m_tokens,
+            cache_write_1h_tokens = usage.cache_write_1h_tokens,
+            cache_read_tokens = usage.cache_read_tokens,
+            cost_micro_usd = cost,
+            priced = cost.is_some(),
+            ttfb_ms = ttfb.map(|d| d.as_millis() as u64),
+            duration_ms = total.as_millis() as u64,
+            "request completed"
+        );
+    }
+}

@@ -1,0 +1,436 @@
+//! The Anthropic-format request path: classify, authenticate, authorize the model, route,
+//! forward (with fallback to later targets), and stream the answer back metered.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use tracing::Instrument;
+use tracing::field::Empty;
+
+use super::accounting::Completion;
+use super::metered::{MeteredBody, Tap};
+use crate::anthropic::{error::denial_body, request};
+use crate::auth::authenticate;
+use crate::denial::Denial;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::policy::{KeyEntry, PolicyStore, Snapshot, Target};
+use crate::upstream::{HttpClient, build_request, response_headers};
+
+/// The body of every proxy response: a small gateway answer, or a metered upstream body.
+pub type ProxyBody = Either<Full<Bytes>, MeteredBody>;
+
+/// Default request body limit: Anthropic's own (32 MB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Shared state of the proxy listener.
+pub struct Gateway {
+    store: Arc<PolicyStore>,
+    client: HttpClient,
+    metrics: Arc<Metrics>,
+    max_body_bytes: usize,
+    id_prefix: u64,
+    next_id: AtomicU64,
+}
+
+/// What a request asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Endpoint {
+    Probe,
+    Messages,
+    CountTokens,
+    Models,
+    Model(String),
+    NotFound,
+}
+
+/// Maps method and path (with or without the `/anthropic` prefix; query ignored) to an endpoint.
+fn classify(method: &Method, path: &str) -> Endpoint {
+    let path = path
+        .strip_prefix("/anthropic")
+        .filter(|p| p.is_empty() || p.starts_with('/'))
+        .unwrap_or(path);
+    let path = path.trim_end_matches('/');
+    match (method, path) {
+        (&Method::HEAD | &Method::GET, "" | "/api/hello") => Endpoint::Probe,
+        (&Method::POST, "/v1/messages") => Endpoint::Messages,
+        (&Method::POST, "/v1/messages/count_tokens") => Endpoint::CountTokens,
+        (&Method::GET, "/v1/models") => Endpoint::Models,
+        (&Method::GET, p) => match p.strip_prefix("/v1/models/") {
+            Some(id) if !id.is_empty() && !id.contains('/') => Endpoint::Model(id.to_owned()),
+            _ => Endpoint::NotFound,
+        },
+        _ => Endpoint::NotFound,
+    }
+}
+
+/// Per-request facts gathered along the way, for the denial log and metrics.
+#[derive(Default)]
+struct Seen {
+    key: Option<Arc<KeyEntry>>,
+}
+
+impl Gateway {
+    /// Creates the gateway state.
+    pub fn new(
+        store: Arc<PolicyStore>,
+        client: HttpClient,
+        metrics: Arc<Metrics>,
+        max_body_bytes: usize,
+    ) -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let id_prefix = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Self {
+            store,
+            client,
+            metrics,
+            max_body_bytes,
+            id_prefix,
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    fn request_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("req_tg_{:016x}{:08x}", self.id_prefix, n)
+    }
+
+    /// Serves one request; never fails (errors become Anthropic error responses).
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+        let request_id = self.request_id();
+        let endpoint = classify(req.method(), req.uri().path());
+        if endpoint == Endpoint::Probe {
+            return Ok(empty(StatusCode::OK));
+        }
+        let span = tracing::info_span!(
+            "request",
+            request_id = %request_id,
+            key_id = Empty,
+            team = Empty,
+            model = Empty,
+            session_id = Empty,
+        );
+        if let Some(s) = req
+            .headers()
+            .get("x-claude-code-session-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            span.record("session_id", s);
+        }
+        let _in_flight = InFlight::new(&self.metrics);
+        let mut seen = Seen::default();
+        let result = self
+            .route(req, endpoint, &request_id, &mut seen, &span)
+            .instrument(span.clone())
+            .await;
+        Ok(match result {
+            Ok(resp) => resp,
+            Err(denial) => self.refuse(&denial, &request_id, &seen, &span),
+        })
+    }
+
+    fn refuse(
+        &self,
+        denial: &Denial,
+        request_id: &str,
+        seen: &Seen,
+        span: &tracing::Span,
+    ) -> Response<ProxyBody> {
+        let (key_id, team) = match &seen.key {
+            Some(k) => (k.id.as_str(), k.team.as_deref().unwrap_or("")),
+            None => ("", ""),
+        };
+        self.metrics.denial(denial.reason(), key_id, team);
+        tracing::warn!(parent: span, reason = denial.reason(), status = denial.status(), message = %denial.message(), "request denied");
+        let status = StatusCode::from_u16(denial.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = Response::new(Either::Left(Full::new(denial_body(denial, request_id))));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert("request-id", v);
+        }
+        // Tell the SDK not to retry what retrying cannot fix.
+        if matches!(denial.status(), 400 | 403 | 404 | 413) {
+            h.insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+        resp
+    }
+
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        endpoint: Endpoint,
+        request_id: &str,
+        seen: &mut Seen,
+        span: &tracing::Span,
+    ) -> Result<Response<ProxyBody>, Denial> {
+        let path = req.uri().path().to_owned();
+        let snapshot = self.store.snapshot().ok_or(Denial::NoPolicy)?;
+        if endpoint == Endpoint::NotFound {
+            return Err(Denial::NotFound { path });
+        }
+        let key = authenticate(&snapshot, req.headers(), jiff::Timestamp::now())?;
+        span.record("key_id", key.id.as_str());
+        if let Some(team) = &key.team {
+            span.record("team", team.as_str());
+        }
+        seen.key = Some(key.clone());
+        match endpoint {
+            Endpoint::Models => Ok(json_response(models_page(&snapshot.models_for(&key)))),
+            Endpoint::Model(id) => {
+                if snapshot.route(&id).is_some() && key.may_use(&id) {
+                    Ok(json_response(model_object(&id)))
+                } else {
+                    Err(Denial::UnknownModel { model: id })
+                }
+            }
+            Endpoint::Messages | Endpoint::CountTokens => {
+                let accounted = endpoint == Endpoint::Messages;
+                self.forward(req, snapshot, key, request_id, accounted, span)
+                    .await
+            }
+            Endpoint::Probe | Endpoint::NotFound => Err(Denial::NotFound { path }),
+        }
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        snapshot: Arc<Snapshot>,
+        key: Arc<KeyEntry>,
+        request_id: &str,
+        accounted: bool,
+        span: &tracing::Span,
+    ) -> Result<Response<ProxyBody>, Denial> {
+        let (parts, body) = req.into_parts();
+        let body = read_body(body, self.max_body_bytes).await?;
+        let info = request::inspect(&body).map_err(|detail| Denial::InvalidRequest { detail })?;
+        span.record("model", info.model.as_str());
+        if !key.may_use(&info.model) {
+            let allowed = key.allowed_patterns().into_iter().map(str::to_owned).collect();
+            return Err(Denial::ModelNotAllowed {
+                model: info.model.clone(),
+                key: key.id.clone(),
+                allowed,
+            });
+        }
+        let targets = snapshot.route(&info.model).ok_or_else(|| Denial::UnknownModel {
+            model: info.model.clone(),
+        })?;
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/v1/messages");
+        let path_and_query = path_and_query
+            .strip_prefix("/anthropic")
+            .unwrap_or(path_and_query);
+        let mut last = Denial::UnknownModel {
+            model: info.model.clone(),
+        };
+        for (i, target) in targets.iter().enumerate() {
+            let has_fallback = i + 1 < targets.len();
+            let upstream_model = target.model.clone().unwrap_or_else(|| info.model.clone());
+            let body = if upstream_model == info.model {
+                body.clone()
+            } else {
+                info.rewrite_model(&body, &upstream_model)
+            };
+            match self.send(target, &parts.headers, path_and_query, body).await {
+                Ok((resp, sent)) if has_fallback && is_retryable(resp.status()) => {
+                    tracing::warn!(provider = %target.provider.id, status = resp.status().as_u16(), "falling back to the next target");
+                    last = Denial::ProviderUnavailable {
+                        provider: target.provider.id.clone(),
+                        detail: format!("status {}", resp.status()),
+                    };
+                    drop((resp, sent));
+                }
+                Ok((resp, sent)) => {
+                    let labels = RequestLabels {
+                        key_id: key.id.clone(),
+                        team: key.team.clone().unwrap_or_default(),
+                        model: info.model.clone(),
+                        provider: target.provider.id.clone(),
+                    };
+                    let completion = Completion {
+                        metrics: self.metrics.clone(),
+                        labels,
+                        snapshot: snapshot.clone(),
+                        upstream_model,
+                        status: resp.status().as_u16(),
+                        sent,
+                        span: span.clone(),
+                    };
+                    let idle = Duration::from_millis(target.provider.timeouts.stream_idle_ms);
+                    return Ok(respond(resp, completion, accounted, idle, request_id));
+                }
+                Err(denial) => {
+                    tracing::warn!(provider = %target.provider.id, reason = denial.reason(), "upstream attempt failed");
+                    last = denial;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn send(
+        &self,
+        target: &Target,
+        headers: &HeaderMap,
+        path_and_query: &str,
+        body: Bytes,
+    ) -> Result<(Response<Incoming>, Instant), Denial> {
+        let provider = &target.provider;
+        let unavailable = |detail: String| Denial::ProviderUnavailable {
+            provider: provider.id.clone(),
+            detail,
+        };
+        let credential = provider.credential.as_ref().map_err(|e| unavailable(e.clone()))?;
+        let upstream = build_request(provider, credential, Method::POST, path_and_query, headers, body)
+            .map_err(unavailable)?;
+        let sent = Instant::now();
+        let limit = Duration::from_millis(provider.timeouts.response_headers_ms);
+        match tokio::time::timeout(limit, self.client.request(upstream)).await {
+            Err(_) => Err(Denial::UpstreamTimeout {
+                provider: provider.id.clone(),
+            }),
+            Ok(Err(e)) => Err(unavailable(error_chain(&e))),
+            Ok(Ok(resp)) => Ok((resp, sent)),
+        }
+    }
+}
+
+fn is_retryable(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// The error and its causes on one line (no secrets: URLs and I/O errors only).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+fn respond(
+    resp: Response<Incoming>,
+    completion: Completion,
+    accounted: bool,
+    idle: Duration,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let (parts, body) = resp.into_parts();
+    let content_type = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let tap = Tap::for_content_type(content_type, accounted && parts.status.is_success());
+    let mut out = Response::new(Either::Right(MeteredBody::new(body, tap, idle, completion)));
+    *out.status_mut() = parts.status;
+    *out.headers_mut() = response_headers(&parts.headers);
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        out.headers_mut().insert("x-tollgate-request-id", v);
+    }
+    out
+}
+
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Denial> {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Denial::TooLarge { limit }),
+        Err(e) => Err(Denial::InvalidRequest {
+            detail: format!("could not read the request body: {e}"),
+        }),
+    }
+}
+
+fn empty(status: StatusCode) -> Response<ProxyBody> {
+    let mut r = Response::new(Either::Left(Full::new(Bytes::new())));
+    *r.status_mut() = status;
+    r
+}
+
+fn json_response(v: serde_json::Value) -> Response<ProxyBody> {
+    let mut r = Response::new(Either::Left(Full::new(Bytes::from(v.to_string()))));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn model_object(id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "model",
+        "id": id,
+        "display_name": id,
+        "created_at": "1970-01-01T00:00:00Z",
+    })
+}
+
+fn models_page(ids: &[String]) -> serde_json::Value {
+    serde_json::json!({
+        "data": ids.iter().map(|id| model_object(id)).collect::<Vec<_>>(),
+        "has_more": false,
+        "first_id": ids.first(),
+        "last_id": ids.last(),
+    })
+}
+
+/// Holds the in-flight gauge up for the life of a request handler.
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn new(m: &'a Metrics) -> Self {
+        m.in_flight().inc();
+        Self(m)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight().dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_paths() {
+        let post = Method::POST;
+        assert_eq!(classify(&post, "/anthropic/v1/messages"), Endpoint::Messages);
+        assert_eq!(classify(&post, "/v1/messages"), Endpoint::Messages);
+        assert_eq!(
+            classify(&post, "/anthropic/v1/messages/count_tokens"),
+            Endpoint::CountTokens
+        );
+        assert_eq!(classify(&Method::GET, "/anthropic/v1/models"), Endpoint::Models);
+        assert_eq!(
+            classify(&Method::GET, "/v1/models/claude-opus-4-8"),
+            Endpoint::Model("claude-opus-4-8".into())
+        );
+        assert_eq!(classify(&Method::HEAD, "/"), Endpoint::Probe);
+        assert_eq!(classify(&Method::HEAD, "/anthropic"), Endpoint::Probe);
+        assert_eq!(classify(&Method::HEAD, "/anthropic/api/hello"), Endpoint::Probe);
+        assert_eq!(classify(&Method::GET, "/v1/messages"), Endpoint::NotFound);
+        assert_eq!(classify(&post, "/anthropicx/v1/messages"), Endpoint::NotFound);
+        assert_eq!(classify(&post, "/v1/complete"), Endpoint::NotFound);
+    }
+}
