@@ -1,23 +1,19 @@
 //! Integration tests: the real `tollgate-proxy` binary between a test client and the faithful
 //! fake Anthropic upstream, all over loopback HTTP.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tollgate_dataplane::policy::hash_key;
 use tollgate_dataplane::pricing::PriceTable;
 use tollgate_dataplane::usage::Usage;
 use tollgate_tests::fake_anthropic::{DEFAULT_REPLY, FakeAnthropic, FakeConfig, PROMPT_TOO_LONG, Scenario};
 use tollgate_tests::harness::{Proxy, Reply, open, send};
-
-const PROVIDER_KEY: &str = "sk-ant-upstream-SECRET-0123456789";
-const KEY_ALICE: &str = "tg_alice_SECRET_virtual_key_0001";
-const KEY_HAIKU: &str = "tg_haiku_SECRET_virtual_key_0002";
-const KEY_OFF: &str = "tg_off_SECRET_virtual_key_0003";
-const KEY_OLD: &str = "tg_old_SECRET_virtual_key_0004";
+use tollgate_tests::policy::{
+    KEY_ALICE, KEY_HAIKU, KEY_OFF, KEY_OLD, PROVIDER_KEY, PROVIDER_KEY_ENV, standard_policy, write_atomically,
+};
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tollgate-proxy"))
@@ -29,40 +25,6 @@ fn claude_code_body() -> Vec<u8> {
         "/../tests/fixtures/messages-request-claude-code.json"
     ))
     .unwrap()
-}
-
-/// The test policy: four keys, aliases and a passthrough route to the fake.
-fn policy_yaml(upstream: &str, with_alice: bool) -> String {
-    let h = |k: &str| hex::encode(hash_key(k));
-    let alice = if with_alice {
-        format!(
-            "  - {{id: alice, sha256: {}, user: alice@acme.example, team: platform}}\n",
-            h(KEY_ALICE)
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        r#"version: 1
-organization: {{name: acme}}
-teams: [{{id: platform}}, {{id: interns, models: {{deny: ["*opus*"]}}}}]
-keys:
-{alice}  - {{id: haiku-only, sha256: {haiku}, team: interns, models: {{allow: [gw-haiku, "claude-haiku-*"]}}}}
-  - {{id: off, sha256: {off}, enabled: false}}
-  - {{id: old, sha256: {old}, expires_at: "2020-01-01T00:00:00Z"}}
-providers:
-  - {{id: fake, kind: anthropic, endpoint: "{upstream}", credential: {{env: TEST_PROVIDER_KEY}}, timeouts: {{stream_idle_ms: 5000}}}}
-  - {{id: dead, kind: anthropic, endpoint: "http://127.0.0.1:9", credential: {{env: TEST_PROVIDER_KEY}}}}
-routes:
-  - {{match: gw-opus, targets: [{{provider: fake, model: claude-opus-4-8}}]}}
-  - {{match: gw-haiku, targets: [{{provider: fake, model: claude-haiku-4-5}}]}}
-  - {{match: gw-fallback, targets: [{{provider: dead, model: claude-sonnet-4-5}}, {{provider: fake, model: claude-sonnet-4-5}}]}}
-  - {{match: "claude-*", targets: [{{provider: fake}}]}}
-"#,
-        haiku = h(KEY_HAIKU),
-        off = h(KEY_OFF),
-        old = h(KEY_OLD),
-    )
 }
 
 struct Rig {
@@ -83,9 +45,9 @@ impl Rig {
         let fake = FakeAnthropic::start(cfg).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let policy = dir.path().join("policy.yaml");
-        std::fs::write(&policy, policy_yaml(&fake.base_url(), true)).unwrap();
+        std::fs::write(&policy, standard_policy(&fake.base_url(), true)).unwrap();
         let proxy =
-            Proxy::start_with_args(&bin(), &policy, &[("TEST_PROVIDER_KEY", PROVIDER_KEY)], args).unwrap();
+            Proxy::start_with_args(&bin(), &policy, &[(PROVIDER_KEY_ENV, PROVIDER_KEY)], args).unwrap();
         Rig {
             fake,
             proxy,
@@ -571,7 +533,7 @@ async fn hot_reload_revokes_within_a_second_and_keeps_last_good_policy() {
     );
 
     // An invalid document is rejected: the last good policy keeps serving.
-    write_atomically(&rig.policy, "version: 1\nkeys: [{id: x, sha256: nothex}]\n");
+    write_atomically(&rig.policy, "version: 1\nkeys: [{id: x, sha256: nothex}]\n").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let m = rig.proxy.metrics().await.unwrap();
@@ -612,7 +574,7 @@ async fn hot_reload_revokes_within_a_second_and_keeps_last_good_policy() {
     );
 
     // Revocation: the key disappears from the policy and is refused within 1 s.
-    write_atomically(&rig.policy, &policy_yaml(&rig.fake.base_url(), false));
+    write_atomically(&rig.policy, &standard_policy(&rig.fake.base_url(), false)).unwrap();
     let took = wait_for_status(&rig, KEY_ALICE, 401, Duration::from_secs(1)).await;
     println!("revocation took effect after {took:?}");
     let v = send(
@@ -625,12 +587,6 @@ async fn hot_reload_revokes_within_a_second_and_keeps_last_good_policy() {
     .unwrap()
     .json();
     assert_eq!(v["policy"]["last_reload_ok"], true, "{v}");
-}
-
-fn write_atomically(path: &Path, content: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, content).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
 }
 
 #[tokio::test]
@@ -649,7 +605,7 @@ async fn no_secret_ever_appears_in_logs() {
         }
     }
     // A broken policy and a missing credential are logged too.
-    write_atomically(&rig.policy, "version: 1\nkeys: [{id: x, sha256: nothex}]\n");
+    write_atomically(&rig.policy, "version: 1\nkeys: [{id: x, sha256: nothex}]\n").unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     let logs = rig.proxy.logs();
     assert!(

@@ -3,9 +3,11 @@
 //! * [`fake_anthropic`]: a faithful, fast fake of the Anthropic Messages API upstream, used by
 //!   integration tests, end-to-end tests with the real Claude Code CLI, and benchmarks. The same
 //!   server is available out of process as the `fake-anthropic` binary.
+//! * [`policy`]: the standard test policy and its keys.
 //! * [`harness`]: runs a real `tollgate-proxy` process on loopback, with a small HTTP client.
 
 #![warn(missing_docs)]
 
 pub mod fake_anthropic;
 pub mod harness;
+pub mod policy;

@@ -1,0 +1,253 @@
+//! End to end with the real client: Claude Code from npm (pinned in `e2e/package.json`)
+//! talks to the real `tollgate-proxy` binary, which forwards to the fake Anthropic upstream.
+//! Run `make test` (or `npm ci --prefix e2e`) first so `e2e/node_modules/.bin/claude` exists.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tollgate_tests::fake_anthropic::{DEFAULT_REPLY, FakeAnthropic, FakeConfig};
+use tollgate_tests::harness::{Proxy, send};
+use tollgate_tests::policy::{
+    KEY_ALICE, KEY_HAIKU, PROVIDER_KEY, PROVIDER_KEY_ENV, standard_policy, write_atomically,
+};
+
+fn claude_bin() -> Option<PathBuf> {
+    let p = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../e2e/node_modules/.bin/claude"
+    ));
+    if p.exists() {
+        return Some(p);
+    }
+    let msg = "Claude Code is not installed: run `npm ci --prefix e2e` (make test does)";
+    assert!(std::env::var_os("CI").is_none(), "{msg}");
+    println!("SKIPPED: {msg}");
+    None
+}
+
+/// What `claude -p ... --output-format json` printed, and its exit code.
+struct ClaudeRun {
+    code: Option<i32>,
+    json: Value,
+    stdout: String,
+    stderr: String,
+}
+
+impl ClaudeRun {
+    fn result(&self) -> &str {
+        self.json["result"].as_str().unwrap_or_default()
+    }
+    fn is_error(&self) -> bool {
+        self.json["is_error"].as_bool().unwrap_or(true)
+    }
+}
+
+/// Runs Claude Code headless in an empty project with an empty home, as an engineer's
+/// session configured only with ANTHROPIC_BASE_URL and ANTHROPIC_AUTH_TOKEN would.
+fn run_claude(claude: &Path, proxy: &Proxy, key: &str, args: &[&str]) -> ClaudeRun {
+    let home = tempfile::tempdir().unwrap();
+    let project = tempfile::tempdir().unwrap();
+    let mut child = Command::new(claude)
+        .args(args)
+        .args(["--output-format", "json"])
+        .current_dir(project.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("TERM", "dumb")
+        .env("DISABLE_TELEMETRY", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("CLAUDE_CODE_MAX_RETRIES", "0")
+        .env("ANTHROPIC_BASE_URL", format!("{}/anthropic", proxy.base_url()))
+        .env("ANTHROPIC_AUTH_TOKEN", key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn claude");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("claude did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let json = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or(Value::Null);
+    ClaudeRun {
+        code: out.status.code(),
+        json,
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+struct Rig {
+    fake: FakeAnthropic,
+    proxy: Proxy,
+    policy: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn rig() -> Rig {
+    let fake = FakeAnthropic::start(FakeConfig::new(PROVIDER_KEY)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, standard_policy(&fake.base_url(), true)).unwrap();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_tollgate-proxy"));
+    let proxy = Proxy::start(&bin, &policy, &[(PROVIDER_KEY_ENV, PROVIDER_KEY)]).unwrap();
+    Rig {
+        fake,
+        proxy,
+        policy,
+        _dir: dir,
+    }
+}
+
+/// Runs the blocking Claude Code process off the runtime that serves the fake upstream.
+async fn claude(claude: &Path, rig: &Rig, key: &str, args: &[&str]) -> ClaudeRun {
+    let (c, key) = (claude.to_owned(), key.to_owned());
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::block_in_place(|| {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_claude(&c, &rig.proxy, &key, &a)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_prints_the_reply_through_the_gateway() {
+    let Some(bin) = claude_bin() else { return };
+    let rig = rig().await;
+    let run = claude(&bin, &rig, KEY_ALICE, &["-p", "say hi"]).await;
+    assert!(
+        !run.is_error(),
+        "stdout {} stderr {}\nproxy logs:\n{}",
+        run.stdout,
+        run.stderr,
+        rig.proxy.logs()
+    );
+    assert_eq!(run.code, Some(0));
+    assert!(run.result().contains(DEFAULT_REPLY), "{}", run.stdout);
+
+    let calls: Vec<_> = rig
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/messages")
+        .collect();
+    assert!(!calls.is_empty());
+    for c in &calls {
+        assert_eq!(c.header("x-api-key"), Some(PROVIDER_KEY));
+        assert_eq!(c.header("authorization"), None);
+        assert!(
+            c.header("anthropic-beta")
+                .is_some_and(|b| b.contains("claude-code")),
+            "beta list forwarded"
+        );
+    }
+    let logs = rig.proxy.logs();
+    assert!(logs.contains("\"key_id\":\"alice\""), "{logs}");
+    assert!(
+        !logs.contains(KEY_ALICE) && !logs.contains(PROVIDER_KEY),
+        "secrets in logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_tool_use_loop_completes() {
+    let Some(bin) = claude_bin() else { return };
+    let rig = rig().await;
+    let run = claude(
+        &bin,
+        &rig,
+        KEY_ALICE,
+        &["-p", "run echo TOOL_OK", "--allowedTools", "Bash(echo:*)"],
+    )
+    .await;
+    assert!(!run.is_error(), "stdout {} stderr {}", run.stdout, run.stderr);
+    assert!(run.result().contains("Tool said: TOOL_OK"), "{}", run.stdout);
+    let calls = rig
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/messages")
+        .count();
+    assert!(calls >= 2, "a tool loop is at least two model calls, saw {calls}");
+    let m = rig.proxy.metrics().await.unwrap();
+    assert!(
+        m.contains(r#"tollgate_requests_total{key_id="alice",team="platform""#),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_shows_a_denied_model_to_the_engineer() {
+    let Some(bin) = claude_bin() else { return };
+    let rig = rig().await;
+    let run = claude(
+        &bin,
+        &rig,
+        KEY_HAIKU,
+        &["-p", "say hi", "--model", "claude-opus-4-8"],
+    )
+    .await;
+    assert!(run.is_error(), "{}", run.stdout);
+    assert_ne!(run.code, Some(0));
+    assert!(
+        run.result().contains("403") && run.result().contains("model 'claude-opus-4-8' is not allowed"),
+        "the engineer sees why: {}",
+        run.stdout
+    );
+    assert!(
+        rig.fake.requests().iter().all(|r| r.path != "/v1/messages"),
+        "nothing went upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_is_refused_within_a_second_of_revocation() {
+    let Some(bin) = claude_bin() else { return };
+    let rig = rig().await;
+    let run = claude(&bin, &rig, KEY_ALICE, &["-p", "say hi"]).await;
+    assert!(!run.is_error(), "{}", run.stdout);
+
+    write_atomically(&rig.policy, &standard_policy(&rig.fake.base_url(), false)).unwrap();
+    let revoked = Instant::now();
+    let url = format!("{}/anthropic/v1/models", rig.proxy.base_url());
+    let auth = format!("Bearer {KEY_ALICE}");
+    loop {
+        let r = send("GET", &url, &[("authorization", &auth)], bytes::Bytes::new())
+            .await
+            .unwrap();
+        if r.status == 401 {
+            break;
+        }
+        assert!(
+            revoked.elapsed() < Duration::from_secs(1),
+            "still accepted after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let upstream_before = rig.fake.requests().len();
+    let run = claude(&bin, &rig, KEY_ALICE, &["-p", "say hi again"]).await;
+    assert!(run.is_error(), "{}", run.stdout);
+    assert!(
+        run.result().contains("401") && run.result().contains("invalid virtual key"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        rig.fake.requests().len(),
+        upstream_before,
+        "the revoked key reached nothing upstream"
+    );
+}
