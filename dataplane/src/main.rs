@@ -113,7 +113,14 @@ fn load_prices(path: Option<&Path>) -> anyhow::Result<PriceTable> {
         return Ok(PriceTable::builtin());
     };
     let bytes = std::fs::read(path).with_context(|| format!("reading price table {}", path.display()))?;
-    PriceTable::from_litellm_json(&bytes).with_context(|| format!("parsing price table {}", path.display()))
+    // LiteLLM's full table has entries this proxy cannot price exactly (float artefacts,
+    // non-token modes): skip those with a warning rather than refuse to start.
+    let (table, skipped) = PriceTable::from_litellm_json_lenient(&bytes)
+        .with_context(|| format!("parsing price table {}", path.display()))?;
+    for e in &skipped {
+        tracing::warn!(error = %e, "price entry skipped");
+    }
+    Ok(table)
 }
 
 fn check(path: &Path, prices: Option<&Path>) -> anyhow::Result<()> {

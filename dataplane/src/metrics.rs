@@ -57,6 +57,11 @@ struct LatencyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     result: &'static str,
 }
@@ -76,6 +81,7 @@ pub struct Metrics {
     tokens: Family<TokenLabels, Counter>,
     cost: Family<RequestLabels, Counter>,
     incomplete: Family<RequestLabels, Counter>,
+    unpriced: Family<ModelLabels, Counter>,
     upstream_duration: HistogramFamily,
     ttfb: HistogramFamily,
     in_flight: Gauge,
@@ -100,6 +106,7 @@ impl Metrics {
             tokens: Family::default(),
             cost: Family::default(),
             incomplete: Family::default(),
+            unpriced: Family::default(),
             upstream_duration: HistogramFamily::new_with_constructor(latency_histogram),
             ttfb: HistogramFamily::new_with_constructor(latency_histogram),
             in_flight: Gauge::default(),
@@ -128,6 +135,11 @@ impl Metrics {
             "responses_incomplete",
             "Responses that ended without message_stop (cut streams, stream errors, client gone)",
             m.incomplete.clone(),
+        );
+        registry.register(
+            "unpriced_responses",
+            "Responses with tokens whose model has no price (cost not counted): fix the price table",
+            m.unpriced.clone(),
         );
         registry.register(
             "upstream_duration_seconds",
@@ -222,6 +234,15 @@ impl Metrics {
         if !complete {
             self.incomplete.get_or_create(l).inc();
         }
+    }
+
+    /// Counts a response whose model has no price.
+    pub fn unpriced(&self, model: &str) {
+        self.unpriced
+            .get_or_create(&ModelLabels {
+                model: model.to_owned(),
+            })
+            .inc();
     }
 
     /// Records upstream timings in seconds.

@@ -156,6 +156,18 @@ async fn claude_code_prints_the_reply_through_the_gateway() {
     }
     let logs = rig.proxy.logs();
     assert!(logs.contains("\"key_id\":\"alice\""), "{logs}");
+    // Claude Code's default model must be priced: an unpriced model would escape cost control.
+    let m = rig.proxy.metrics().await.unwrap();
+    let cost: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("tollgate_cost_micro_usd_total{key_id=\"alice\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        cost > 0.0,
+        "no cost counted for Claude Code's default model:\n{m}"
+    );
+    assert!(!m.contains("tollgate_unpriced_responses_total{"), "{m}");
     assert!(
         !logs.contains(KEY_ALICE) && !logs.contains(PROVIDER_KEY),
         "secrets in logs"

@@ -41,11 +41,23 @@ mod tests {
         );
     }
 
-    /// Every example policy in the repository compiles.
+    /// Every example policy in the repository validates.
     #[test]
     fn example_policies_validate() {
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
-        let loaded = super::load::load(&std::path::Path::new(root).join("policy.yaml")).unwrap();
-        super::validate::validate(&loaded.document).unwrap();
+        let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"));
+        let mut seen = 0;
+        for entry in std::fs::read_dir(root).unwrap() {
+            let path = entry.unwrap().path();
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("policy"))
+            {
+                let loaded = super::load::load(&path).unwrap();
+                super::validate::validate(&loaded.document)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2, "examples/policy*.yaml not found");
     }
 }

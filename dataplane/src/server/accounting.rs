@@ -75,6 +75,10 @@ impl Completion {
         let ttfb = first_byte.map(|t| t.duration_since(self.sent));
         self.metrics
             .completed(&self.labels, self.status, &usage, cost.unwrap_or(0), complete);
+        if cost.is_none() && usage.total_tokens() > 0 {
+            self.metrics.unpriced(&self.upstream_model);
+            tracing::warn!(parent: &self.span, upstream_model = %self.upstream_model, "no price for this model: cost not counted");
+        }
         self.metrics
             .timings(&self.labels, ttfb.map(|d| d.as_secs_f64()), total.as_secs_f64());
         tracing::info!(

@@ -148,7 +148,7 @@ impl Gateway {
             None => ("", ""),
         };
         self.metrics.denial(denial.reason(), key_id, team);
-        tracing::warn!(parent: span, reason = denial.reason(), status = denial.status(), message = %denial.message(), "request denied");
+        tracing::warn!(parent: span, reason = denial.reason(), status = denial.status(), detail = %denial.message(), "request denied");
         let status = StatusCode::from_u16(denial.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = Response::new(Either::Left(Full::new(denial_body(denial, request_id))));
         *resp.status_mut() = status;

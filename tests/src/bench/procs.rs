@@ -1,0 +1,407 @@
+//! The processes under test (the fake upstream, HAProxy and `tollgate-proxy`), each killed on
+//! drop, and readings from `/proc` about them and the machine.
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// How long a process may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A `fake-anthropic --no-record` process.
+pub struct Fake {
+    child: Child,
+    /// Kept open: the fake must never see a closed stdout.
+    _stdout: BufReader<ChildStdout>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Fake {
+    /// Starts `bin --listen 127.0.0.1:0 --api-key KEY --no-record` and reads its
+    /// `listening on IP:PORT` line.
+    pub fn start(bin: &Path, api_key: &str) -> anyhow::Result<Fake> {
+        let mut child = Command::new(bin)
+            .args(["--listen", "127.0.0.1:0", "--api-key", api_key, "--no-record"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let stdout = child.stdout.take().context("fake-anthropic stdout")?;
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        stdout.read_line(&mut line).context("reading fake-anthropic stdout")?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("fake-anthropic did not print `listening on IP:PORT` (got {line:?})");
+        };
+        Ok(Fake {
+            child,
+            _stdout: stdout,
+            addr,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Finds `haproxy` on `PATH`, or in `/usr/sbin` (Debian's location, often missing from the
+/// `PATH` of unprivileged users).
+pub fn find_haproxy() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|dir| dir.join("haproxy"))
+        .find(|p| p.is_file())
+}
+
+/// A HAProxy process in the foreground (`-db`): `mode http`, a plain reverse proxy to one
+/// server, `http-reuse always`, no logging.
+pub struct Haproxy {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// First line of `haproxy -v`.
+    pub version: String,
+    /// The configuration it runs with.
+    pub config: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    /// Writes the configuration, starts `bin -db -f CONFIG` and waits until it accepts.
+    pub fn start(bin: &Path, upstream: SocketAddr, threads: usize) -> anyhow::Result<Haproxy> {
+        let version = command_first_line(bin, &["-v"]).unwrap_or_else(|| "haproxy (unknown version)".into());
+        let addr = free_port()?;
+        let config = format!(
+            "global\n\
+             \x20   nbthread {threads}\n\
+             \x20   maxconn 10000\n\
+             defaults\n\
+             \x20   mode http\n\
+             \x20   option http-keep-alive\n\
+             \x20   http-reuse always\n\
+             \x20   timeout connect 5s\n\
+             \x20   timeout client 60s\n\
+             \x20   timeout server 60s\n\
+             \x20   timeout http-keep-alive 60s\n\
+             frontend bench\n\
+             \x20   bind {addr}\n\
+             \x20   default_backend fake\n\
+             backend fake\n\
+             \x20   server fake {upstream}\n"
+        );
+        let dir = tempfile::tempdir()?;
+        let cfg_path = dir.path().join("haproxy.cfg");
+        std::fs::write(&cfg_path, &config)?;
+        let log_path = dir.path().join("haproxy.log");
+        let log = std::fs::File::create(&log_path)?;
+        let child = Command::new(bin)
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let mut haproxy = Haproxy {
+            child,
+            addr,
+            version,
+            config,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if TcpStream::connect(addr).is_ok() {
+                return Ok(haproxy);
+            }
+            if let Some(status) = haproxy.child.try_wait()? {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                bail!("haproxy exited with {status}:\n{log}");
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                bail!("haproxy did not start listening on {addr}:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `tollgate-proxy` process with the production logging (JSON, `info`) written to a file.
+pub struct Tollgate {
+    child: Child,
+    /// Proxy listener.
+    pub addr: SocketAddr,
+    /// Admin listener.
+    pub admin: SocketAddr,
+    /// `tollgate-proxy --version`.
+    pub version: String,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Environment variable the bench policy reads the provider credential from.
+const CREDENTIAL_ENV: &str = "BENCH_PROVIDER_KEY";
+
+impl Tollgate {
+    /// Writes a policy with one virtual key, one `anthropic` provider pointing at `upstream`
+    /// (credential from an environment variable) and a `claude-*` passthrough route, then starts
+    /// `bin --policy FILE --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --workers N` and waits
+    /// for its `tollgate-proxy listening` log line.
+    pub fn start(
+        bin: &Path,
+        upstream: SocketAddr,
+        provider_key: &str,
+        virtual_key: &str,
+        workers: usize,
+    ) -> anyhow::Result<Tollgate> {
+        let version = command_first_line(bin, &["--version"]).unwrap_or_else(|| "tollgate-proxy".into());
+        let hash = hash_key(bin, virtual_key)?;
+        let dir = tempfile::tempdir()?;
+        let policy = dir.path().join("policy.yaml");
+        std::fs::write(
+            &policy,
+            format!(
+                "version: 1\n\
+                 organization: {{name: bench}}\n\
+                 keys:\n\
+                 \x20 - {{id: bench, sha256: {hash}, user: bench@bench.example}}\n\
+                 providers:\n\
+                 \x20 - {{id: fake, kind: anthropic, endpoint: \"http://{upstream}\", credential: {{env: {CREDENTIAL_ENV}}}}}\n\
+                 routes:\n\
+                 \x20 - {{match: \"claude-*\", targets: [{{provider: fake}}]}}\n"
+            ),
+        )?;
+        let log_path = dir.path().join("tollgate-proxy.log");
+        let log = std::fs::File::create(&log_path)?;
+        let workers = workers.to_string();
+        let child = Command::new(bin)
+            .arg("--policy")
+            .arg(&policy)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--workers", &workers])
+            // The production configuration: default (`info`) JSON logging.
+            .env_remove("TOLLGATE_LOG")
+            .env_remove("TOLLGATE_LOG_FORMAT")
+            .env_remove("TOLLGATE_WORKERS")
+            .env_remove("TOLLGATE_PRICES")
+            .env(CREDENTIAL_ENV, provider_key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let unset: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut tollgate = Tollgate {
+            child,
+            addr: unset,
+            admin: unset,
+            version,
+            log_path,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some((listen, admin)) = listening_line(&tollgate.logs()) {
+                tollgate.addr = listen;
+                tollgate.admin = admin;
+                return Ok(tollgate);
+            }
+            if let Some(status) = tollgate.child.try_wait()? {
+                bail!("tollgate-proxy exited with {status}; logs:\n{}", tollgate.logs());
+            }
+            if Instant::now() > deadline {
+                bail!("tollgate-proxy did not start; logs:\n{}", tollgate.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Tollgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `fields.listen` and `fields.admin` of the `tollgate-proxy listening` JSON log line.
+fn listening_line(logs: &str) -> Option<(SocketAddr, SocketAddr)> {
+    logs.lines().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        if v["fields"]["message"] != "tollgate-proxy listening" {
+            return None;
+        }
+        let listen = v["fields"]["listen"].as_str()?.parse().ok()?;
+        let admin = v["fields"]["admin"].as_str()?.parse().ok()?;
+        Some((listen, admin))
+    })
+}
+
+/// The hex SHA-256 of a virtual key, as computed by `tollgate-proxy hash-key` itself.
+fn hash_key(bin: &Path, key: &str) -> anyhow::Result<String> {
+    let mut child = Command::new(bin)
+        .arg("hash-key")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("spawning {} hash-key", bin.display()))?;
+    child
+        .stdin
+        .take()
+        .context("hash-key stdin")?
+        .write_all(key.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("tollgate-proxy hash-key failed: {}", out.status);
+    }
+    let hash = String::from_utf8(out.stdout)?.trim().to_owned();
+    if hash.len() != 64 {
+        bail!("tollgate-proxy hash-key printed {hash:?}");
+    }
+    Ok(hash)
+}
+
+/// A loopback address with a port that was free a moment ago (for HAProxy, which cannot report
+/// the port it picked for `:0`).
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+/// The first line of `bin args...`'s standard output, if it runs.
+pub fn command_first_line(bin: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new(bin).args(args).stdin(Stdio::null()).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().next().map(|l| l.trim().to_owned())
+}
+
+/// A `kB` field (`VmRSS`, `VmHWM`, ...) of `/proc/PID/status`.
+pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        rest.trim().trim_end_matches("kB").trim().parse().ok()
+    })
+}
+
+/// Samples `VmRSS` of a process on a background thread and keeps the maximum.
+pub struct RssSampler {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<u64>,
+}
+
+impl RssSampler {
+    /// Starts sampling `pid` every `every`.
+    pub fn start(pid: u32, every: Duration) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut max = 0;
+            loop {
+                max = max.max(status_kb(pid, "VmRSS").unwrap_or(0));
+                if flag.load(Ordering::Relaxed) {
+                    return max;
+                }
+                std::thread::sleep(every);
+            }
+        });
+        RssSampler { stop, handle }
+    }
+
+    /// Stops sampling and returns the largest `VmRSS` seen, in kB.
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap_or(0)
+    }
+}
+
+/// What the header says about the machine.
+pub struct Machine {
+    /// CPUs available to this process.
+    pub cpus: usize,
+    /// `model name` from `/proc/cpuinfo`.
+    pub cpu_model: String,
+    /// `MemTotal` in MiB.
+    pub mem_mib: u64,
+    /// Kernel release.
+    pub kernel: String,
+}
+
+impl Machine {
+    /// Reads `/proc`.
+    pub fn read() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == "model name").then(|| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_kb: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model,
+            mem_mib: mem_kb / 1024,
+            kernel,
+        }
+    }
+}
