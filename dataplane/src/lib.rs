@@ -7,6 +7,7 @@
 //! - [`routing`]: model allowlists and tier/model -> provider target resolution.
 //! - [`anthropic`]: the Anthropic wire format: error bodies, request body model rewrite.
 //! - [`upstream`]: the one HTTP client (rustls) and provider credentials.
+//! - [`limits`] and [`ledger`]: budgets and rate limits, and the counters behind them.
 //! - [`usage`]: token usage read on the side of a response (incremental SSE parser).
 //! - [`pricing`]: the price table and exact integer cost.
 //! - [`server`]: the listeners, the request handler and the metered response body.
@@ -15,6 +16,8 @@
 pub mod anthropic;
 pub mod auth;
 pub mod denial;
+pub mod ledger;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod pricing;

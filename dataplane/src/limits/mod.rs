@@ -1,0 +1,3 @@
+//! Budgets and rate limits: window arithmetic, admission planning and cost estimates.
+
+pub mod window;
