@@ -64,6 +64,41 @@ pub enum Denial {
         /// Provider id.
         provider: String,
     },
+    /// A budget has no room for this request.
+    BudgetExhausted {
+        /// Budget id.
+        budget: String,
+        /// `organization`, `team`, `user` or `key`, and its name.
+        scope: String,
+        /// The limit, micro-USD.
+        limit: u64,
+        /// Settled plus reserved spend in the window, micro-USD.
+        used: u64,
+        /// This request's estimate, micro-USD.
+        estimate: u64,
+        /// Period name.
+        period: String,
+        /// When the window resets (RFC 3339).
+        resets_at: String,
+    },
+    /// A rate limit is reached; waiting helps.
+    RateLimited {
+        /// `key 'ID'` or `team 'ID'`.
+        scope: String,
+        /// `requests`, `tokens` or `concurrent`.
+        kind: &'static str,
+        /// The limit.
+        limit: u64,
+        /// Whole seconds until a retry can succeed.
+        retry_after_secs: u64,
+        /// When the window resets (RFC 3339).
+        reset_at: String,
+    },
+    /// The shared ledger is unreachable and the policy fails closed.
+    LedgerUnavailable {
+        /// The cause (no secrets).
+        detail: String,
+    },
 }
 
 impl Denial {
@@ -78,6 +113,9 @@ impl Denial {
             Denial::NoPolicy => 503,
             Denial::ProviderUnavailable { .. } => 502,
             Denial::UpstreamTimeout { .. } => 504,
+            Denial::BudgetExhausted { .. } => 402,
+            Denial::RateLimited { .. } => 429,
+            Denial::LedgerUnavailable { .. } => 503,
         }
     }
 
@@ -86,6 +124,8 @@ impl Denial {
         match self.status() {
             400 => "invalid_request_error",
             401 => "authentication_error",
+            402 => "billing_error",
+            429 => "rate_limit_error",
             403 => "permission_error",
             404 => "not_found_error",
             413 => "request_too_large",
@@ -108,6 +148,11 @@ impl Denial {
             Denial::NoPolicy => "no_policy",
             Denial::ProviderUnavailable { .. } => "provider_unavailable",
             Denial::UpstreamTimeout { .. } => "upstream_timeout",
+            Denial::BudgetExhausted { .. } => "budget_exhausted",
+            Denial::RateLimited { kind: "requests", .. } => "rate_limited_requests",
+            Denial::RateLimited { kind: "tokens", .. } => "rate_limited_tokens",
+            Denial::RateLimited { .. } => "rate_limited_concurrency",
+            Denial::LedgerUnavailable { .. } => "ledger_unavailable",
         }
     }
 
@@ -131,6 +176,50 @@ impl Denial {
                 format!("tollgate: provider '{provider}' is unavailable: {detail}")
             }
             Denial::UpstreamTimeout { provider } => format!("tollgate: provider '{provider}' did not answer in time"),
+            Denial::BudgetExhausted { budget, scope, limit, used, estimate, period, resets_at } => {
+                use crate::limits::plan::dollars;
+                format!(
+                    "tollgate: {period} budget '{budget}' of {scope} is exhausted: {} of {} used \
+                     (including requests in flight); this request needs about {}. It resets at {resets_at}.",
+                    dollars(*used),
+                    dollars(*limit),
+                    dollars(*estimate)
+                )
+            }
+            Denial::RateLimited { scope, kind, limit, retry_after_secs, .. } => {
+                let what = match *kind {
+                    "requests" => "requests per minute",
+                    "tokens" => "tokens per minute",
+                    _ => "concurrent requests",
+                };
+                format!("tollgate: rate limit of {limit} {what} for {scope} reached; retry in {retry_after_secs} s")
+            }
+            Denial::LedgerUnavailable { detail } => {
+                format!("tollgate: the spend ledger is unavailable and this gateway fails closed: {detail}")
+            }
+        }
+    }
+
+    /// Extra response headers: `retry-after` and `anthropic-ratelimit-*` for rate limits.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        match self {
+            Denial::RateLimited {
+                kind,
+                limit,
+                retry_after_secs,
+                reset_at,
+                ..
+            } => {
+                let class = if *kind == "tokens" { "tokens" } else { "requests" };
+                vec![
+                    ("retry-after".into(), retry_after_secs.to_string()),
+                    (format!("anthropic-ratelimit-{class}-limit"), limit.to_string()),
+                    (format!("anthropic-ratelimit-{class}-remaining"), "0".into()),
+                    (format!("anthropic-ratelimit-{class}-reset"), reset_at.clone()),
+                ]
+            }
+            Denial::LedgerUnavailable { .. } => vec![("retry-after".into(), "5".into())],
+            _ => Vec::new(),
         }
     }
 }
@@ -156,5 +245,40 @@ mod tests {
         assert!(m.message().contains("'claude-opus-4-8' is not allowed") && m.message().contains("gw-haiku"));
         assert_eq!(d(Denial::TooLarge { limit: 1 }), (413, "request_too_large"));
         assert_eq!(d(Denial::NoPolicy), (503, "api_error"));
+        let b = Denial::BudgetExhausted {
+            budget: "team-week".into(),
+            scope: "team 'platform'".into(),
+            limit: 5_000_000,
+            used: 4_990_000,
+            estimate: 320_000,
+            period: "weekly".into(),
+            resets_at: "2026-11-30T00:00:00Z".into(),
+        };
+        assert_eq!(d(b.clone()), (402, "billing_error"));
+        let m = b.message();
+        assert!(
+            m.contains("weekly budget 'team-week' of team 'platform' is exhausted"),
+            "{m}"
+        );
+        assert!(
+            m.contains("$4.99 of $5.00")
+                && m.contains("about $0.32")
+                && m.contains("resets at 2026-11-30T00:00:00Z"),
+            "{m}"
+        );
+        let r = Denial::RateLimited {
+            scope: "key 'k1'".into(),
+            kind: "requests",
+            limit: 10,
+            retry_after_secs: 17,
+            reset_at: "2026-11-29T19:43:00Z".into(),
+        };
+        assert_eq!(d(r.clone()), (429, "rate_limit_error"));
+        let h = r.headers();
+        assert!(h.contains(&("retry-after".into(), "17".into())), "{h:?}");
+        assert!(
+            h.contains(&("anthropic-ratelimit-requests-remaining".into(), "0".into())),
+            "{h:?}"
+        );
     }
 }

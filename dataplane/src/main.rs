@@ -9,10 +9,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
+use tollgate_dataplane::ledger::Ledger;
+use tollgate_dataplane::ledger::memory::MemoryLedger;
 use tollgate_dataplane::metrics::Metrics;
 use tollgate_dataplane::policy::{self, PolicyStore, ReloadOutcome};
 use tollgate_dataplane::pricing::PriceTable;
-use tollgate_dataplane::server::{self, admin::Admin, proxy::Gateway};
+use tollgate_dataplane::server::{self, admin::Admin, admission::Ledgers, proxy::Gateway};
 use tollgate_dataplane::upstream::build_client;
 
 #[derive(Parser)]
@@ -66,6 +68,10 @@ struct ServeArgs {
     /// Largest accepted request body in bytes.
     #[arg(long, default_value_t = server::proxy::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Where spend and rate counters live: `file:PATH` (embedded, persisted), `memory`
+    /// (embedded, forgotten on exit) or `redis://HOST:PORT` (shared by replicas).
+    #[arg(long, env = "TOLLGATE_LEDGER", default_value = "file:tollgate-ledger.journal")]
+    ledger: String,
     /// Runtime worker threads (default: available CPUs).
     #[arg(long, env = "TOLLGATE_WORKERS")]
     workers: Option<usize>,
@@ -176,6 +182,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let (store, first) = PolicyStore::open(&args.policy, prices);
     record_reload(&metrics, &first, &store);
+    let (ledger, journal) = open_ledger(&args.ledger)?;
     let client = build_client()?;
     let proxy = TcpListener::bind(args.listen)
         .await
@@ -197,13 +204,23 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_secs(60),
         move |outcome, _| record_reload(&watch_metrics, outcome, &watch_store),
     ));
+    let syncer = journal.clone().map(|j| tokio::spawn(sync_journal(j)));
+    let ledgers = Ledgers {
+        primary: ledger.clone(),
+        local: Arc::new(MemoryLedger::ephemeral()),
+    };
     let gateway = Arc::new(Gateway::new(
         store.clone(),
         client,
         metrics.clone(),
+        ledgers,
         args.max_body_bytes,
     ));
-    let admin_state = Arc::new(Admin { store, metrics });
+    let admin_state = Arc::new(Admin {
+        store,
+        metrics,
+        ledger,
+    });
     let admin_task = tokio::spawn(server::serve(
         admin,
         move |req| admin_state.clone().handle(req),
@@ -212,8 +229,46 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     server::serve_proxy(proxy, gateway, shutdown_signal()).await;
     watcher.abort();
     admin_task.abort();
+    if let Some(s) = syncer {
+        s.abort();
+    }
+    if let Some(j) = &journal {
+        if let Err(e) = j.sync() {
+            tracing::error!(error = %e, "final ledger journal sync failed");
+        }
+    }
     tracing::info!("tollgate-proxy stopped");
     Ok(())
+}
+
+type OpenedLedger = (Arc<dyn Ledger>, Option<Arc<MemoryLedger>>);
+
+/// Opens the ledger named by `--ledger`.
+fn open_ledger(spec: &str) -> anyhow::Result<OpenedLedger> {
+    let now = jiff::Timestamp::now().as_millisecond();
+    if spec == "memory" {
+        return Ok((Arc::new(MemoryLedger::ephemeral()), None));
+    }
+    if let Some(path) = spec.strip_prefix("file:") {
+        let l = Arc::new(
+            MemoryLedger::open(Path::new(path), now)
+                .with_context(|| format!("opening ledger journal {path}"))?,
+        );
+        return Ok((l.clone(), Some(l)));
+    }
+    bail!("--ledger {spec:?}: expected file:PATH, memory or redis://HOST:PORT")
+}
+
+/// Fsyncs the embedded ledger's journal every second.
+async fn sync_journal(journal: Arc<MemoryLedger>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let j = journal.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || j.sync()).await {
+            tracing::error!(error = %e, "ledger journal sync failed");
+        }
+    }
 }
 
 fn record_reload(metrics: &Metrics, outcome: &ReloadOutcome, store: &PolicyStore) {

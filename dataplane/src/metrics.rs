@@ -62,6 +62,22 @@ struct ModelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    budget: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThresholdLabels {
+    budget: String,
+    threshold: u8,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     result: &'static str,
 }
@@ -86,6 +102,10 @@ pub struct Metrics {
     ttfb: HistogramFamily,
     in_flight: Gauge,
     reloads: Family<OutcomeLabels, Counter>,
+    budget_spent: Family<BudgetLabels, Gauge>,
+    budget_limit: Family<BudgetLabels, Gauge>,
+    thresholds: Family<ThresholdLabels, Counter>,
+    ledger_errors: Family<OpLabels, Counter>,
     policy_ok: Gauge,
     policy_keys: Gauge,
 }
@@ -111,6 +131,10 @@ impl Metrics {
             ttfb: HistogramFamily::new_with_constructor(latency_histogram),
             in_flight: Gauge::default(),
             reloads: Family::default(),
+            budget_spent: Family::default(),
+            budget_limit: Family::default(),
+            thresholds: Family::default(),
+            ledger_errors: Family::default(),
             policy_ok: Gauge::default(),
             policy_keys: Gauge::default(),
             registry: Registry::default(),
@@ -155,6 +179,22 @@ impl Metrics {
             "in_flight_requests",
             "Requests being proxied now",
             m.in_flight.clone(),
+        );
+        registry.register(
+            "budget_spent_micro_usd",
+            "Settled spend in the current window, as of this replica's last settlement",
+            m.budget_spent.clone(),
+        );
+        registry.register("budget_limit_micro_usd", "Budget limit", m.budget_limit.clone());
+        registry.register(
+            "budget_threshold_crossed",
+            "Soft budget thresholds (percent) crossed",
+            m.thresholds.clone(),
+        );
+        registry.register(
+            "ledger_errors",
+            "Ledger operations that failed, by operation",
+            m.ledger_errors.clone(),
         );
         registry.register(
             "policy_reloads",
@@ -263,6 +303,34 @@ impl Metrics {
         &self.in_flight
     }
 
+    /// Records a budget's spend after a settlement.
+    pub fn budget_spend(&self, budget: &str, spent: u64, limit: u64) {
+        let l = BudgetLabels {
+            budget: budget.to_owned(),
+        };
+        self.budget_spent
+            .get_or_create(&l)
+            .set(i64::try_from(spent).unwrap_or(i64::MAX));
+        self.budget_limit
+            .get_or_create(&l)
+            .set(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a crossed soft threshold.
+    pub fn threshold_crossed(&self, budget: &str, threshold: u8) {
+        self.thresholds
+            .get_or_create(&ThresholdLabels {
+                budget: budget.to_owned(),
+                threshold,
+            })
+            .inc();
+    }
+
+    /// Counts a failed ledger operation.
+    pub fn ledger_error(&self, op: &'static str) {
+        self.ledger_errors.get_or_create(&OpLabels { op }).inc();
+    }
+
     /// Records a policy reload outcome.
     pub fn reload(&self, result: &'static str, ok: bool, keys: usize) {
         self.reloads.get_or_create(&OutcomeLabels { result }).inc();
@@ -293,6 +361,9 @@ mod tests {
         m.timings(&l, Some(0.01), 0.5);
         m.denial("unknown_key", "", "");
         m.reload("applied", true, 3);
+        m.budget_spend("team-day", 1500, 2000);
+        m.threshold_crossed("team-day", 50);
+        m.ledger_error("admit");
         let text = m.encode();
         for needle in [
             r#"tollgate_requests_total{key_id="k1",team="t",model="gw-opus",provider="anthropic",status="200"} 1"#,
@@ -302,6 +373,10 @@ mod tests {
             "tollgate_upstream_ttfb_seconds_bucket",
             "tollgate_policy_last_reload_success 1",
             "tollgate_policy_keys 3",
+            r#"tollgate_budget_spent_micro_usd{budget="team-day"} 1500"#,
+            r#"tollgate_budget_limit_micro_usd{budget="team-day"} 2000"#,
+            r#"tollgate_budget_threshold_crossed_total{budget="team-day",threshold="50"} 1"#,
+            r#"tollgate_ledger_errors_total{op="admit"} 1"#,
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

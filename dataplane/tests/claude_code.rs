@@ -99,10 +99,19 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
+    rig_with("").await
+}
+
+/// A rig whose policy has `extra` top-level sections appended.
+async fn rig_with(extra: &str) -> Rig {
     let fake = FakeAnthropic::start(FakeConfig::new(PROVIDER_KEY)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, standard_policy(&fake.base_url(), true)).unwrap();
+    std::fs::write(
+        &policy,
+        format!("{}{extra}", standard_policy(&fake.base_url(), true)),
+    )
+    .unwrap();
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_tollgate-proxy"));
     let proxy = Proxy::start(&bin, &policy, &[(PROVIDER_KEY_ENV, PROVIDER_KEY)]).unwrap();
     Rig {
@@ -262,4 +271,57 @@ async fn claude_code_is_refused_within_a_second_of_revocation() {
         upstream_before,
         "the revoked key reached nothing upstream"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_shows_the_engineer_which_budget_ran_out_mid_session() {
+    let Some(bin) = claude_bin() else { return };
+    // Room for the first model call of the tool loop (its estimate is about $0.49 for a
+    // 49 KB Claude Code body at Opus prices with the 16384-token output cap), not for the
+    // second once the first (about $0.06) is settled.
+    let rig = rig_with(
+        "budgets:\n  - {id: alice-daily, scope: {kind: key, name: alice}, limit_micro_usd: 530000, period: daily}\n",
+    )
+    .await;
+    let run = claude(
+        &bin,
+        &rig,
+        KEY_ALICE,
+        &["-p", "run echo TOOL_OK", "--allowedTools", "Bash(echo:*)"],
+    )
+    .await;
+    let calls: Vec<_> = rig
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/messages")
+        .collect();
+    let spend = send(
+        "GET",
+        &format!("{}/admin/spend", rig.proxy.admin_url()),
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await
+    .unwrap();
+    let max_tokens: Vec<_> = calls
+        .iter()
+        .map(|c| (c.body.len(), c.body_json().unwrap()["max_tokens"].clone()))
+        .collect();
+    assert_eq!(
+        calls.len(),
+        1,
+        "the first call went upstream, the second was refused: {}\nspend {}\nbodies {max_tokens:?}",
+        run.stdout,
+        String::from_utf8_lossy(&spend.body)
+    );
+    assert!(run.is_error(), "{}", run.stdout);
+    let result = run.result();
+    assert!(result.contains("402"), "{}", run.stdout);
+    assert!(
+        result.contains("daily budget 'alice-daily' of key 'alice' is exhausted"),
+        "{}",
+        run.stdout
+    );
+    assert!(result.contains("resets at"), "{}", run.stdout);
 }

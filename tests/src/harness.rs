@@ -40,6 +40,10 @@ impl Proxy {
         let log_path = dir.path().join("proxy.log");
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(bin);
+        if !args.contains(&"--ledger") {
+            cmd.arg("--ledger")
+                .arg(format!("file:{}", dir.path().join("ledger.journal").display()));
+        }
         cmd.arg("--policy")
             .arg(policy)
             .args([

@@ -50,6 +50,33 @@ pub struct PolicyDocument {
     /// Audit settings. At most one shard may set it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditConfig>,
+    /// How budgets and rate limits are enforced. At most one shard may set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsConfig>,
+}
+
+/// Enforcement settings for budgets and rate limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// What to do when the shared ledger (Redis) cannot be reached.
+    #[serde(default)]
+    pub on_ledger_unavailable: LedgerFailureMode,
+    /// Output tokens reserved per request at most: the estimate uses
+    /// `min(max_tokens, this)`. Absent: 16384.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate_output_tokens_cap: Option<u64>,
+}
+
+/// Behaviour when the shared ledger is unreachable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerFailureMode {
+    /// Refuse requests that a budget or rate limit applies to, with 503.
+    #[default]
+    FailClosed,
+    /// Admit them against this replica's own in-memory counters until the ledger is back.
+    FailOpenWithLocalLimits,
 }
 
 /// The organization every team and key belongs to.

@@ -159,6 +159,12 @@ fn merge(mut acc: PolicyDocument, next: PolicyDocument, path: &Path) -> Result<P
         }
         acc.audit = next.audit;
     }
+    if next.limits.is_some() {
+        if acc.limits.is_some() {
+            return Err(conflict("limits is set by more than one file".into()));
+        }
+        acc.limits = next.limits;
+    }
     for (model, price) in next.prices {
         if acc.prices.insert(model.clone(), price).is_some() {
             return Err(conflict(format!("prices.{model} is set by more than one file")));

@@ -10,7 +10,7 @@ pub mod validate;
 
 pub use document::{POLICY_VERSION, PolicyDocument};
 pub use snapshot::{
-    CredentialReader, KeyEntry, ProviderEntry, Snapshot, SystemCredentials, Target, hash_key,
+    CompiledBudget, CredentialReader, KeyEntry, ProviderEntry, Snapshot, SystemCredentials, Target, hash_key,
 };
 pub use store::{PolicyStore, ReloadOutcome};
 

@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::document::{CredentialSource, PolicyDocument, Provider, ProviderKind, Timeouts};
+use super::document::{
+    Budget, CredentialSource, LimitsConfig, PolicyDocument, Provider, ProviderKind, RateLimits, ScopeKind,
+    Timeouts,
+};
 use super::glob::{AllowDeny, Glob};
 use super::load::LoadedDocument;
 use super::validate::{ValidationErrors, validate};
@@ -27,6 +30,8 @@ pub struct KeyEntry {
     pub enabled: bool,
     /// Expiry instant.
     pub expires_at: Option<jiff::Timestamp>,
+    /// The key's own rate limits.
+    pub rate_limits: Option<RateLimits>,
     models: AllowDeny,
     team_models: Option<AllowDeny>,
 }
@@ -67,6 +72,15 @@ pub struct Target {
     pub model: Option<String>,
 }
 
+/// A budget with its time zone resolved.
+#[derive(Debug)]
+pub struct CompiledBudget {
+    /// The budget as written.
+    pub budget: Budget,
+    /// Its time zone (UTC when absent).
+    pub tz: jiff::tz::TimeZone,
+}
+
 #[derive(Debug)]
 struct CompiledRoute {
     pattern: Glob,
@@ -92,9 +106,13 @@ pub struct Snapshot {
     pub organization: Option<String>,
     /// The merged price table (file, then the document's overrides).
     pub prices: PriceTable,
+    /// Enforcement settings.
+    pub limits: LimitsConfig,
     keys: HashMap<[u8; 32], Arc<KeyEntry>>,
     routes: Vec<CompiledRoute>,
     providers: Vec<Arc<ProviderEntry>>,
+    budgets: Vec<CompiledBudget>,
+    team_rate_limits: HashMap<String, RateLimits>,
 }
 
 /// Where credential values come from; tests substitute the environment.
@@ -156,6 +174,7 @@ impl Snapshot {
                     team: k.team.clone(),
                     enabled: k.enabled,
                     expires_at: k.expires_at,
+                    rate_limits: k.rate_limits.clone(),
                     models: AllowDeny::new(&k.models.allow, &k.models.deny),
                     team_models: k.team.as_deref().and_then(|t| team_models.get(t)).cloned(),
                 };
@@ -185,14 +204,32 @@ impl Snapshot {
                     .collect(),
             })
             .collect();
+        let budgets = doc
+            .budgets
+            .iter()
+            .map(|b| CompiledBudget {
+                // Validation resolved every zone already.
+                tz: crate::limits::window::time_zone(b.time_zone.as_deref())
+                    .unwrap_or(jiff::tz::TimeZone::UTC),
+                budget: b.clone(),
+            })
+            .collect();
+        let team_rate_limits = doc
+            .teams
+            .iter()
+            .filter_map(|t| t.rate_limits.clone().map(|r| (t.id.clone(), r)))
+            .collect();
         Ok(Snapshot {
             revision: loaded.revision,
             loaded_at: jiff::Timestamp::now(),
             organization: doc.organization.map(|o| o.name),
             prices,
+            limits: doc.limits.unwrap_or_default(),
             keys,
             routes,
             providers,
+            budgets,
+            team_rate_limits,
         })
     }
 
@@ -217,6 +254,35 @@ impl Snapshot {
             .iter()
             .find(|r| r.pattern.matches(model))
             .map(|r| r.targets.as_slice())
+    }
+
+    /// Every budget, in document order.
+    pub fn budgets(&self) -> &[CompiledBudget] {
+        &self.budgets
+    }
+
+    /// The budgets that apply to a request by `key`, widest scope first.
+    pub fn budgets_for<'a>(&'a self, key: &'a KeyEntry) -> impl Iterator<Item = &'a CompiledBudget> + 'a {
+        let mut order: Vec<&CompiledBudget> = self
+            .budgets
+            .iter()
+            .filter(move |b| {
+                let name = b.budget.scope.name.as_str();
+                match b.budget.scope.kind {
+                    ScopeKind::Organization => self.organization.as_deref() == Some(name),
+                    ScopeKind::Team => key.team.as_deref() == Some(name),
+                    ScopeKind::User => key.user.as_deref() == Some(name),
+                    ScopeKind::Key => key.id == name,
+                }
+            })
+            .collect();
+        order.sort_by_key(|b| b.budget.scope.kind);
+        order.into_iter()
+    }
+
+    /// A team's rate limits.
+    pub fn team_rate_limits(&self, team: &str) -> Option<&RateLimits> {
+        self.team_rate_limits.get(team)
     }
 
     /// Model names a key may request: exact route names, plus price-table models served by

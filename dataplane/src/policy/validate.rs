@@ -189,8 +189,11 @@ fn validate_budget(doc: &PolicyDocument, i: usize, b: &Budget, c: &mut Collector
         c.err(format!("{at}.period.rolling.seconds"), "must be greater than 0");
     }
     if let Some(tz) = &b.time_zone {
-        if tz.trim().is_empty() {
-            c.err(format!("{at}.time_zone"), "must not be empty when set");
+        if let Err(e) = jiff::tz::TimeZone::get(tz) {
+            c.err(
+                format!("{at}.time_zone"),
+                format!("unknown time zone {tz:?}: {e}"),
+            );
         }
     }
 }

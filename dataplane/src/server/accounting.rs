@@ -4,6 +4,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::admission::Admitted;
+use crate::ledger::Settlement;
+use crate::limits::plan::price_for;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::policy::Snapshot;
 use crate::usage::Usage;
@@ -48,21 +51,21 @@ pub struct Completion {
     pub sent: Instant,
     /// The request's span (carries request id, key id, team, model).
     pub span: tracing::Span,
+    /// The ledger admission to settle, when a budget or rate limit applied.
+    pub admitted: Option<Admitted>,
 }
 
-/// Computed cost of an exchange.
-fn cost_micro_usd(snapshot: &Snapshot, upstream_model: &str, requested: &str, usage: &Usage) -> Option<u64> {
-    let price = snapshot
-        .prices
-        .get(upstream_model)
-        .or_else(|| snapshot.prices.get(requested))?;
-    Some(price.cost(usage).micro_usd_ceil())
+/// Cost of an exchange, and whether the model had its own price (an unpriced model is
+/// charged at the dearest price in the table, so it cannot escape a budget).
+fn cost_micro_usd(snapshot: &Snapshot, upstream_model: &str, requested: &str, usage: &Usage) -> (u64, bool) {
+    let (price, priced) = price_for(&snapshot.prices, upstream_model, requested);
+    (price.map_or(0, |p| p.cost(usage).micro_usd_ceil()), priced)
 }
 
 impl Completion {
     /// Accounts the exchange: metrics and one log line.
     pub fn finish(
-        self,
+        mut self,
         usage: Option<Usage>,
         complete: bool,
         stream_error: Option<String>,
@@ -70,14 +73,24 @@ impl Completion {
         outcome: Outcome,
     ) {
         let usage = usage.unwrap_or_default();
-        let cost = cost_micro_usd(&self.snapshot, &self.upstream_model, &self.labels.model, &usage);
+        let (cost, priced) = cost_micro_usd(&self.snapshot, &self.upstream_model, &self.labels.model, &usage);
+        if let Some(a) = self.admitted.take() {
+            a.settle(Settlement {
+                actual_micro_usd: cost,
+                actual_tokens: usage.input_tokens + usage.output_tokens,
+            });
+        }
         let total = self.sent.elapsed();
         let ttfb = first_byte.map(|t| t.duration_since(self.sent));
         self.metrics
-            .completed(&self.labels, self.status, &usage, cost.unwrap_or(0), complete);
-        if cost.is_none() && usage.total_tokens() > 0 {
+            .completed(&self.labels, self.status, &usage, cost, complete);
+        if !priced && usage.total_tokens() > 0 {
             self.metrics.unpriced(&self.upstream_model);
-            tracing::warn!(parent: &self.span, upstream_model = %self.upstream_model, "no price for this model: cost not counted");
+            tracing::warn!(
+                parent: &self.span,
+                upstream_model = %self.upstream_model,
+                "no price for this model: charged at the dearest price in the table"
+            );
         }
         self.metrics
             .timings(&self.labels, ttfb.map(|d| d.as_secs_f64()), total.as_secs_f64());
@@ -95,7 +108,7 @@ impl Completion {
             cache_write_1h_tokens = usage.cache_write_1h_tokens,
             cache_read_tokens = usage.cache_read_tokens,
             cost_micro_usd = cost,
-            priced = cost.is_some(),
+            priced,
             ttfb_ms = ttfb.map(|d| d.as_millis() as u64),
             duration_ms = total.as_millis() as u64,
             "request completed"

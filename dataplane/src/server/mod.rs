@@ -3,6 +3,7 @@
 
 pub mod accounting;
 pub mod admin;
+pub mod admission;
 pub mod metered;
 pub mod proxy;
 

@@ -14,10 +14,13 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use super::accounting::Completion;
+use super::admission::{Ledgers, admit};
 use super::metered::{MeteredBody, Tap};
 use crate::anthropic::{error::denial_body, request};
 use crate::auth::authenticate;
 use crate::denial::Denial;
+use crate::ledger::Settlement;
+use crate::limits::plan::{DEFAULT_OUTPUT_CAP, estimate, plan, price_for};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::policy::{KeyEntry, PolicyStore, Snapshot, Target};
 use crate::upstream::{HttpClient, build_request, response_headers};
@@ -33,6 +36,7 @@ pub struct Gateway {
     store: Arc<PolicyStore>,
     client: HttpClient,
     metrics: Arc<Metrics>,
+    ledgers: Ledgers,
     max_body_bytes: usize,
     id_prefix: u64,
     next_id: AtomicU64,
@@ -81,6 +85,7 @@ impl Gateway {
         store: Arc<PolicyStore>,
         client: HttpClient,
         metrics: Arc<Metrics>,
+        ledgers: Ledgers,
         max_body_bytes: usize,
     ) -> Self {
         use std::hash::{BuildHasher, Hasher};
@@ -91,6 +96,7 @@ impl Gateway {
             store,
             client,
             metrics,
+            ledgers,
             max_body_bytes,
             id_prefix,
             next_id: AtomicU64::new(0),
@@ -161,8 +167,13 @@ impl Gateway {
             h.insert("request-id", v);
         }
         // Tell the SDK not to retry what retrying cannot fix.
-        if matches!(denial.status(), 400 | 403 | 404 | 413) {
+        if matches!(denial.status(), 400 | 402 | 403 | 404 | 413) {
             h.insert("x-should-retry", HeaderValue::from_static("false"));
+        }
+        for (name, value) in denial.headers() {
+            if let (Ok(n), Ok(v)) = (http::HeaderName::try_from(name), HeaderValue::from_str(&value)) {
+                h.insert(n, v);
+            }
         }
         resp
     }
@@ -228,6 +239,29 @@ impl Gateway {
         let targets = snapshot.route(&info.model).ok_or_else(|| Denial::UnknownModel {
             model: info.model.clone(),
         })?;
+        let mut admitted = if accounted {
+            let first_model = targets
+                .first()
+                .and_then(|t| t.model.as_deref())
+                .unwrap_or(&info.model);
+            let (price, _) = price_for(&snapshot.prices, first_model, &info.model);
+            let cap = snapshot
+                .limits
+                .estimate_output_tokens_cap
+                .unwrap_or(DEFAULT_OUTPUT_CAP);
+            let (cost, tokens) = estimate(price, body.len(), info.max_tokens, cap);
+            let plan = plan(&snapshot, &key, request_id, cost, tokens, jiff::Timestamp::now());
+            admit(
+                &self.ledgers,
+                plan,
+                snapshot.limits.on_ledger_unavailable,
+                &self.metrics,
+                span,
+            )
+            .await?
+        } else {
+            None
+        };
         let path_and_query = parts
             .uri
             .path_and_query()
@@ -271,6 +305,7 @@ impl Gateway {
                         status: resp.status().as_u16(),
                         sent,
                         span: span.clone(),
+                        admitted: admitted.take(),
                     };
                     let idle = Duration::from_millis(target.provider.timeouts.stream_idle_ms);
                     return Ok(respond(resp, completion, accounted, idle, request_id));
@@ -280,6 +315,10 @@ impl Gateway {
                     last = denial;
                 }
             }
+        }
+        // Nothing was used: release the reservation.
+        if let Some(a) = admitted {
+            a.settle(Settlement::default());
         }
         Err(last)
     }

@@ -1,0 +1,396 @@
+//! Turning one request into a ledger [`Admission`]: which budget windows and rate counters
+//! apply, and the cost estimate reserved before forwarding.
+//!
+//! # The estimate and the overshoot bound
+//! Input tokens are estimated as `ceil(body bytes / 3)`: JSON syntax, keys and escapes make a
+//! Messages body longer than its tokens (English text and code run about 4 bytes per token),
+//! so this over-estimates except for unusual content. Output tokens are
+//! `min(max_tokens, estimate_output_tokens_cap)` (cap 16384 by default), an exact upper
+//! bound whenever `max_tokens` is within the cap. Both are priced at the model's rates
+//! (input at the base input rate, which also covers 5-minute cache writes of a prompt up to
+//! 1.25 x its estimate; the prompt-length tier applies when the estimate is above it).
+//!
+//! The ledger admits only while `spent + reserved + estimate <= limit`, atomically, so the
+//! spend of a window can exceed its limit by at most the sum, over requests in flight when it
+//! is crossed, of `max(0, actual - estimate)`: zero whenever the estimates hold, and for each
+//! request at most the output beyond the cap (`(max_tokens - cap) x output rate`) plus input
+//! beyond `bytes / 3`.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+
+use super::window::{Window, window_at};
+use crate::ledger::{Admission, BudgetCharge, RateCharge, RateKind};
+use crate::policy::document::{BudgetScope, RateLimits};
+use crate::policy::{CompiledBudget, KeyEntry, Snapshot};
+use crate::pricing::{ModelPrice, PriceTable};
+use crate::usage::Usage;
+
+/// Default output tokens reserved at most.
+pub const DEFAULT_OUTPUT_CAP: u64 = 16_384;
+/// Output tokens assumed when a request sets no `max_tokens`.
+pub const DEFAULT_MAX_TOKENS: u64 = 4_096;
+/// How long a reservation or concurrency slot outlives a replica that never settles it.
+pub const LEASE_MS: i64 = 15 * 60 * 1000;
+/// Budget counters outlive their window by this much, for status reads after a reset.
+const COUNTER_GRACE_MS: i64 = 3_600_000;
+
+/// A budget an admission charges, with what a refusal message needs.
+#[derive(Debug, Clone)]
+pub struct PlannedBudget {
+    /// Budget id.
+    pub id: String,
+    /// Its scope.
+    pub scope: BudgetScope,
+    /// Its limit.
+    pub limit_micro_usd: u64,
+    /// Period name (`daily`, `monthly`, `rolling 3600s`).
+    pub period: String,
+    /// The current window.
+    pub window: Window,
+    /// Soft thresholds, percent.
+    pub thresholds: Vec<u8>,
+}
+
+/// A rate limit an admission charges.
+#[derive(Debug, Clone)]
+pub struct PlannedRate {
+    /// `key` or `team`.
+    pub scope_kind: &'static str,
+    /// Key id or team id.
+    pub scope_name: String,
+    /// The limit.
+    pub limit: u64,
+    /// Kind.
+    pub kind: RateKind,
+}
+
+/// The admission and the facts behind each of its charges (same order).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// What the ledger sees.
+    pub admission: Admission,
+    /// One per `admission.budgets`.
+    pub budgets: Vec<PlannedBudget>,
+    /// One per `admission.rates`.
+    pub rates: Vec<PlannedRate>,
+}
+
+impl Plan {
+    /// Whether any limit applies (otherwise the ledger is not consulted).
+    pub fn is_empty(&self) -> bool {
+        self.admission.budgets.is_empty() && self.admission.rates.is_empty()
+    }
+}
+
+/// The price for `model`: the upstream id first, then the requested name, else the most
+/// expensive model in the table (so an unpriced model cannot escape a budget).
+pub fn price_for<'a>(
+    prices: &'a PriceTable,
+    upstream: &str,
+    requested: &str,
+) -> (Option<&'a ModelPrice>, bool) {
+    if let Some(p) = prices.get(upstream).or_else(|| prices.get(requested)) {
+        return (Some(p), true);
+    }
+    let dearest = prices
+        .model_names()
+        .filter_map(|m| prices.get(m))
+        .max_by_key(|p| p.base().output);
+    (dearest, false)
+}
+
+/// Estimated cost (micro-USD, rounded up) and input tokens of a request.
+pub fn estimate(
+    price: Option<&ModelPrice>,
+    body_len: usize,
+    max_tokens: Option<u64>,
+    cap: u64,
+) -> (u64, u64) {
+    let input = (body_len as u64).div_ceil(3);
+    let output = max_tokens.unwrap_or(DEFAULT_MAX_TOKENS).min(cap);
+    let usage = Usage {
+        input_tokens: input,
+        output_tokens: output,
+        ..Default::default()
+    };
+    let cost = price.map_or(0, |p| p.cost(&usage).micro_usd_ceil());
+    (cost, input)
+}
+
+/// Builds the plan for one request at `now`.
+pub fn plan(
+    snapshot: &Snapshot,
+    key: &Arc<KeyEntry>,
+    request_id: &str,
+    estimate_micro_usd: u64,
+    estimated_tokens: u64,
+    now: Timestamp,
+) -> Plan {
+    let now_ms = now.as_millisecond();
+    let mut budgets = Vec::new();
+    let mut charges = Vec::new();
+    for b in snapshot.budgets_for(key) {
+        let Ok(window) = window_at(&b.budget.period, &b.tz, now) else {
+            continue;
+        };
+        charges.push(BudgetCharge {
+            counter: format!("b:{}:{}", b.budget.id, window.start.as_second()),
+            limit_micro_usd: b.budget.limit_micro_usd,
+            expires_at_ms: window.end.as_millisecond() + COUNTER_GRACE_MS,
+        });
+        budgets.push(planned_budget(b, window));
+    }
+    let mut rates = Vec::new();
+    let mut rate_charges = Vec::new();
+    let mut add = |scope_kind: &'static str, name: &str, limits: &RateLimits| {
+        let minute_start = now_ms.div_euclid(60_000) * 60_000;
+        let minute_end = minute_start + 60_000;
+        let specs = [
+            (RateKind::Requests, limits.requests_per_minute, "rpm", 1),
+            (
+                RateKind::Tokens,
+                limits.tokens_per_minute,
+                "tpm",
+                estimated_tokens,
+            ),
+            (RateKind::Concurrent, limits.concurrent, "conc", 1),
+        ];
+        for (kind, limit, tag, amount) in specs {
+            let Some(limit) = limit else { continue };
+            let counter = match kind {
+                RateKind::Concurrent => format!("c:{scope_kind}:{name}"),
+                _ => format!("r:{scope_kind}:{name}:{tag}:{}", minute_start / 60_000),
+            };
+            rate_charges.push(RateCharge {
+                counter,
+                kind,
+                limit,
+                amount,
+                window_end_ms: minute_end,
+            });
+            rates.push(PlannedRate {
+                scope_kind,
+                scope_name: name.to_owned(),
+                limit,
+                kind,
+            });
+        }
+    };
+    if let Some(l) = &key.rate_limits {
+        add("key", &key.id, l);
+    }
+    if let Some(team) = &key.team {
+        if let Some(l) = snapshot.team_rate_limits(team) {
+            add("team", team, l);
+        }
+    }
+    Plan {
+        admission: Admission {
+            request_id: request_id.to_owned(),
+            estimate_micro_usd,
+            budgets: charges,
+            rates: rate_charges,
+            now_ms,
+            lease_ms: LEASE_MS,
+        },
+        budgets,
+        rates,
+    }
+}
+
+fn planned_budget(b: &CompiledBudget, window: Window) -> PlannedBudget {
+    use crate::policy::document::BudgetPeriod as P;
+    let period = match &b.budget.period {
+        P::Daily => "daily".to_owned(),
+        P::Weekly => "weekly".to_owned(),
+        P::Monthly => "monthly".to_owned(),
+        P::Yearly => "yearly".to_owned(),
+        P::Rolling { seconds } => format!("{seconds}-second"),
+    };
+    PlannedBudget {
+        id: b.budget.id.clone(),
+        scope: b.budget.scope.clone(),
+        limit_micro_usd: b.budget.limit_micro_usd,
+        period,
+        window,
+        thresholds: b.budget.thresholds.clone(),
+    }
+}
+
+/// Thresholds (percent) crossed by moving a budget's spend from `before` to `after`.
+pub fn crossed_thresholds(thresholds: &[u8], limit: u64, before: u64, after: u64) -> Vec<u8> {
+    thresholds
+        .iter()
+        .copied()
+        .filter(|t| {
+            let mark = (u128::from(limit) * u128::from(*t)).div_ceil(100);
+            u128::from(before) < mark && u128::from(after) >= mark
+        })
+        .collect()
+}
+
+/// Formats micro-USD as dollars: `$12.345678` trimmed to cents when exact.
+pub fn dollars(micro: u64) -> String {
+    let (whole, frac) = (micro / 1_000_000, micro % 1_000_000);
+    if frac % 10_000 == 0 {
+        format!("${whole}.{:02}", frac / 10_000)
+    } else {
+        format!("${whole}.{frac:06}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::document::*;
+    use crate::policy::load::LoadedDocument;
+    use crate::policy::{SystemCredentials, hash_key};
+
+    fn snapshot() -> Snapshot {
+        let budget = |id: &str, kind: ScopeKind, name: &str, period: BudgetPeriod| Budget {
+            id: id.into(),
+            scope: BudgetScope {
+                kind,
+                name: name.into(),
+            },
+            limit_micro_usd: 5_000_000,
+            period,
+            time_zone: None,
+            thresholds: vec![50, 80, 100],
+        };
+        let doc = PolicyDocument {
+            version: 1,
+            organization: Some(Organization { name: "acme".into() }),
+            teams: vec![
+                Team {
+                    id: "platform".into(),
+                    rate_limits: Some(RateLimits {
+                        requests_per_minute: Some(100),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                Team {
+                    id: "other".into(),
+                    ..Default::default()
+                },
+            ],
+            keys: vec![VirtualKey {
+                id: "k1".into(),
+                sha256: hex::encode(hash_key("vk")),
+                user: Some("alice".into()),
+                team: Some("platform".into()),
+                enabled: true,
+                rate_limits: Some(RateLimits {
+                    requests_per_minute: Some(10),
+                    tokens_per_minute: Some(1000),
+                    concurrent: Some(2),
+                }),
+                ..Default::default()
+            }],
+            budgets: vec![
+                budget("key-daily", ScopeKind::Key, "k1", BudgetPeriod::Daily),
+                budget(
+                    "org-month",
+                    ScopeKind::Organization,
+                    "acme",
+                    BudgetPeriod::Monthly,
+                ),
+                budget("other-team", ScopeKind::Team, "other", BudgetPeriod::Daily),
+                budget("team-week", ScopeKind::Team, "platform", BudgetPeriod::Weekly),
+                budget("user-year", ScopeKind::User, "alice", BudgetPeriod::Yearly),
+            ],
+            ..Default::default()
+        };
+        let loaded = LoadedDocument {
+            document: doc,
+            revision: "r".into(),
+        };
+        Snapshot::compile(loaded, &PriceTable::builtin(), &SystemCredentials).unwrap()
+    }
+
+    #[test]
+    fn every_applicable_budget_and_rate_is_charged_widest_first() {
+        let s = snapshot();
+        let key = s.key("vk").unwrap().clone();
+        let now: Timestamp = "2026-11-29T19:42:00Z".parse().unwrap();
+        let p = plan(&s, &key, "req-1", 1234, 500, now);
+        let ids: Vec<&str> = p.budgets.iter().map(|b| b.id.as_str()).collect();
+        assert_eq!(ids, ["org-month", "team-week", "user-year", "key-daily"]);
+        assert_eq!(
+            p.admission.budgets[0].counter,
+            format!(
+                "b:org-month:{}",
+                "2026-11-01T00:00:00Z".parse::<Timestamp>().unwrap().as_second()
+            )
+        );
+        assert!(p.admission.budgets.iter().all(|b| b.limit_micro_usd == 5_000_000));
+        let kinds: Vec<(&str, RateKind, u64)> =
+            p.rates.iter().map(|r| (r.scope_kind, r.kind, r.limit)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("key", RateKind::Requests, 10),
+                ("key", RateKind::Tokens, 1000),
+                ("key", RateKind::Concurrent, 2),
+                ("team", RateKind::Requests, 100)
+            ]
+        );
+        assert_eq!(p.admission.rates[1].amount, 500);
+        assert_eq!(
+            p.admission.rates[0].window_end_ms,
+            "2026-11-29T19:43:00Z"
+                .parse::<Timestamp>()
+                .unwrap()
+                .as_millisecond()
+        );
+        assert_eq!(p.admission.estimate_micro_usd, 1234);
+    }
+
+    #[test]
+    fn estimate_is_an_upper_bound_for_typical_requests() {
+        let prices = PriceTable::builtin();
+        let (p, priced) = price_for(&prices, "claude-sonnet-4-5", "gw-sonnet");
+        assert!(priced);
+        // 76 KB body, max_tokens 64000 capped at 16384: 25,446 input + 16,384 output tokens.
+        let (cost, input) = estimate(p, 76_337, Some(64_000), DEFAULT_OUTPUT_CAP);
+        assert_eq!(input, 25_446);
+        // 25,446 x $3/M + 16,384 x $15/M = $0.076338 + $0.24576
+        assert_eq!(cost, 76_338 + 245_760);
+        let (cost, _) = estimate(p, 300, Some(100), DEFAULT_OUTPUT_CAP);
+        assert_eq!(cost, 300 + 1_500, "100 x $3/M + 100 x $15/M");
+    }
+
+    #[test]
+    fn unpriced_models_are_estimated_at_the_dearest_price() {
+        let prices = PriceTable::builtin();
+        let (p, priced) = price_for(&prices, "mystery-model", "mystery-model");
+        assert!(!priced);
+        let dearest_output = prices
+            .model_names()
+            .filter_map(|m| prices.get(m))
+            .map(|p| p.base().output)
+            .max();
+        assert_eq!(p.map(|p| p.base().output), dearest_output);
+    }
+
+    #[test]
+    fn thresholds_cross_once() {
+        assert_eq!(crossed_thresholds(&[50, 80, 100], 1000, 400, 500), vec![50]);
+        assert_eq!(crossed_thresholds(&[50, 80, 100], 1000, 500, 900), vec![80]);
+        assert_eq!(
+            crossed_thresholds(&[50, 80, 100], 1000, 0, 2000),
+            vec![50, 80, 100]
+        );
+        assert!(crossed_thresholds(&[50], 1000, 600, 700).is_empty());
+    }
+
+    #[test]
+    fn dollars_format() {
+        assert_eq!(dollars(5_000_000), "$5.00");
+        assert_eq!(dollars(1_234_567), "$1.234567");
+        assert_eq!(dollars(10_000), "$0.01");
+    }
+}

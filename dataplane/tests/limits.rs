@@ -1,0 +1,301 @@
+//! Budgets and rate limits through the real `tollgate-proxy` binary with the embedded ledger.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tollgate_dataplane::pricing::PriceTable;
+use tollgate_dataplane::usage::Usage;
+use tollgate_tests::fake_anthropic::{FakeAnthropic, FakeConfig};
+use tollgate_tests::harness::{Proxy, Reply, open, send};
+use tollgate_tests::policy::{KEY_ALICE, PROVIDER_KEY, PROVIDER_KEY_ENV, standard_policy};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tollgate-proxy"))
+}
+
+/// The standard policy with extra top-level sections and alice's key given rate limits.
+fn policy(upstream: &str, alice_limits: &str, extra: &str) -> String {
+    let base = standard_policy(upstream, true);
+    let base = if alice_limits.is_empty() {
+        base
+    } else {
+        base.replacen(
+            "team: platform}",
+            &format!("team: platform, rate_limits: {{{alice_limits}}}}}"),
+            1,
+        )
+    };
+    format!("{base}{extra}")
+}
+
+async fn call(proxy: &Proxy, stream: bool, extra: &[(&str, &str)]) -> Reply {
+    let body = json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 10,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "say hi"}],
+    });
+    let auth = format!("Bearer {KEY_ALICE}");
+    let mut headers = vec![
+        ("authorization", auth.as_str()),
+        ("anthropic-version", "2023-06-01"),
+    ];
+    headers.extend_from_slice(extra);
+    send(
+        "POST",
+        &format!("{}/anthropic/v1/messages", proxy.base_url()),
+        &headers,
+        Bytes::from(body.to_string()),
+    )
+    .await
+    .unwrap()
+}
+
+fn cost_of(upstream_usage: &Value) -> u64 {
+    let usage = Usage {
+        input_tokens: upstream_usage["input_tokens"].as_u64().unwrap_or(0),
+        output_tokens: upstream_usage["output_tokens"].as_u64().unwrap_or(0),
+        ..Default::default()
+    };
+    PriceTable::builtin()
+        .get("claude-sonnet-4-5")
+        .unwrap()
+        .cost(&usage)
+        .micro_usd_ceil()
+}
+
+async fn spend(proxy: &Proxy) -> Value {
+    send(
+        "GET",
+        &format!("{}/admin/spend", proxy.admin_url()),
+        &[],
+        Bytes::new(),
+    )
+    .await
+    .unwrap()
+    .json()
+}
+
+/// Polls `/admin/spend` until budget `id` shows `spent` settled with nothing reserved.
+async fn wait_settled(proxy: &Proxy, id: &str, spent: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = spend(proxy).await;
+        let b = s["budgets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .cloned()
+            .unwrap();
+        if b["spent_micro_usd"] == spent && b["reserved_micro_usd"] == 0 {
+            return b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "budget {id} never settled at {spent}: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const TEAM_BUDGET: &str = r#"budgets:
+  - {id: platform-daily, scope: {kind: team, name: platform}, limit_micro_usd: 2000, period: daily, time_zone: Europe/Berlin, thresholds: [50, 100]}
+"#;
+
+#[tokio::test]
+async fn exhausted_budget_is_a_402_naming_the_budget_and_spend_never_exceeds_it() {
+    let fake = FakeAnthropic::start(FakeConfig::new(PROVIDER_KEY)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, policy(&fake.base_url(), "", TEAM_BUDGET)).unwrap();
+    let proxy = Proxy::start(&bin(), &file, &[(PROVIDER_KEY_ENV, PROVIDER_KEY)]).unwrap();
+
+    let mut refused = None;
+    for _ in 0..100 {
+        let r = call(&proxy, false, &[]).await;
+        if r.status != 200 {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("the budget never ran out");
+    assert_eq!(r.status, 402, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.headers["x-should-retry"], "false");
+    let v = r.json();
+    assert_eq!(v["error"]["type"], "billing_error");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("daily budget 'platform-daily' of team 'platform' is exhausted"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("of $0.002000 used") && msg.contains("resets at"),
+        "{msg}"
+    );
+
+    // What the ledger holds equals what the upstream reported, and stays within the limit.
+    let expected: u64 = fake
+        .requests()
+        .iter()
+        .filter_map(|r| r.usage.as_ref())
+        .map(cost_of)
+        .sum();
+    let b = wait_settled(&proxy, "platform-daily", expected).await;
+    assert!(expected <= 2000 && expected > 1000, "spent {expected}");
+    assert_eq!(b["limit_micro_usd"], 2000);
+    assert_eq!(b["remaining_micro_usd"], 2000 - expected);
+    assert_eq!(b["period"], "daily");
+    let resets: jiff::Timestamp = b["resets_at"].as_str().unwrap().parse().unwrap();
+    let local = resets.to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").unwrap());
+    assert_eq!(
+        (local.hour(), local.minute()),
+        (0, 0),
+        "resets at Berlin midnight: {local}"
+    );
+
+    let m = proxy.metrics().await.unwrap();
+    assert!(
+        m.contains(r#"tollgate_budget_threshold_crossed_total{budget="platform-daily",threshold="50"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"tollgate_denials_total{reason="budget_exhausted",key_id="alice",team="platform"} 1"#),
+        "{m}"
+    );
+    assert!(proxy.logs().contains("budget threshold crossed"));
+    // The refused request never reached the upstream.
+    let calls = fake.requests().len();
+    assert_eq!(call(&proxy, false, &[]).await.status, 402);
+    assert_eq!(fake.requests().len(), calls);
+}
+
+#[tokio::test]
+async fn spend_survives_a_restart() {
+    let fake = FakeAnthropic::start(FakeConfig::new(PROVIDER_KEY)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, policy(&fake.base_url(), "", TEAM_BUDGET)).unwrap();
+    let ledger = format!("file:{}", dir.path().join("spend.journal").display());
+    let args = ["--ledger", ledger.as_str()];
+    let env = [(PROVIDER_KEY_ENV, PROVIDER_KEY)];
+    let proxy = Proxy::start_with_args(&bin(), &file, &env, &args).unwrap();
+    for _ in 0..3 {
+        assert_eq!(call(&proxy, true, &[]).await.status, 200);
+    }
+    let expected: u64 = fake
+        .requests()
+        .iter()
+        .filter_map(|r| r.usage.as_ref())
+        .map(cost_of)
+        .sum();
+    wait_settled(&proxy, "platform-daily", expected).await;
+    assert!(proxy.terminate().unwrap().success());
+
+    let proxy = Proxy::start_with_args(&bin(), &file, &env, &args).unwrap();
+    wait_settled(&proxy, "platform-daily", expected).await;
+}
+
+#[tokio::test]
+async fn request_rate_limit_is_a_429_with_honest_retry_after() {
+    let fake = FakeAnthropic::start(FakeConfig::new(PROVIDER_KEY)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, policy(&fake.base_url(), "requests_per_minute: 3", "")).unwrap();
+    let proxy = Proxy::start(&bin(), &file, &[(PROVIDER_KEY_ENV, PROVIDER_KEY)]).unwrap();
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..4 {
+        let r = call(&proxy, false, &[]).await;
+        statuses.push(r.status);
+        if r.status == 429 {
+            limited = Some(r);
+        }
+    }
+    // A minute boundary between calls could reset the window: then all four pass.
+    if statuses == [200, 200, 200, 200] {
+        println!("a minute boundary fell inside the test; the window reset as designed");
+        return;
+    }
+    let r = limited.unwrap_or_else(|| panic!("statuses {statuses:?}"));
+    assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "retry-after {retry}");
+    assert_eq!(r.headers["anthropic-ratelimit-requests-limit"], "3");
+    assert_eq!(r.headers["anthropic-ratelimit-requests-remaining"], "0");
+    let reset: jiff::Timestamp = r.headers["anthropic-ratelimit-requests-reset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(reset.as_second() % 60, 0, "resets on the minute: {reset}");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("3 requests per minute for key 'alice'")
+    );
+}
+
+#[tokio::test]
+async fn concurrency_limit_frees_its_slot_when_the_stream_ends() {
+    let mut cfg = FakeConfig::new(PROVIDER_KEY);
+    cfg.drip_delay = Duration::from_millis(100);
+    let fake = FakeAnthropic::start(cfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, policy(&fake.base_url(), "concurrent: 1", "")).unwrap();
+    let proxy = Proxy::start(&bin(), &file, &[(PROVIDER_KEY_ENV, PROVIDER_KEY)]).unwrap();
+
+    let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 10, "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let slow = open(
+        "POST",
+        &format!("{}/v1/messages", proxy.base_url()),
+        &[
+            ("x-api-key", KEY_ALICE),
+            ("anthropic-version", "2023-06-01"),
+            ("x-fake-scenario", "slow"),
+        ],
+        Bytes::from(body.to_string()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(slow.status(), 200);
+    let r = call(&proxy, false, &[]).await;
+    assert_eq!(r.status, 429, "second request while the first streams");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 concurrent requests")
+    );
+    use http_body_util::BodyExt;
+    slow.into_body().collect().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while call(&proxy, false, &[]).await.status != 200 {
+        assert!(Instant::now() < deadline, "slot never freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn a_typo_in_a_time_zone_is_rejected_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("p.yaml");
+    let bad = TEAM_BUDGET.replace("Europe/Berlin", "Europe/Berln");
+    std::fs::write(&f, policy("http://127.0.0.1:1", "", &bad)).unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("check")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("budgets[0].time_zone") && err.contains("Europe/Berln"),
+        "{err}"
+    );
+}
