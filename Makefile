@@ -26,3 +26,4 @@ schema:
 bench:
 	cargo build --release -p tollgate-dataplane -p tollgate-tests
 	target/release/bench-gateway
+	target/release/bench-ledger

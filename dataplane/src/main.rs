@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use tollgate_dataplane::ledger::Ledger;
 use tollgate_dataplane::ledger::memory::MemoryLedger;
+use tollgate_dataplane::ledger::redis::RedisLedger;
 use tollgate_dataplane::metrics::Metrics;
 use tollgate_dataplane::policy::{self, PolicyStore, ReloadOutcome};
 use tollgate_dataplane::pricing::PriceTable;
@@ -256,7 +257,12 @@ fn open_ledger(spec: &str) -> anyhow::Result<OpenedLedger> {
         );
         return Ok((l.clone(), Some(l)));
     }
-    bail!("--ledger {spec:?}: expected file:PATH, memory or redis://HOST:PORT")
+    if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+        let prefix = std::env::var("TOLLGATE_REDIS_PREFIX").unwrap_or_else(|_| "tollgate:".into());
+        let l = RedisLedger::connect(spec, &prefix).context("configuring the Redis ledger")?;
+        return Ok((Arc::new(l), None));
+    }
+    bail!("--ledger: expected file:PATH, memory or redis://HOST:PORT")
 }
 
 /// Fsyncs the embedded ledger's journal every second.

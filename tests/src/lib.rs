@@ -5,9 +5,11 @@
 //!   server is available out of process as the `fake-anthropic` binary.
 //! * [`policy`]: the standard test policy and its keys.
 //! * [`harness`]: runs a real `tollgate-proxy` process on loopback, with a small HTTP client.
+//! * [`redis_server`]: runs a real `redis-server` on loopback for the Redis ledger's tests.
 
 #![warn(missing_docs)]
 
 pub mod fake_anthropic;
 pub mod harness;
 pub mod policy;
+pub mod redis_server;

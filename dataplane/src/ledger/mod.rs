@@ -12,6 +12,7 @@
 
 pub mod conformance;
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,0 +1,186 @@
+//! Budgets across replicas: several real `tollgate-proxy` processes share one real
+//! `redis-server`, and the shared ledger holds under concurrent streaming load.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tollgate_dataplane::limits::plan::{DEFAULT_OUTPUT_CAP, estimate};
+use tollgate_dataplane::pricing::PriceTable;
+use tollgate_dataplane::usage::Usage;
+use tollgate_tests::fake_anthropic::{FakeAnthropic, FakeConfig};
+use tollgate_tests::harness::{Proxy, open, send};
+use tollgate_tests::policy::{KEY_ALICE, PROVIDER_KEY, PROVIDER_KEY_ENV, standard_policy};
+use tollgate_tests::redis_server::RedisServer;
+
+const LIMIT: u64 = 5_000;
+const MAX_TOKENS: u64 = 10;
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tollgate-proxy"))
+}
+
+fn body() -> Bytes {
+    Bytes::from(
+        json!({"model": "claude-sonnet-4-5", "max_tokens": MAX_TOKENS, "stream": true,
+            "messages": [{"role": "user", "content": "say hi"}]})
+        .to_string(),
+    )
+}
+
+fn policy(upstream: &str, mode: &str) -> String {
+    format!(
+        "{}budgets:\n  - {{id: platform-day, scope: {{kind: team, name: platform}}, limit_micro_usd: {LIMIT}, period: daily}}\nlimits: {{on_ledger_unavailable: {mode}}}\n",
+        standard_policy(upstream, true)
+    )
+}
+
+fn cost(usage: &Value) -> u64 {
+    let u = Usage {
+        input_tokens: usage["input_tokens"].as_u64().unwrap_or(0),
+        output_tokens: usage["output_tokens"].as_u64().unwrap_or(0),
+        ..Default::default()
+    };
+    PriceTable::builtin().get("claude-sonnet-4-5").unwrap().cost(&u).micro_usd_ceil()
+}
+
+async fn stream_once(base: &str) -> u16 {
+    let resp = open(
+        "POST",
+        &format!("{base}/anthropic/v1/messages"),
+        &[("authorization", &format!("Bearer {KEY_ALICE}")), ("anthropic-version", "2023-06-01")],
+        body(),
+    )
+    .await
+    .unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    if status == 200 {
+        assert!(String::from_utf8_lossy(&bytes).contains("message_stop"), "stream incomplete");
+    }
+    status
+}
+
+async fn spent(proxy: &Proxy) -> Value {
+    let s = send("GET", &format!("{}/admin/spend", proxy.admin_url()), &[], Bytes::new()).await.unwrap().json();
+    s["budgets"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_sharing_redis_hold_a_team_budget_under_64_streaming_clients() {
+    let Some(redis) = RedisServer::start_or_skip("the shared-budget test") else { return };
+    let mut cfg = FakeConfig::new(PROVIDER_KEY);
+    cfg.drip_delay = Duration::from_millis(5);
+    cfg.record = true;
+    let fake = FakeAnthropic::start(cfg).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, policy(&fake.base_url(), "fail_closed")).unwrap();
+    let url = redis.url();
+    let proxies: Vec<Proxy> = (0..3)
+        .map(|_| {
+            Proxy::start_with_args(&bin(), &file, &[(PROVIDER_KEY_ENV, PROVIDER_KEY)], &["--ledger", &url]).unwrap()
+        })
+        .collect();
+    let bases: Arc<Vec<String>> = Arc::new(proxies.iter().map(Proxy::base_url).collect());
+
+    // 64 clients, 4 streamed requests each, spread over the replicas: demand is ~8x the budget.
+    let clients: Vec<_> = (0..64)
+        .map(|i| {
+            let bases = bases.clone();
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for j in 0..4 {
+                    statuses.push(stream_once(&bases[(i + j) % bases.len()]).await);
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for c in clients {
+        statuses.extend(c.await.unwrap());
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 402).count();
+    assert_eq!(ok + refused, statuses.len(), "every refusal is a 402: {statuses:?}");
+    assert!(ok > 0 && refused > 0, "ok {ok}, refused {refused}");
+
+    // The documented bound: overshoot <= sum over requests of max(0, actual - estimate).
+    let price = PriceTable::builtin();
+    let sonnet = price.get("claude-sonnet-4-5");
+    let calls = fake.requests();
+    let mut total = 0;
+    let mut bound = 0;
+    for c in calls.iter().filter(|c| c.path == "/v1/messages") {
+        let actual = c.usage.as_ref().map(cost).unwrap_or(0);
+        let (est, _) = estimate(sonnet, c.body.len(), Some(MAX_TOKENS), DEFAULT_OUTPUT_CAP);
+        bound += actual.saturating_sub(est);
+        total += actual;
+    }
+    assert_eq!(calls.len(), ok, "refused requests never reached the upstream");
+
+    // Every replica reads the same settled spend from Redis, equal to what the upstream billed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let views: Vec<Value> = futures_join(&proxies).await;
+        if views.iter().all(|v| v["spent_micro_usd"] == total && v["reserved_micro_usd"] == 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replicas disagree or unsettled: {views:?} vs {total}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("admitted {ok}, refused {refused}, spent {total} of {LIMIT} micro-USD, bound {bound}");
+    assert!(total <= LIMIT + bound, "spent {total} > limit {LIMIT} + bound {bound}");
+    assert!(total * 2 > LIMIT, "the budget was used: {total}");
+}
+
+async fn futures_join(proxies: &[Proxy]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for p in proxies {
+        out.push(spent(p).await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_redis_fails_closed_or_open_as_the_policy_says_and_recovers() {
+    let Some(mut redis) = RedisServer::start_or_skip("the ledger failure-mode test") else { return };
+    let fake = FakeAnthropic::start(FakeConfig::new(PROVIDER_KEY)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let closed = dir.path().join("closed.yaml");
+    let open_ = dir.path().join("open.yaml");
+    std::fs::write(&closed, policy(&fake.base_url(), "fail_closed")).unwrap();
+    std::fs::write(&open_, policy(&fake.base_url(), "fail_open_with_local_limits")).unwrap();
+    let url = redis.url();
+    let env = [(PROVIDER_KEY_ENV, PROVIDER_KEY)];
+    let p_closed = Proxy::start_with_args(&bin(), &closed, &env, &["--ledger", &url]).unwrap();
+    let p_open = Proxy::start_with_args(&bin(), &open_, &env, &["--ledger", &url]).unwrap();
+    assert_eq!(stream_once(&p_closed.base_url()).await, 200);
+
+    redis.stop();
+    let r = send(
+        "POST",
+        &format!("{}/v1/messages", p_closed.base_url()),
+        &[("x-api-key", KEY_ALICE), ("anthropic-version", "2023-06-01")],
+        body(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    let msg = r.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(msg.contains("ledger is unavailable") && msg.contains("fails closed"), "{msg}");
+    assert_eq!(stream_once(&p_open.base_url()).await, 200, "fail-open admits on local limits");
+    let m = p_closed.metrics().await.unwrap();
+    assert!(m.contains(r#"tollgate_ledger_errors_total{op="admit"}"#), "{m}");
+
+    redis.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stream_once(&p_closed.base_url()).await != 200 {
+        assert!(Instant::now() < deadline, "no automatic recovery");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
