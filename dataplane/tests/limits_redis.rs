@@ -44,14 +44,21 @@ fn cost(usage: &Value) -> u64 {
         output_tokens: usage["output_tokens"].as_u64().unwrap_or(0),
         ..Default::default()
     };
-    PriceTable::builtin().get("claude-sonnet-4-5").unwrap().cost(&u).micro_usd_ceil()
+    PriceTable::builtin()
+        .get("claude-sonnet-4-5")
+        .unwrap()
+        .cost(&u)
+        .micro_usd_ceil()
 }
 
 async fn stream_once(base: &str) -> u16 {
     let resp = open(
         "POST",
         &format!("{base}/anthropic/v1/messages"),
-        &[("authorization", &format!("Bearer {KEY_ALICE}")), ("anthropic-version", "2023-06-01")],
+        &[
+            ("authorization", &format!("Bearer {KEY_ALICE}")),
+            ("anthropic-version", "2023-06-01"),
+        ],
         body(),
     )
     .await
@@ -59,19 +66,32 @@ async fn stream_once(base: &str) -> u16 {
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     if status == 200 {
-        assert!(String::from_utf8_lossy(&bytes).contains("message_stop"), "stream incomplete");
+        assert!(
+            String::from_utf8_lossy(&bytes).contains("message_stop"),
+            "stream incomplete"
+        );
     }
     status
 }
 
 async fn spent(proxy: &Proxy) -> Value {
-    let s = send("GET", &format!("{}/admin/spend", proxy.admin_url()), &[], Bytes::new()).await.unwrap().json();
+    let s = send(
+        "GET",
+        &format!("{}/admin/spend", proxy.admin_url()),
+        &[],
+        Bytes::new(),
+    )
+    .await
+    .unwrap()
+    .json();
     s["budgets"][0].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_sharing_redis_hold_a_team_budget_under_64_streaming_clients() {
-    let Some(redis) = RedisServer::start_or_skip("the shared-budget test") else { return };
+    let Some(redis) = RedisServer::start_or_skip("the shared-budget test") else {
+        return;
+    };
     let mut cfg = FakeConfig::new(PROVIDER_KEY);
     cfg.drip_delay = Duration::from_millis(5);
     cfg.record = true;
@@ -82,7 +102,13 @@ async fn three_replicas_sharing_redis_hold_a_team_budget_under_64_streaming_clie
     let url = redis.url();
     let proxies: Vec<Proxy> = (0..3)
         .map(|_| {
-            Proxy::start_with_args(&bin(), &file, &[(PROVIDER_KEY_ENV, PROVIDER_KEY)], &["--ledger", &url]).unwrap()
+            Proxy::start_with_args(
+                &bin(),
+                &file,
+                &[(PROVIDER_KEY_ENV, PROVIDER_KEY)],
+                &["--ledger", &url],
+            )
+            .unwrap()
         })
         .collect();
     let bases: Arc<Vec<String>> = Arc::new(proxies.iter().map(Proxy::base_url).collect());
@@ -106,7 +132,11 @@ async fn three_replicas_sharing_redis_hold_a_team_budget_under_64_streaming_clie
     }
     let ok = statuses.iter().filter(|s| **s == 200).count();
     let refused = statuses.iter().filter(|s| **s == 402).count();
-    assert_eq!(ok + refused, statuses.len(), "every refusal is a 402: {statuses:?}");
+    assert_eq!(
+        ok + refused,
+        statuses.len(),
+        "every refusal is a 402: {statuses:?}"
+    );
     assert!(ok > 0 && refused > 0, "ok {ok}, refused {refused}");
 
     // The documented bound: overshoot <= sum over requests of max(0, actual - estimate).
@@ -127,14 +157,23 @@ async fn three_replicas_sharing_redis_hold_a_team_budget_under_64_streaming_clie
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let views: Vec<Value> = futures_join(&proxies).await;
-        if views.iter().all(|v| v["spent_micro_usd"] == total && v["reserved_micro_usd"] == 0) {
+        if views
+            .iter()
+            .all(|v| v["spent_micro_usd"] == total && v["reserved_micro_usd"] == 0)
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "replicas disagree or unsettled: {views:?} vs {total}");
+        assert!(
+            Instant::now() < deadline,
+            "replicas disagree or unsettled: {views:?} vs {total}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!("admitted {ok}, refused {refused}, spent {total} of {LIMIT} micro-USD, bound {bound}");
-    assert!(total <= LIMIT + bound, "spent {total} > limit {LIMIT} + bound {bound}");
+    assert!(
+        total <= LIMIT + bound,
+        "spent {total} > limit {LIMIT} + bound {bound}"
+    );
     assert!(total * 2 > LIMIT, "the budget was used: {total}");
 }
 
@@ -148,7 +187,9 @@ async fn futures_join(proxies: &[Proxy]) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_redis_fails_closed_or_open_as_the_policy_says_and_recovers() {
-    let Some(mut redis) = RedisServer::start_or_skip("the ledger failure-mode test") else { return };
+    let Some(mut redis) = RedisServer::start_or_skip("the ledger failure-mode test") else {
+        return;
+    };
     let fake = FakeAnthropic::start(FakeConfig::new(PROVIDER_KEY)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let closed = dir.path().join("closed.yaml");
@@ -171,9 +212,19 @@ async fn unreachable_redis_fails_closed_or_open_as_the_policy_says_and_recovers(
     .await
     .unwrap();
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
-    let msg = r.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
-    assert!(msg.contains("ledger is unavailable") && msg.contains("fails closed"), "{msg}");
-    assert_eq!(stream_once(&p_open.base_url()).await, 200, "fail-open admits on local limits");
+    let msg = r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        msg.contains("ledger is unavailable") && msg.contains("fails closed"),
+        "{msg}"
+    );
+    assert_eq!(
+        stream_once(&p_open.base_url()).await,
+        200,
+        "fail-open admits on local limits"
+    );
     let m = p_closed.metrics().await.unwrap();
     assert!(m.contains(r#"tollgate_ledger_errors_total{op="admit"}"#), "{m}");
 
