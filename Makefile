@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test` (see README.md).
-.PHONY: run test e2e-deps lint schema bench
+.PHONY: run test e2e-deps lint schema crds bench
 
 CLAUDE_CODE := e2e/node_modules/.bin/claude
 
@@ -8,6 +8,7 @@ run:
 
 # The whole suite: unit, integration (fake upstream) and end-to-end with the real Claude Code.
 test: e2e-deps
+	bash operator/tests/setup-python.sh
 	cargo test --workspace --no-fail-fast
 
 e2e-deps: $(CLAUDE_CODE)
@@ -22,6 +23,9 @@ lint:
 
 schema:
 	cargo run -q -p tollgate-dataplane --bin tollgate-proxy -- schema > dataplane/schema/policy.schema.json
+
+crds:
+	cargo run -q -p tollgate-operator --bin crdgen -- --out crds
 
 bench:
 	cargo build --release -p tollgate-dataplane -p tollgate-tests

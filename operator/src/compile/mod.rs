@@ -1,0 +1,214 @@
+//! The pure heart of the operator: a snapshot of the cluster (a [`World`]) compiles into the
+//! policy document shards and a status for every resource.
+//!
+//! Deterministic: inputs are sorted before use, so the same world gives byte-identical
+//! ConfigMaps and statuses whatever order the API server listed things in. A resource with an
+//! invalid reference (a key naming a missing team) is left out with `Ready=False` and a
+//! reason; the rest of the policy still compiles. Nothing here does I/O.
+
+mod resources;
+pub mod shard;
+pub mod status;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use tollgate_dataplane::policy::document::{self as doc, PolicyDocument};
+use tollgate_dataplane::policy::validate::{ValidationErrors, validate};
+
+use crate::crd::{AuditSink, Budget, McpServer, ModelProvider, ModelRoute, Team, VirtualKey};
+pub use shard::{ShardError, ShardLimits};
+pub use status::{Kind, Readiness, StatusUpdate};
+
+/// Operator-wide settings that shape the document.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The organization name (the organization budget scope); none leaves it out.
+    pub organization: Option<String>,
+    /// Default audit content capture; with no AuditSink and no capture the section is omitted.
+    pub audit_capture: Option<doc::CaptureMode>,
+    /// Where the proxy container mounts credential Secrets: `<dir>/<secret>/<key>`.
+    pub credentials_dir: String,
+    /// Name of the main policy ConfigMap; key shards are `<name>-keys-NN`.
+    pub policy_name: String,
+    /// Sharding limits.
+    pub limits: ShardLimits,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            organization: None,
+            audit_capture: None,
+            credentials_dir: "/var/run/tollgate/credentials".to_owned(),
+            policy_name: "tollgate-policy".to_owned(),
+            limits: ShardLimits::default(),
+        }
+    }
+}
+
+/// What the operator knows about one Secret: SHA-256 digests of its data values (never the
+/// values) and who owns it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretDigest {
+    /// Data key -> lower-case hex SHA-256 of the trimmed value; `None` when the value is empty
+    /// or not UTF-8 (unusable as a key).
+    pub digests: BTreeMap<String, Option<String>>,
+    /// UIDs of the objects in its `ownerReferences`.
+    pub owner_uids: Vec<String>,
+}
+
+/// Spend of one budget in its current window, summed over the proxy replicas.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BudgetSpend {
+    /// Spent, micro-USD.
+    pub spent_micro_usd: u64,
+    /// Reserved by requests in flight, micro-USD.
+    pub reserved_micro_usd: u64,
+    /// The limit the ledger enforces, micro-USD.
+    pub limit_micro_usd: u64,
+    /// Window start (RFC 3339).
+    pub window_start: String,
+    /// Window end (RFC 3339).
+    pub resets_at: String,
+}
+
+/// A snapshot of everything the policy depends on.
+#[derive(Debug, Clone, Default)]
+pub struct World {
+    /// The time statuses are stamped with when a condition changes.
+    pub now: Timestamp,
+    /// Teams.
+    pub teams: Vec<Team>,
+    /// Virtual keys.
+    pub keys: Vec<VirtualKey>,
+    /// Budgets.
+    pub budgets: Vec<Budget>,
+    /// Model providers.
+    pub providers: Vec<ModelProvider>,
+    /// Model routes.
+    pub routes: Vec<ModelRoute>,
+    /// MCP servers.
+    pub mcp_servers: Vec<McpServer>,
+    /// Audit sinks.
+    pub audit_sinks: Vec<AuditSink>,
+    /// Virtual-key Secrets by (namespace, name).
+    pub secrets: BTreeMap<(String, String), SecretDigest>,
+    /// Ledger spend by budget id; absent budgets show no spend.
+    pub spend: BTreeMap<String, BudgetSpend>,
+}
+
+/// One policy ConfigMap: a single file (data key) holding one document shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConfigMap {
+    /// ConfigMap name.
+    pub name: String,
+    /// Data key, i.e. the file name in the proxy's policy directory.
+    pub file: String,
+    /// The document shard (JSON).
+    pub content: String,
+}
+
+/// The result of a compilation.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The merged document, as the proxy will see it after loading every shard.
+    pub document: PolicyDocument,
+    /// The ConfigMaps: the main one first, then the key shards in order.
+    pub config_maps: Vec<PolicyConfigMap>,
+    /// A status for every resource, sorted by kind, namespace and name.
+    pub statuses: Vec<StatusUpdate>,
+}
+
+impl Compiled {
+    /// The statuses that differ from what the cluster shows.
+    pub fn changed_statuses(&self) -> impl Iterator<Item = &StatusUpdate> {
+        self.statuses.iter().filter(|s| s.changed)
+    }
+
+    /// How many resources of each kind are left out of the policy.
+    pub fn not_ready(&self) -> BTreeMap<Kind, usize> {
+        let mut m = BTreeMap::new();
+        for s in &self.statuses {
+            if !s.readiness.ready {
+                *m.entry(s.kind).or_insert(0) += 1;
+            }
+        }
+        m
+    }
+}
+
+/// Why no policy could be produced at all (a single bad resource never causes this).
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    /// The keys do not fit in the allowed number of ConfigMaps.
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    /// The compiled document failed the proxy's own validation: a bug in the compiler, caught
+    /// before anything is written.
+    #[error("the compiled policy is invalid: {0}")]
+    Invalid(#[from] ValidationErrors),
+    /// The main document could not be serialized.
+    #[error("serializing the policy: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// The file name of the main document.
+pub const MAIN_FILE: &str = "policy.json";
+
+/// The ConfigMap name of key shard `i`.
+pub fn shard_name(policy_name: &str, i: usize) -> String {
+    format!("{policy_name}-keys-{i:02}")
+}
+
+/// Compiles the world into policy ConfigMaps and statuses.
+pub fn compile(world: &World, settings: &Settings) -> Result<Compiled, CompileError> {
+    let out = resources::compile_resources(world, settings);
+    let mut keys = out.keys;
+    keys.sort_by(|a, b| a.key.id.cmp(&b.key.id));
+    let doc_keys: Vec<doc::VirtualKey> = keys.iter().map(|k| k.key.clone()).collect();
+    let shards = shard::shard_keys(&doc_keys, settings.limits)?;
+
+    let main = PolicyDocument {
+        version: doc::POLICY_VERSION,
+        organization: settings
+            .organization
+            .as_ref()
+            .map(|name| doc::Organization { name: name.clone() }),
+        keys: Vec::new(),
+        ..out.document
+    };
+    let mut config_maps = vec![PolicyConfigMap {
+        name: settings.policy_name.clone(),
+        file: MAIN_FILE.to_owned(),
+        content: serde_json::to_string_pretty(&main)? + "\n",
+    }];
+    let mut shard_of_key = BTreeMap::new();
+    let count = shards.len() as u64;
+    for (i, content) in shards.into_iter().enumerate() {
+        config_maps.push(PolicyConfigMap {
+            name: shard_name(&settings.policy_name, i),
+            file: format!("keys-{i:02}.json"),
+            content,
+        });
+    }
+    for k in &keys {
+        let i = shard::fnv1a64(k.key.id.as_bytes()) % count;
+        shard_of_key.insert(k.key.id.clone(), shard_name(&settings.policy_name, i as usize));
+    }
+
+    let document = PolicyDocument {
+        keys: doc_keys,
+        ..main
+    };
+    validate(&document)?;
+
+    let statuses = resources::statuses(world, &out.readiness, &shard_of_key);
+    Ok(Compiled {
+        document,
+        config_maps,
+        statuses,
+    })
+}

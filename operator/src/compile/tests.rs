@@ -1,0 +1,657 @@
+//! Table tests of the compiler: every invalid reference, determinism, sharding.
+
+use std::collections::BTreeMap;
+
+use kube::api::ObjectMeta;
+use tollgate_dataplane::policy::document::PolicyDocument;
+
+use super::*;
+use crate::crd::*;
+use crate::secrets::{generated_name, key_sha256};
+
+fn meta(ns: Option<&str>, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: ns.map(str::to_owned),
+        uid: Some(format!("uid-{}-{name}", ns.unwrap_or("-"))),
+        generation: Some(1),
+        ..Default::default()
+    }
+}
+
+fn team(name: &str) -> Team {
+    Team {
+        metadata: meta(None, name),
+        spec: TeamSpec::default(),
+        status: None,
+    }
+}
+
+fn key(ns: &str, name: &str, team: Option<&str>) -> VirtualKey {
+    VirtualKey {
+        metadata: meta(Some(ns), name),
+        spec: VirtualKeySpec {
+            team: team.map(str::to_owned),
+            owner: Some(format!("{name}@acme.example")),
+            enabled: true,
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+fn provider(name: &str, kind: ProviderKind) -> ModelProvider {
+    ModelProvider {
+        metadata: meta(None, name),
+        spec: ModelProviderSpec {
+            kind,
+            endpoint: "https://api.anthropic.com".into(),
+            credential: Some(CredentialRef {
+                secret_key_ref: Some(SecretKeyRef {
+                    name: "anthropic".into(),
+                    key: "api-key".into(),
+                }),
+                env: None,
+            }),
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+fn route(name: &str, m: &str, provider: &str, priority: i32) -> ModelRoute {
+    ModelRoute {
+        metadata: meta(None, name),
+        spec: ModelRouteSpec {
+            match_: m.into(),
+            priority,
+            targets: vec![RouteTarget {
+                provider: provider.into(),
+                model: None,
+            }],
+        },
+        status: None,
+    }
+}
+
+fn budget(name: &str, kind: ScopeKind, subject: &str, ns: Option<&str>) -> Budget {
+    Budget {
+        metadata: meta(None, name),
+        spec: BudgetSpec {
+            scope: BudgetScope {
+                kind,
+                name: subject.into(),
+                namespace: ns.map(str::to_owned),
+            },
+            limit_usd: Some("100".into()),
+            period: Period::Monthly,
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+fn mcp(name: &str, url: &str) -> McpServer {
+    McpServer {
+        metadata: meta(None, name),
+        spec: McpServerSpec {
+            url: url.into(),
+            credential: None,
+        },
+        status: None,
+    }
+}
+
+/// Adds the generated Secret of `k` to the world, as the operator would have created it.
+fn with_secret(w: &mut World, k: &VirtualKey) {
+    let ns = k.metadata.namespace.clone().unwrap();
+    let name = k.metadata.name.clone().unwrap();
+    w.secrets.insert(
+        (ns.clone(), generated_name(&name)),
+        SecretDigest {
+            digests: BTreeMap::from([("key".to_owned(), Some(key_sha256(&format!("tg_{ns}_{name}"))))]),
+            owner_uids: vec![k.metadata.uid.clone().unwrap()],
+        },
+    );
+}
+
+/// A valid world: one team, two keys, a provider, a route, a budget, an MCP server.
+fn world() -> World {
+    let mut w = World {
+        now: "2026-11-15T12:00:00Z".parse().unwrap(),
+        teams: vec![team("platform")],
+        providers: vec![provider("anthropic", ProviderKind::Anthropic)],
+        routes: vec![route("claude", "claude-*", "anthropic", 100)],
+        budgets: vec![budget("platform-monthly", ScopeKind::Team, "platform", None)],
+        mcp_servers: vec![mcp("github", "https://mcp.github.example/mcp")],
+        ..Default::default()
+    };
+    for k in [
+        key("team-a", "alice", Some("platform")),
+        key("team-b", "bob", None),
+    ] {
+        with_secret(&mut w, &k);
+        w.keys.push(k);
+    }
+    w
+}
+
+fn bob_secret(w: &mut World) -> &mut SecretDigest {
+    w.secrets
+        .get_mut(&("team-b".to_owned(), generated_name("bob")))
+        .unwrap()
+}
+
+fn settings() -> Settings {
+    Settings {
+        organization: Some("acme".into()),
+        ..Default::default()
+    }
+}
+
+fn ready(c: &Compiled, kind: Kind, name: &str) -> (bool, String) {
+    let s = c
+        .statuses
+        .iter()
+        .find(|s| s.kind == kind && s.name == name)
+        .unwrap_or_else(|| panic!("no status for {kind:?} {name}"));
+    (s.readiness.ready, s.readiness.reason.to_owned())
+}
+
+/// Loads the ConfigMaps the way the proxy does: one file each in a directory.
+fn load_as_proxy(c: &Compiled) -> PolicyDocument {
+    let dir = tempfile::tempdir().unwrap();
+    for cm in &c.config_maps {
+        std::fs::write(dir.path().join(&cm.file), &cm.content).unwrap();
+    }
+    let loaded = tollgate_dataplane::policy::load::load(dir.path()).unwrap();
+    tollgate_dataplane::policy::validate::validate(&loaded.document).unwrap();
+    loaded.document
+}
+
+#[test]
+fn a_valid_world_compiles_into_a_document_the_proxy_loads() {
+    let c = compile(&world(), &settings()).unwrap();
+    assert!(
+        c.statuses.iter().all(|s| s.readiness.ready),
+        "{:?}",
+        c.not_ready()
+    );
+    let d = load_as_proxy(&c);
+    assert_eq!(d.organization.unwrap().name, "acme");
+    let ids: Vec<_> = d.keys.iter().map(|k| k.id.as_str()).collect();
+    assert_eq!(ids, ["team-a/alice", "team-b/bob"]);
+    assert_eq!(d.keys[0].sha256, key_sha256("tg_team-a_alice"));
+    assert_eq!(
+        d.providers[0].credential.as_ref().unwrap().file.as_deref(),
+        Some("/var/run/tollgate/credentials/anthropic/api-key")
+    );
+    assert_eq!(d.budgets[0].limit_micro_usd, 100_000_000);
+    assert_eq!(c.config_maps[0].name, "tollgate-policy");
+    assert_eq!(c.config_maps[1].name, "tollgate-policy-keys-00");
+    // No secret value anywhere in what is written.
+    for cm in &c.config_maps {
+        assert!(!cm.content.contains("tg_"), "{}", cm.content);
+    }
+}
+
+#[test]
+fn every_invalid_reference_is_a_ready_false_reason_and_the_rest_compiles() {
+    type Mutation = fn(&mut World);
+    let cases: Vec<(&str, Mutation, Kind, &str, &str)> = vec![
+        (
+            "key names a missing team",
+            |w| w.keys[0].spec.team = Some("ghost".into()),
+            Kind::VirtualKey,
+            "alice",
+            "TeamNotFound",
+        ),
+        (
+            "key names an invalid team",
+            |w| {
+                w.teams[0].spec.models = Some(ModelAccess {
+                    allow: vec![String::new()],
+                    deny: vec![],
+                });
+            },
+            Kind::VirtualKey,
+            "alice",
+            "TeamNotReady",
+        ),
+        (
+            "key grants a missing MCP server",
+            |w| {
+                w.keys[1].spec.mcp = vec![McpGrant {
+                    server: "ghost".into(),
+                    ..Default::default()
+                }];
+            },
+            Kind::VirtualKey,
+            "bob",
+            "McpServerNotFound",
+        ),
+        (
+            "key's secretRef Secret is missing",
+            |w| {
+                w.keys[1].spec.secret_ref = Some(SecretKeyRef {
+                    name: "nope".into(),
+                    key: "key".into(),
+                });
+            },
+            Kind::VirtualKey,
+            "bob",
+            "SecretNotFound",
+        ),
+        (
+            "key's Secret lacks the data key",
+            |w| {
+                w.keys[1].spec.secret_ref = Some(SecretKeyRef {
+                    name: generated_name("bob"),
+                    key: "other".into(),
+                });
+            },
+            Kind::VirtualKey,
+            "bob",
+            "SecretKeyMissing",
+        ),
+        (
+            "key's Secret value is empty",
+            |w| {
+                bob_secret(w).digests.insert("key".into(), None);
+            },
+            Kind::VirtualKey,
+            "bob",
+            "SecretKeyInvalid",
+        ),
+        (
+            "generated Secret not created yet",
+            |w| {
+                w.secrets.remove(&("team-b".to_owned(), generated_name("bob")));
+            },
+            Kind::VirtualKey,
+            "bob",
+            "SecretPending",
+        ),
+        (
+            "generated Secret owned by someone else",
+            |w| {
+                bob_secret(w).owner_uids = vec!["intruder".into()];
+            },
+            Kind::VirtualKey,
+            "bob",
+            "SecretConflict",
+        ),
+        (
+            "two keys share one secret",
+            |w| {
+                w.keys[1].spec.secret_ref = Some(SecretKeyRef {
+                    name: generated_name("bob"),
+                    key: "key".into(),
+                });
+                let alice = w.secrets[&("team-a".to_owned(), generated_name("alice"))].clone();
+                w.secrets.insert(("team-b".into(), generated_name("bob")), alice);
+            },
+            Kind::VirtualKey,
+            "bob",
+            "DuplicateKey",
+        ),
+        (
+            "bad expiresAt",
+            |w| w.keys[1].spec.expires_at = Some("next tuesday".into()),
+            Kind::VirtualKey,
+            "bob",
+            "InvalidSpec",
+        ),
+        (
+            "empty model pattern",
+            |w| w.keys[1].spec.models.deny = vec![String::new()],
+            Kind::VirtualKey,
+            "bob",
+            "InvalidSpec",
+        ),
+        (
+            "budget on a missing team",
+            |w| w.budgets[0].spec.scope.name = "ghost".into(),
+            Kind::Budget,
+            "platform-monthly",
+            "ScopeNotFound",
+        ),
+        (
+            "budget on a missing key",
+            |w| {
+                w.budgets[0].spec.scope = BudgetScope {
+                    kind: ScopeKind::Key,
+                    name: "ghost".into(),
+                    namespace: Some("team-a".into()),
+                };
+            },
+            Kind::Budget,
+            "platform-monthly",
+            "ScopeNotFound",
+        ),
+        (
+            "budget on a key left out",
+            |w| {
+                w.keys[0].spec.team = Some("ghost".into());
+                w.budgets[0].spec.scope = BudgetScope {
+                    kind: ScopeKind::Key,
+                    name: "alice".into(),
+                    namespace: Some("team-a".into()),
+                };
+            },
+            Kind::Budget,
+            "platform-monthly",
+            "ScopeNotFound",
+        ),
+        (
+            "budget on another organization",
+            |w| {
+                w.budgets[0].spec.scope = BudgetScope {
+                    kind: ScopeKind::Organization,
+                    name: "globex".into(),
+                    namespace: None,
+                };
+            },
+            Kind::Budget,
+            "platform-monthly",
+            "ScopeNotFound",
+        ),
+        (
+            "budget with a bad time zone",
+            |w| w.budgets[0].spec.time_zone = Some("Mars/Olympus".into()),
+            Kind::Budget,
+            "platform-monthly",
+            "InvalidSpec",
+        ),
+        (
+            "budget with a bad limit",
+            |w| w.budgets[0].spec.limit_usd = Some("lots".into()),
+            Kind::Budget,
+            "platform-monthly",
+            "InvalidSpec",
+        ),
+        (
+            "budget with both limits",
+            |w| w.budgets[0].spec.limit_micro_usd = Some(1),
+            Kind::Budget,
+            "platform-monthly",
+            "InvalidSpec",
+        ),
+        (
+            "rolling budget without seconds",
+            |w| w.budgets[0].spec.period = Period::Rolling,
+            Kind::Budget,
+            "platform-monthly",
+            "InvalidSpec",
+        ),
+        (
+            "route to a missing provider",
+            |w| w.routes[0].spec.targets[0].provider = "ghost".into(),
+            Kind::ModelRoute,
+            "claude",
+            "ProviderNotFound",
+        ),
+        (
+            "route to an unsupported provider",
+            |w| w.providers[0].spec.kind = ProviderKind::Bedrock,
+            Kind::ModelRoute,
+            "claude",
+            "ProviderNotReady",
+        ),
+        (
+            "provider kind the proxy cannot speak",
+            |w| w.providers[0].spec.kind = ProviderKind::Vertex,
+            Kind::ModelProvider,
+            "anthropic",
+            "UnsupportedKind",
+        ),
+        (
+            "provider with a bad endpoint",
+            |w| w.providers[0].spec.endpoint = "ftp://x".into(),
+            Kind::ModelProvider,
+            "anthropic",
+            "InvalidSpec",
+        ),
+        (
+            "MCP server with a bad URL",
+            |w| w.mcp_servers[0].spec.url = "not a url".into(),
+            Kind::McpServer,
+            "github",
+            "InvalidSpec",
+        ),
+    ];
+    for (what, mutate, kind, name, reason) in cases {
+        let mut w = world();
+        mutate(&mut w);
+        let c = compile(&w, &settings()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(ready(&c, kind, name), (false, reason.to_owned()), "{what}");
+        // The rest still compiles, and what is written loads in the proxy.
+        let d = load_as_proxy(&c);
+        let not_ready: usize = c.not_ready().values().sum();
+        assert!(
+            not_ready <= 3,
+            "{what}: only the broken resource and its dependants are out: {:?}",
+            c.not_ready()
+        );
+        assert!(!d.keys.is_empty(), "{what}");
+    }
+}
+
+#[test]
+fn organization_budget_needs_an_organization() {
+    let mut w = world();
+    w.budgets[0].spec.scope = BudgetScope {
+        kind: ScopeKind::Organization,
+        name: String::new(),
+        namespace: None,
+    };
+    let c = compile(&w, &Settings::default()).unwrap();
+    assert_eq!(
+        ready(&c, Kind::Budget, "platform-monthly"),
+        (false, "OrganizationNotConfigured".into())
+    );
+    let c = compile(&w, &settings()).unwrap();
+    assert!(ready(&c, Kind::Budget, "platform-monthly").0);
+    assert_eq!(c.document.budgets[0].scope.name, "acme");
+}
+
+#[test]
+fn disabled_and_expired_keys_stay_in_the_policy_and_are_refused_by_the_proxy() {
+    let mut w = world();
+    w.keys[0].spec.enabled = false;
+    w.keys[1].spec.expires_at = Some("2026-01-01T00:00:00Z".into());
+    let c = compile(&w, &settings()).unwrap();
+    assert_eq!(ready(&c, Kind::VirtualKey, "alice"), (true, "Disabled".into()));
+    assert_eq!(ready(&c, Kind::VirtualKey, "bob"), (true, "Expired".into()));
+    assert!(!c.document.keys[0].enabled);
+}
+
+#[test]
+fn a_deleted_key_leaves_the_policy() {
+    let mut w = world();
+    w.keys.remove(0);
+    let c = compile(&w, &settings()).unwrap();
+    assert!(c.document.keys.iter().all(|k| k.id != "team-a/alice"));
+}
+
+#[test]
+fn routes_follow_priority_then_name() {
+    let mut w = world();
+    w.routes = vec![
+        route("z-catch-all", "claude-*", "anthropic", 100),
+        route("b-opus", "gw-opus", "anthropic", 10),
+        route("a-sonnet", "gw-sonnet", "anthropic", 10),
+    ];
+    let c = compile(&w, &settings()).unwrap();
+    let order: Vec<_> = c.document.routes.iter().map(|r| r.match_.as_str()).collect();
+    assert_eq!(order, ["gw-sonnet", "gw-opus", "claude-*"]);
+}
+
+#[test]
+fn output_is_deterministic_whatever_the_listing_order() {
+    let w = world();
+    let a = compile(&w, &settings()).unwrap();
+    let mut shuffled = w.clone();
+    shuffled.keys.reverse();
+    shuffled.teams.reverse();
+    let b = compile(&shuffled, &settings()).unwrap();
+    assert_eq!(a.config_maps, b.config_maps);
+    assert_eq!(a.statuses, b.statuses);
+}
+
+#[test]
+fn an_unchanged_world_changes_no_status() {
+    let mut w = world();
+    let first = compile(&w, &settings()).unwrap();
+    assert!(first.changed_statuses().count() > 0);
+    // Write the statuses back, as the cluster would show them, an hour later.
+    for s in &first.statuses {
+        let v = s.status.clone();
+        match s.kind {
+            Kind::VirtualKey => {
+                let k = w
+                    .keys
+                    .iter_mut()
+                    .find(|k| k.metadata.name.as_deref() == Some(&s.name))
+                    .unwrap();
+                k.status = Some(serde_json::from_value(v).unwrap());
+            }
+            Kind::Team => w.teams[0].status = Some(serde_json::from_value(v).unwrap()),
+            Kind::Budget => w.budgets[0].status = Some(serde_json::from_value(v).unwrap()),
+            Kind::ModelProvider => w.providers[0].status = Some(serde_json::from_value(v).unwrap()),
+            Kind::ModelRoute => w.routes[0].status = Some(serde_json::from_value(v).unwrap()),
+            Kind::McpServer => w.mcp_servers[0].status = Some(serde_json::from_value(v).unwrap()),
+            Kind::AuditSink => {}
+        }
+    }
+    w.now = "2026-11-15T13:00:00Z".parse().unwrap();
+    let second = compile(&w, &settings()).unwrap();
+    assert_eq!(second.changed_statuses().count(), 0);
+    assert_eq!(first.config_maps, second.config_maps);
+}
+
+#[test]
+fn budget_status_shows_spend_from_the_ledger() {
+    let mut w = world();
+    w.spend.insert(
+        "platform-monthly".into(),
+        BudgetSpend {
+            spent_micro_usd: 1_234,
+            reserved_micro_usd: 1_000,
+            limit_micro_usd: 100_000_000,
+            window_start: "2026-11-01T00:00:00Z".into(),
+            resets_at: "2026-12-01T00:00:00Z".into(),
+        },
+    );
+    let c = compile(&w, &settings()).unwrap();
+    let s = c.statuses.iter().find(|s| s.kind == Kind::Budget).unwrap();
+    let st: BudgetStatus = serde_json::from_value(s.status.clone()).unwrap();
+    assert_eq!(st.spent.as_deref(), Some("$0.001234"));
+    assert_eq!(st.remaining_micro_usd, Some(99_997_766));
+    assert_eq!(st.limit.as_deref(), Some("$100.00"));
+    assert_eq!(st.resets_at.as_deref(), Some("2026-12-01T00:00:00Z"));
+}
+
+/// A world with `n` keys over 10 teams, each with a few model patterns (about 400 bytes a key).
+pub(crate) fn big_world(n: usize) -> World {
+    let mut w = world();
+    w.keys.clear();
+    w.secrets.clear();
+    w.teams = (0..10).map(|i| team(&format!("team-{i}"))).collect();
+    for i in 0..n {
+        let mut k = key(
+            &format!("ns-{}", i % 50),
+            &format!("engineer-{i:05}"),
+            Some(&format!("team-{}", i % 10)),
+        );
+        k.spec.models.allow = vec![
+            "gw-haiku".into(),
+            "gw-sonnet".into(),
+            "claude-haiku-*".into(),
+            "claude-sonnet-*".into(),
+        ];
+        k.spec.models.deny = vec!["*opus*".into()];
+        k.spec.rate_limits = Some(RateLimits {
+            requests_per_minute: Some(60),
+            tokens_per_minute: Some(400_000),
+            concurrent: Some(4),
+        });
+        with_secret(&mut w, &k);
+        w.keys.push(k);
+    }
+    w.budgets.clear();
+    w
+}
+
+#[test]
+fn five_thousand_keys_shard_under_the_configmap_limit_and_load_in_the_proxy() {
+    let w = big_world(5_000);
+    let c = compile(&w, &settings()).unwrap();
+    let shards = &c.config_maps[1..];
+    assert!(shards.len() >= 2, "{} shards", shards.len());
+    for cm in &c.config_maps {
+        assert!(
+            cm.content.len() <= 900 * 1024,
+            "{} is {} bytes",
+            cm.name,
+            cm.content.len()
+        );
+    }
+    let d = load_as_proxy(&c);
+    assert_eq!(d.keys.len(), 5_000);
+    assert!(c.statuses.iter().all(|s| s.readiness.ready));
+}
+
+#[test]
+fn adding_one_key_rewrites_one_shard() {
+    let mut w = big_world(3_000);
+    let before = compile(&w, &settings()).unwrap();
+    let k = key("ns-new", "newcomer", Some("team-1"));
+    with_secret(&mut w, &k);
+    w.keys.push(k);
+    let after = compile(&w, &settings()).unwrap();
+    assert_eq!(before.config_maps.len(), after.config_maps.len());
+    let changed = before
+        .config_maps
+        .iter()
+        .zip(&after.config_maps)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(changed, 1);
+}
+
+#[test]
+fn too_many_keys_for_the_shard_limit_is_an_error_not_a_truncated_policy() {
+    let w = big_world(2_000);
+    let mut s = settings();
+    s.limits = ShardLimits {
+        target_bytes: 64 * 1024,
+        max_bytes: 100 * 1024,
+        max_shards: 2,
+    };
+    assert!(matches!(compile(&w, &s), Err(CompileError::Shard(_))));
+}
+
+/// Prints how long compiling 1,000 and 5,000 keys takes:
+/// `cargo test -p tollgate-operator --release -- --ignored --nocapture compile_time`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn compile_time() {
+    println!(
+        "{:>6} {:>8} {:>10} {:>12}",
+        "keys", "shards", "bytes", "compile ms"
+    );
+    for n in [1_000, 5_000] {
+        let w = big_world(n);
+        let runs = 5;
+        let start = std::time::Instant::now();
+        let mut c = None;
+        for _ in 0..runs {
+            c = Some(compile(&w, &settings()).unwrap());
+        }
+        let ms = start.elapsed().as_secs_f64() * 1000.0 / f64::from(runs);
+        let c = c.unwrap();
+        let bytes: usize = c.config_maps.iter().map(|m| m.content.len()).sum();
+        println!("{n:>6} {:>8} {bytes:>10} {ms:>12.1}", c.config_maps.len() - 1);
+    }
+}

@@ -1,0 +1,133 @@
+//! `ModelProvider`: an upstream model API the proxy forwards to, and `ModelRoute`: which
+//! requested model names go to which providers.
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::common::{Condition, CredentialRef};
+
+/// A model provider. Cluster-scoped; its name is the provider id routes refer to.
+#[derive(CustomResource, KubeSchema, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "tollgate.dev",
+    version = "v1alpha1",
+    kind = "ModelProvider",
+    doc = "A model provider API tollgate-proxy forwards to.",
+    plural = "modelproviders",
+    shortname = "tgprovider",
+    category = "tollgate",
+    status = "ResourceStatus",
+    printcolumn = r#"{"name":"Kind","type":"string","jsonPath":".spec.kind"}"#,
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.endpoint"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelProviderSpec {
+    /// Which API the provider speaks: `anthropic`, `bedrock`, `vertex`, `foundry` or `openai`.
+    pub kind: ProviderKind,
+    /// Base URL, e.g. `https://api.anthropic.com` (`http://` only for local tests).
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("must be an http(s) URL"))]
+    pub endpoint: String,
+    /// Cloud region (Bedrock, Vertex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Cloud project (Vertex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// The provider credential; the operator never reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialRef>,
+    /// Timeouts for calls to this provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+}
+
+/// Provider API kinds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ProviderKind {
+    /// The Anthropic Messages API.
+    #[default]
+    Anthropic,
+    /// AWS Bedrock.
+    Bedrock,
+    /// Google Vertex AI.
+    Vertex,
+    /// Azure AI Foundry.
+    Foundry,
+    /// An OpenAI-compatible Chat Completions API.
+    Openai,
+}
+
+/// Provider call timeouts in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    /// Time allowed until the response headers arrive (default 600000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0").message("must be greater than 0"))]
+    pub response_headers_ms: Option<u64>,
+    /// Longest silence allowed inside a streamed body (default 300000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0").message("must be greater than 0"))]
+    pub stream_idle_ms: Option<u64>,
+}
+
+/// A route: requests for models matching `match` go to the first target, later targets are
+/// fallbacks. Cluster-scoped; routes are tried by ascending `priority`, then by name.
+#[derive(CustomResource, KubeSchema, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "tollgate.dev",
+    version = "v1alpha1",
+    kind = "ModelRoute",
+    doc = "Maps requested model names (exact or glob) to ordered ModelProvider targets.",
+    plural = "modelroutes",
+    shortname = "tgroute",
+    category = "tollgate",
+    status = "ResourceStatus",
+    printcolumn = r#"{"name":"Match","type":"string","jsonPath":".spec.match"}"#,
+    printcolumn = r#"{"name":"Priority","type":"integer","jsonPath":".spec.priority"}"#,
+    printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.targets[0].provider"}"#,
+    printcolumn = r#"{"name":"Model","type":"string","jsonPath":".spec.targets[0].model"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelRouteSpec {
+    /// The requested model name served: exact (`gw-opus`) or a glob (`claude-*`).
+    #[serde(rename = "match")]
+    #[x_kube(validation = Rule::new("size(self) > 0").message("must not be empty"))]
+    pub match_: String,
+    /// Lower priorities are tried first (default 100).
+    #[serde(default = "default_priority")]
+    pub priority: i32,
+    /// Ordered targets; the first is used, later ones are fallbacks.
+    #[x_kube(validation = Rule::new("size(self) > 0").message("needs at least one target"))]
+    pub targets: Vec<RouteTarget>,
+}
+
+fn default_priority() -> i32 {
+    100
+}
+
+/// One target of a route.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteTarget {
+    /// The ModelProvider's name.
+    pub provider: String,
+    /// The upstream model id; absent keeps the requested name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// The status of resources that only report readiness.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`: whether the resource is in the compiled policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,140 @@
+//! The API calls the reconciler makes. Each is one request, so the tower-test suite can
+//! assert its method, URI, body and field manager.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, Resource};
+use serde_json::json;
+
+use crate::compile::{Kind, PolicyConfigMap, StatusUpdate};
+use crate::crd::{GROUP, VERSION, VirtualKey};
+use crate::secrets::{self, MANAGED_BY_LABEL, MANAGER};
+
+/// Label on policy ConfigMaps naming the policy they belong to.
+pub const POLICY_LABEL: &str = "tollgate.dev/policy";
+
+/// The labels of every policy ConfigMap (the operator's own; nothing copied from resources).
+pub fn config_map_labels(policy_name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned()),
+        (POLICY_LABEL.to_owned(), policy_name.to_owned()),
+    ])
+}
+
+/// The ConfigMap object applied for one shard.
+pub fn desired_config_map(cm: &PolicyConfigMap, namespace: &str, policy_name: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some(cm.name.clone()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(config_map_labels(policy_name)),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(cm.file.clone(), cm.content.clone())])),
+        ..Default::default()
+    }
+}
+
+/// Whether the observed ConfigMap already holds exactly what would be applied.
+pub fn config_map_up_to_date(current: &ConfigMap, desired: &ConfigMap) -> bool {
+    let labels_ok = desired
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| current.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v));
+    labels_ok && current.data == desired.data && current.binary_data.is_none()
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+/// Server-side applies a policy ConfigMap with the operator's field manager.
+pub async fn apply_config_map(client: &Client, desired: &ConfigMap) -> Result<(), kube::Error> {
+    let ns = desired.metadata.namespace.as_deref().unwrap_or("default");
+    let name = desired.metadata.name.as_deref().unwrap_or_default();
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let mut body = serde_json::to_value(desired).map_err(kube::Error::SerdeError)?;
+    body["apiVersion"] = json!("v1");
+    body["kind"] = json!("ConfigMap");
+    api.patch(name, &apply_params(), &Patch::Apply(body)).await?;
+    Ok(())
+}
+
+/// Deletes a policy ConfigMap that is no longer part of the policy (a shard after the key
+/// set shrank). A ConfigMap already gone is fine.
+pub async fn delete_config_map(client: &Client, namespace: &str, name: &str) -> Result<(), kube::Error> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The API resource of a Tollgate kind.
+pub fn api_resource(kind: Kind) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(GROUP, VERSION, kind.as_str()),
+        kind.plural(),
+    )
+}
+
+/// Server-side applies a resource's status (the status subresource; the spec is never
+/// touched). A resource deleted meanwhile is fine.
+pub async fn apply_status(client: &Client, update: &StatusUpdate) -> Result<(), kube::Error> {
+    let ar = api_resource(update.kind);
+    let api: Api<DynamicObject> = match &update.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    let body = json!({
+        "apiVersion": ar.api_version,
+        "kind": ar.kind,
+        "status": update.status,
+    });
+    match api
+        .patch_status(&update.name, &apply_params(), &Patch::Apply(body))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// What became of a key Secret creation.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SecretCreated {
+    /// Created; the key's SHA-256.
+    Created(String),
+    /// A Secret of that name already exists (it is never overwritten).
+    AlreadyExists,
+}
+
+/// Creates the Secret holding a new generated key for `vk`. Uses create, not apply, so an
+/// existing key is never replaced.
+pub async fn create_key_secret(client: &Client, vk: &VirtualKey) -> Result<SecretCreated, crate::Error> {
+    let ns = vk.meta().namespace.as_deref().unwrap_or("default");
+    let key = secrets::generate_key()?;
+    let secret = secrets::generated_secret(vk, &key);
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(MANAGER.to_owned()),
+                ..Default::default()
+            },
+            &secret,
+        )
+        .await
+    {
+        Ok(_) => Ok(SecretCreated::Created(secrets::key_sha256(&key))),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(SecretCreated::AlreadyExists),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,568 @@
+//! The reconcile loop: caches of every input (watches), one global reconciliation debounced
+//! after any change, on a resync timer and after each spend read. A reconciliation reads
+//! the caches, calls [`crate::compile::compile`], and applies only the difference: unchanged
+//! ConfigMaps and statuses are not written.
+
+pub mod apply;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::Api;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::Error;
+use crate::compile::{self, BudgetSpend, Compiled, Kind, SecretDigest, Settings, World};
+use crate::crd::{AuditSink, Budget, McpServer, ModelProvider, ModelRoute, Team, VirtualKey};
+use crate::metrics::{KindLabel, Metrics, ResultLabel};
+use crate::secrets::{self, KEY_LABEL, MANAGED_BY_LABEL, MANAGER};
+use crate::spend::SpendSource;
+use apply::{POLICY_LABEL, SecretCreated};
+
+/// How the loop runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// What shapes the document.
+    pub settings: Settings,
+    /// Namespace the policy ConfigMaps are written to (where the proxies run).
+    pub policy_namespace: String,
+    /// Wait this long after a change for more changes before reconciling.
+    pub debounce: Duration,
+    /// Reconcile at least this often.
+    pub resync: Duration,
+    /// Read spend this often (when a spend source is configured).
+    pub spend_interval: Duration,
+    /// Name of this replica, for Events.
+    pub instance: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            settings: Settings::default(),
+            policy_namespace: "tollgate-system".to_owned(),
+            debounce: Duration::from_millis(200),
+            resync: Duration::from_secs(300),
+            spend_interval: Duration::from_secs(30),
+            instance: MANAGER.to_owned(),
+        }
+    }
+}
+
+/// The caches the world is read from.
+struct Stores {
+    teams: Store<Team>,
+    keys: Store<VirtualKey>,
+    budgets: Store<Budget>,
+    providers: Store<ModelProvider>,
+    routes: Store<ModelRoute>,
+    mcp_servers: Store<McpServer>,
+    audit_sinks: Store<AuditSink>,
+    secrets: Store<Secret>,
+    config_maps: Store<ConfigMap>,
+}
+
+type Trigger = std::pin::Pin<Box<dyn Stream<Item = ()> + Send>>;
+
+/// Watches `api` into a cache; the stream yields once per change and must be polled.
+fn cache<K>(api: Api<K>, cfg: watcher::Config, modify: fn(&mut K)) -> (Store<K>, Trigger)
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    let stream = watcher(api, cfg)
+        .default_backoff()
+        .modify(modify)
+        .reflect(writer)
+        .filter_map(move |ev| {
+            let kind = kind.clone();
+            async move {
+                match ev {
+                    Ok(_) => Some(()),
+                    Err(e) => {
+                        warn!(%kind, error = %e, "watch failed; retrying");
+                        None
+                    }
+                }
+            }
+        });
+    (reader, Box::pin(stream))
+}
+
+fn keep<K>(_: &mut K) {}
+
+/// The operator's reconcile loop.
+pub struct Reconciler {
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    spend: Option<Arc<dyn SpendSource>>,
+    recorder: Recorder,
+    /// Spend from the last successful read.
+    last_spend: BTreeMap<String, BudgetSpend>,
+    /// Digests of Secrets created but not yet seen by the watch.
+    created: BTreeMap<(String, String), SecretDigest>,
+    /// What was last written, by ConfigMap name and by status key, so a write that the cache
+    /// has not reflected yet is not repeated.
+    written_config_maps: HashMap<String, (ConfigMap, Instant)>,
+    written_statuses: HashMap<(Kind, Option<String>, String), (serde_json::Value, Instant)>,
+    /// Set after the first successful reconciliation (readiness).
+    pub reconciled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Reconciler {
+    /// A reconciler over `client`.
+    pub fn new(
+        client: Client,
+        config: Config,
+        metrics: Arc<Metrics>,
+        spend: Option<Arc<dyn SpendSource>>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.to_owned(),
+                instance: Some(config.instance.clone()),
+            },
+        );
+        Self {
+            client,
+            config,
+            metrics,
+            spend,
+            recorder,
+            last_spend: BTreeMap::new(),
+            created: BTreeMap::new(),
+            written_config_maps: HashMap::new(),
+            written_statuses: HashMap::new(),
+            reconciled: Arc::default(),
+        }
+    }
+
+    /// Runs until `shutdown` completes.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let c = &self.client;
+        let all = watcher::Config::default();
+        let (teams, t1) = cache(Api::<Team>::all(c.clone()), all.clone(), keep);
+        let (keys, t2) = cache(Api::<VirtualKey>::all(c.clone()), all.clone(), keep);
+        let (budgets, t3) = cache(Api::<Budget>::all(c.clone()), all.clone(), keep);
+        let (providers, t4) = cache(Api::<ModelProvider>::all(c.clone()), all.clone(), keep);
+        let (routes, t5) = cache(Api::<ModelRoute>::all(c.clone()), all.clone(), keep);
+        let (mcp_servers, t6) = cache(Api::<McpServer>::all(c.clone()), all.clone(), keep);
+        let (audit_sinks, t7) = cache(Api::<AuditSink>::all(c.clone()), all.clone(), keep);
+        // Only labelled Secrets, and only their digests are cached.
+        let (secrets, t8) = cache(
+            Api::<Secret>::all(c.clone()),
+            watcher::Config::default().labels(KEY_LABEL),
+            secrets::digest_in_place,
+        );
+        let (config_maps, t9) = cache(
+            Api::<ConfigMap>::namespaced(c.clone(), &self.config.policy_namespace),
+            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}")),
+            keep,
+        );
+        let stores = Stores {
+            teams,
+            keys,
+            budgets,
+            providers,
+            routes,
+            mcp_servers,
+            audit_sinks,
+            secrets,
+            config_maps,
+        };
+        let mut triggers = futures::stream::select_all([t1, t2, t3, t4, t5, t6, t7, t8, t9]);
+
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let n = notify.clone();
+        let pump = tokio::spawn(async move {
+            while triggers.next().await.is_some() {
+                n.notify_one();
+            }
+        });
+        tokio::pin!(shutdown);
+
+        let result = async {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                r = stores.wait_until_ready() => r?,
+            }
+            info!("caches synced");
+            let mut resync = tokio::time::interval(self.config.resync);
+            let mut spend_tick = tokio::time::interval(self.config.spend_interval);
+            let mut failures = 0u32;
+            loop {
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    _ = notify.notified() => {
+                        tokio::time::sleep(self.config.debounce).await;
+                    }
+                    _ = resync.tick() => {}
+                    _ = spend_tick.tick(), if self.spend.is_some() => self.read_spend().await,
+                }
+                match self.reconcile(&stores).await {
+                    Ok(()) => failures = 0,
+                    Err(e) => {
+                        failures += 1;
+                        let backoff = Duration::from_millis(500 * 2u64.pow(failures.min(6)));
+                        warn!(error = %e, retry_in = ?backoff, "reconcile failed");
+                        tokio::select! {
+                            _ = &mut shutdown => return Ok(()),
+                            _ = tokio::time::sleep(backoff) => notify.notify_one(),
+                        }
+                    }
+                }
+            }
+        }
+        .await;
+        pump.abort();
+        result
+    }
+
+    async fn read_spend(&mut self) {
+        let Some(src) = &self.spend else { return };
+        match src.fetch().await {
+            Ok(spend) => self.last_spend = spend,
+            Err(e) => {
+                self.metrics.spend_errors.inc();
+                warn!(error = %e, "reading budget spend failed; keeping the last values");
+            }
+        }
+    }
+
+    fn world(&mut self, s: &Stores) -> World {
+        fn owned<K>(store: &Store<K>) -> Vec<K>
+        where
+            K: Resource + Clone + 'static,
+            K::DynamicType: Eq + std::hash::Hash + Clone,
+        {
+            store.state().iter().map(|k| (**k).clone()).collect()
+        }
+        let mut digests: BTreeMap<(String, String), SecretDigest> = s
+            .secrets
+            .state()
+            .iter()
+            .map(|sec| {
+                (
+                    (sec.namespace().unwrap_or_default(), sec.name_any()),
+                    secrets::digest_of(sec),
+                )
+            })
+            .collect();
+        self.created.retain(|k, _| !digests.contains_key(k));
+        for (k, v) in &self.created {
+            digests.insert(k.clone(), v.clone());
+        }
+        World {
+            now: jiff::Timestamp::now(),
+            teams: owned(&s.teams),
+            keys: owned(&s.keys),
+            budgets: owned(&s.budgets),
+            providers: owned(&s.providers),
+            routes: owned(&s.routes),
+            mcp_servers: owned(&s.mcp_servers),
+            audit_sinks: owned(&s.audit_sinks),
+            secrets: digests,
+            spend: self.last_spend.clone(),
+        }
+    }
+
+    /// One reconciliation: generate missing key Secrets, compile, apply the difference.
+    async fn reconcile(&mut self, s: &Stores) -> Result<(), Error> {
+        let started = Instant::now();
+        let span = info_span!("reconcile");
+        let result = async {
+            self.generate_secrets(s).await?;
+            let world = self.world(s);
+            let t = Instant::now();
+            let compiled = compile::compile(&world, &self.config.settings)?;
+            self.metrics.compile_seconds.observe(t.elapsed().as_secs_f64());
+            self.apply_config_maps(s, &compiled).await?;
+            self.apply_statuses(&world, &compiled).await?;
+            self.record(&compiled);
+            Ok(())
+        }
+        .instrument(span)
+        .await;
+        let label = if result.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .reconciles
+            .get_or_create(&ResultLabel {
+                result: label.to_owned(),
+            })
+            .inc();
+        self.metrics
+            .reconcile_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if result.is_ok() {
+            self.reconciled.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn generate_secrets(&mut self, s: &Stores) -> Result<(), Error> {
+        for vk in s.keys.state() {
+            if vk.spec.secret_ref.is_some() || vk.meta().deletion_timestamp.is_some() {
+                continue;
+            }
+            let (ns, name) = (vk.namespace().unwrap_or_default(), vk.name_any());
+            let secret = secrets::generated_name(&name);
+            let id = (ns.clone(), secret.clone());
+            if self.created.contains_key(&id)
+                || s.secrets
+                    .state()
+                    .iter()
+                    .any(|x| x.namespace().as_deref() == Some(&ns) && x.name_any() == secret)
+            {
+                continue;
+            }
+            let span = info_span!("generate_key", virtual_key = %format!("{ns}/{name}"), secret = %secret);
+            async {
+                match apply::create_key_secret(&self.client, &vk).await? {
+                    SecretCreated::Created(sha256) => {
+                        self.metrics.secrets_generated.inc();
+                        info!("generated a virtual key");
+                        self.created.insert(
+                            id,
+                            SecretDigest {
+                                digests: BTreeMap::from([(
+                                    crate::crd::common::DEFAULT_SECRET_KEY.to_owned(),
+                                    Some(sha256),
+                                )]),
+                                owner_uids: vec![vk.uid().unwrap_or_default()],
+                            },
+                        );
+                        self.event(
+                            &vk.object_ref(&()),
+                            EventType::Normal,
+                            "KeyGenerated",
+                            format!("generated a key into Secret {secret}"),
+                        )
+                        .await;
+                    }
+                    SecretCreated::AlreadyExists => {
+                        debug!("Secret exists but is not labelled; see the VirtualKey status")
+                    }
+                }
+                Ok::<_, Error>(())
+            }
+            .instrument(span)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_config_maps(&mut self, s: &Stores, compiled: &Compiled) -> Result<(), Error> {
+        let ns = self.config.policy_namespace.clone();
+        let policy = self.config.settings.policy_name.clone();
+        let current: HashMap<String, Arc<ConfigMap>> = s
+            .config_maps
+            .state()
+            .into_iter()
+            .filter(|cm| cm.labels().get(POLICY_LABEL) == Some(&policy))
+            .map(|cm| (cm.name_any(), cm))
+            .collect();
+        // New ConfigMaps first, then updates, the main one last: a key moving between shards
+        // shows up twice for a moment (which the proxy rejects, keeping its last good
+        // policy) rather than not at all.
+        let mut order: Vec<&compile::PolicyConfigMap> = compiled.config_maps.iter().skip(1).collect();
+        order.sort_by_key(|cm| current.contains_key(&cm.name));
+        order.extend(compiled.config_maps.first());
+        for cm in order {
+            let desired = apply::desired_config_map(cm, &ns, &policy);
+            if current
+                .get(&cm.name)
+                .is_some_and(|c| apply::config_map_up_to_date(c, &desired))
+            {
+                continue;
+            }
+            if recently_written(&self.written_config_maps, &cm.name, &desired) {
+                // Written moments ago; the cache has not caught up yet.
+                continue;
+            }
+            async {
+                apply::apply_config_map(&self.client, &desired).await?;
+                info!(bytes = cm.content.len(), "policy ConfigMap written");
+                Ok::<_, Error>(())
+            }
+            .instrument(info_span!("apply_config_map", config_map = %cm.name))
+            .await?;
+            self.metrics.config_map_writes.inc();
+            self.written_config_maps
+                .insert(cm.name.clone(), (desired, Instant::now()));
+        }
+        let wanted: std::collections::HashSet<&str> =
+            compiled.config_maps.iter().map(|c| c.name.as_str()).collect();
+        for name in current.keys().filter(|n| !wanted.contains(n.as_str())) {
+            apply::delete_config_map(&self.client, &ns, name)
+                .instrument(info_span!("delete_config_map", config_map = %name))
+                .await?;
+            info!(config_map = %name, "stale policy shard deleted");
+            self.metrics.config_map_writes.inc();
+            self.written_config_maps.remove(name);
+        }
+        Ok(())
+    }
+
+    async fn apply_statuses(&mut self, world: &World, compiled: &Compiled) -> Result<(), Error> {
+        for update in compiled.changed_statuses() {
+            let key = (update.kind, update.namespace.clone(), update.name.clone());
+            if recently_written(&self.written_statuses, &key, &update.status) {
+                continue;
+            }
+            let span =
+                info_span!("apply_status", kind = update.kind.as_str(), resource = %update.display_name());
+            apply::apply_status(&self.client, update).instrument(span).await?;
+            self.metrics.status_writes.inc();
+            self.written_statuses
+                .insert(key, (update.status.clone(), Instant::now()));
+            let now = (
+                if update.readiness.ready { "True" } else { "False" },
+                update.readiness.reason,
+            );
+            let before = update
+                .previous_ready
+                .as_ref()
+                .map(|(s, r)| (s.as_str(), r.as_str()));
+            if before != Some(now) {
+                let kind = update.kind;
+                if let Some(reference) = object_ref(world, kind, update.namespace.as_deref(), &update.name) {
+                    let type_ = if update.readiness.ready {
+                        EventType::Normal
+                    } else {
+                        EventType::Warning
+                    };
+                    self.event(
+                        &reference,
+                        type_,
+                        update.readiness.reason,
+                        update.readiness.message.clone(),
+                    )
+                    .await;
+                }
+                if update.readiness.ready {
+                    info!(kind = kind.as_str(), resource = %update.display_name(), reason = update.readiness.reason, "ready");
+                } else {
+                    warn!(kind = kind.as_str(), resource = %update.display_name(), reason = update.readiness.reason, message = %update.readiness.message, "left out of the policy");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes an Event; failing to is logged, never fatal.
+    async fn event(
+        &self,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, reference).await {
+            debug!(error = %e, "publishing an event failed");
+        }
+    }
+
+    fn record(&self, compiled: &Compiled) {
+        let m = &self.metrics;
+        m.policy_keys
+            .set(i64::try_from(compiled.document.keys.len()).unwrap_or(i64::MAX));
+        m.policy_shards
+            .set(i64::try_from(compiled.config_maps.len().saturating_sub(1)).unwrap_or(0));
+        let bytes: usize = compiled.config_maps.iter().map(|c| c.content.len()).sum();
+        m.policy_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        let not_ready = compiled.not_ready();
+        for kind in [
+            Kind::AuditSink,
+            Kind::Budget,
+            Kind::McpServer,
+            Kind::ModelProvider,
+            Kind::ModelRoute,
+            Kind::Team,
+            Kind::VirtualKey,
+        ] {
+            let n = not_ready.get(&kind).copied().unwrap_or(0);
+            m.not_ready
+                .get_or_create(&KindLabel {
+                    kind: kind.as_str().to_owned(),
+                })
+                .set(i64::try_from(n).unwrap_or(0));
+        }
+    }
+}
+
+/// How long a write is trusted to be on its way into the cache; after that, a cache that
+/// still differs is drift (someone edited the object) and is corrected.
+const WRITE_SETTLE: Duration = Duration::from_secs(10);
+
+fn recently_written<K: std::hash::Hash + Eq, V: PartialEq>(
+    written: &HashMap<K, (V, Instant)>,
+    key: &K,
+    value: &V,
+) -> bool {
+    written
+        .get(key)
+        .is_some_and(|(v, at)| v == value && at.elapsed() < WRITE_SETTLE)
+}
+
+fn object_ref(
+    world: &World,
+    kind: Kind,
+    ns: Option<&str>,
+    name: &str,
+) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
+    fn find<K: Resource<DynamicType = ()>>(
+        items: &[K],
+        ns: Option<&str>,
+        name: &str,
+    ) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
+        items
+            .iter()
+            .find(|i| i.meta().name.as_deref() == Some(name) && i.meta().namespace.as_deref() == ns)
+            .map(|i| i.object_ref(&()))
+    }
+    match kind {
+        Kind::AuditSink => find(&world.audit_sinks, ns, name),
+        Kind::Budget => find(&world.budgets, ns, name),
+        Kind::McpServer => find(&world.mcp_servers, ns, name),
+        Kind::ModelProvider => find(&world.providers, ns, name),
+        Kind::ModelRoute => find(&world.routes, ns, name),
+        Kind::Team => find(&world.teams, ns, name),
+        Kind::VirtualKey => find(&world.keys, ns, name),
+    }
+}
+
+impl Stores {
+    async fn wait_until_ready(&self) -> Result<(), Error> {
+        let e = |e: reflector::store::WriterDropped| Error::NotSynced(e.to_string());
+        self.teams.wait_until_ready().await.map_err(e)?;
+        self.keys.wait_until_ready().await.map_err(e)?;
+        self.budgets.wait_until_ready().await.map_err(e)?;
+        self.providers.wait_until_ready().await.map_err(e)?;
+        self.routes.wait_until_ready().await.map_err(e)?;
+        self.mcp_servers.wait_until_ready().await.map_err(e)?;
+        self.audit_sinks.wait_until_ready().await.map_err(e)?;
+        self.secrets.wait_until_ready().await.map_err(e)?;
+        self.config_maps.wait_until_ready().await.map_err(e)?;
+        Ok(())
+    }
+}

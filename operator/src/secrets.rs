@@ -1,0 +1,180 @@
+//! Virtual-key Secrets: generating keys, the Secret the operator owns for each generated key,
+//! and reducing observed Secrets to SHA-256 digests before they are cached, so key values
+//! never stay in the operator's memory.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use crate::compile::SecretDigest;
+use crate::crd::VirtualKey;
+use crate::crd::common::DEFAULT_SECRET_KEY;
+
+/// Label every virtual-key Secret carries (the operator only watches Secrets with it); on a
+/// generated Secret its value is the VirtualKey's name.
+pub const KEY_LABEL: &str = "tollgate.dev/virtual-key";
+/// The standard label naming the tool that manages an object.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// This operator's name: the `managed-by` value and the server-side apply field manager.
+pub const MANAGER: &str = "tollgate-operator";
+/// Marks a cached Secret whose data has been replaced by digests.
+const DIGESTED: &str = "tollgate.dev/digested";
+
+/// Why a key could not be generated.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The OS random generator failed.
+    #[error("the system random generator failed")]
+    Random,
+}
+
+/// A new virtual key: `tg_` and 32 random bytes in hex (256 bits from the OS CSPRNG), the
+/// same shape as `tollgate-proxy keygen`.
+pub fn generate_key() -> Result<String, KeyError> {
+    let mut bytes = [0u8; 32];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| KeyError::Random)?;
+    Ok(format!("tg_{}", hex::encode(bytes)))
+}
+
+/// Lower-case hex SHA-256 of a key, as the policy stores it (surrounding whitespace trimmed,
+/// like `tollgate-proxy hash-key`).
+pub fn key_sha256(key: &str) -> String {
+    hex::encode(tollgate_dataplane::policy::hash_key(key.trim()))
+}
+
+/// The name of the Secret generated for a VirtualKey.
+pub fn generated_name(virtual_key: &str) -> String {
+    format!("tollgate-vk-{virtual_key}")
+}
+
+/// The Secret holding a freshly generated key for `vk`, owned by it (so deleting the
+/// VirtualKey garbage-collects the Secret). Only the operator's own labels: nothing is copied
+/// from the VirtualKey, so Argo CD tracking labels never mark it as part of an Application.
+pub fn generated_secret(vk: &VirtualKey, key: &str) -> Secret {
+    let owner = OwnerReference {
+        api_version: VirtualKey::api_version(&()).into_owned(),
+        kind: VirtualKey::kind(&()).into_owned(),
+        name: vk.name_any(),
+        uid: vk.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(generated_name(&vk.name_any())),
+            namespace: vk.namespace(),
+            labels: Some(BTreeMap::from([
+                (KEY_LABEL.to_owned(), vk.name_any()),
+                (MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned()),
+            ])),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([(
+            DEFAULT_SECRET_KEY.to_owned(),
+            ByteString(key.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// Replaces a Secret's values by their SHA-256 digests (and drops annotations and managed
+/// fields, where `kubectl apply` may have left a copy of the value). Run on every watched
+/// Secret before it is cached.
+pub fn digest_in_place(secret: &mut Secret) {
+    let meta = &secret.metadata;
+    if meta
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(DIGESTED))
+    {
+        return;
+    }
+    let mut digests = BTreeMap::new();
+    let data = secret.data.take().unwrap_or_default();
+    for (k, v) in data {
+        let digest = match std::str::from_utf8(&v.0) {
+            Ok(s) if !s.trim().is_empty() => key_sha256(s),
+            _ => String::new(),
+        };
+        digests.insert(k, ByteString(digest.into_bytes()));
+    }
+    for (k, v) in secret.string_data.take().unwrap_or_default() {
+        let digest = if v.trim().is_empty() {
+            String::new()
+        } else {
+            key_sha256(&v)
+        };
+        digests.insert(k, ByteString(digest.into_bytes()));
+    }
+    secret.data = Some(digests);
+    secret.metadata.managed_fields = None;
+    secret.metadata.annotations = Some(BTreeMap::from([(DIGESTED.to_owned(), "true".to_owned())]));
+}
+
+/// What the compiler needs from a cached (digested) Secret.
+pub fn digest_of(secret: &Secret) -> SecretDigest {
+    let mut copy = secret.clone();
+    digest_in_place(&mut copy);
+    SecretDigest {
+        digests: copy
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| {
+                let hex = String::from_utf8(v.0).unwrap_or_default();
+                (k, (!hex.is_empty()).then_some(hex))
+            })
+            .collect(),
+        owner_uids: secret.owner_references().iter().map(|o| o.uid.clone()).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_look_like_keygen_output() {
+        let a = generate_key().unwrap();
+        let b = generate_key().unwrap();
+        assert_ne!(a, b);
+        assert!(a.starts_with("tg_") && a.len() == 67, "{a}");
+        assert!(a[3..].bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(key_sha256(&a).len(), 64);
+    }
+
+    #[test]
+    fn digesting_removes_values_and_last_applied_copies() {
+        let mut s = Secret {
+            metadata: ObjectMeta {
+                annotations: Some(BTreeMap::from([(
+                    "kubectl.kubernetes.io/last-applied-configuration".to_owned(),
+                    "{\"stringData\":{\"key\":\"tg_secret\"}}".to_owned(),
+                )])),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([
+                ("key".to_owned(), ByteString(b"tg_secret\n".to_vec())),
+                ("empty".to_owned(), ByteString(b"  ".to_vec())),
+            ])),
+            ..Default::default()
+        };
+        digest_in_place(&mut s);
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(!text.contains("tg_secret"), "{text}");
+        let d = digest_of(&s);
+        assert_eq!(d.digests["key"], Some(key_sha256("tg_secret")));
+        assert_eq!(d.digests["empty"], None);
+        // Idempotent: digesting twice keeps the digest.
+        digest_in_place(&mut s);
+        assert_eq!(digest_of(&s), d);
+    }
+}

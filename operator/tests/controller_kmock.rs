@@ -1,0 +1,308 @@
+//! The whole controller loop against a stand-in API server (kmock plus a shim, see
+//! `tests/support/kmock_shim.py` for what it does not emulate).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use tollgate_operator::compile::{BudgetSpend, Settings};
+use tollgate_operator::crd::*;
+use tollgate_operator::metrics::Metrics;
+use tollgate_operator::reconcile::{Config, Reconciler};
+use tollgate_operator::secrets::key_sha256;
+use tollgate_operator::spend::{SpendFuture, SpendSource};
+
+use support::{ApiServer, eventually};
+
+const NS: &str = "tollgate-system";
+const WAIT: Duration = Duration::from_secs(20);
+
+struct FixedSpend;
+
+impl SpendSource for FixedSpend {
+    fn fetch(&self) -> SpendFuture<'_> {
+        Box::pin(async {
+            Ok(BTreeMap::from([(
+                "platform-monthly".to_owned(),
+                BudgetSpend {
+                    spent_micro_usd: 12_340_000,
+                    reserved_micro_usd: 0,
+                    limit_micro_usd: 100_000_000,
+                    window_start: "2026-11-01T00:00:00Z".into(),
+                    resets_at: "2026-12-01T00:00:00Z".into(),
+                },
+            )]))
+        })
+    }
+}
+
+fn named(name: &str, ns: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: ns.map(Into::into),
+        ..Default::default()
+    }
+}
+
+fn ready_of(conditions: &[Condition]) -> Option<(String, String)> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_compiles_resources_into_configmaps_and_reports_status() {
+    let server = ApiServer::start();
+    let client = server.client();
+    let pp = PostParams::default();
+
+    Api::<Team>::all(client.clone())
+        .create(
+            &pp,
+            &Team {
+                metadata: named("platform", None),
+                spec: TeamSpec::default(),
+                status: None,
+            },
+        )
+        .await
+        .unwrap();
+    Api::<ModelProvider>::all(client.clone())
+        .create(
+            &pp,
+            &ModelProvider {
+                metadata: named("anthropic", None),
+                spec: ModelProviderSpec {
+                    kind: ProviderKind::Anthropic,
+                    endpoint: "https://api.anthropic.com".into(),
+                    credential: Some(CredentialRef {
+                        env: Some("ANTHROPIC_API_KEY".into()),
+                        secret_key_ref: None,
+                    }),
+                    ..Default::default()
+                },
+                status: None,
+            },
+        )
+        .await
+        .unwrap();
+    Api::<ModelRoute>::all(client.clone())
+        .create(
+            &pp,
+            &ModelRoute {
+                metadata: named("claude", None),
+                spec: ModelRouteSpec {
+                    match_: "claude-*".into(),
+                    priority: 100,
+                    targets: vec![RouteTarget {
+                        provider: "anthropic".into(),
+                        model: None,
+                    }],
+                },
+                status: None,
+            },
+        )
+        .await
+        .unwrap();
+    Api::<Budget>::all(client.clone())
+        .create(
+            &pp,
+            &Budget {
+                metadata: named("platform-monthly", None),
+                spec: BudgetSpec {
+                    scope: BudgetScope {
+                        kind: ScopeKind::Team,
+                        name: "platform".into(),
+                        namespace: None,
+                    },
+                    limit_usd: Some("100".into()),
+                    period: Period::Monthly,
+                    ..Default::default()
+                },
+                status: None,
+            },
+        )
+        .await
+        .unwrap();
+    // Argo CD's tracking label and annotation must not spread to what the operator creates.
+    let mut alice_meta = named("alice", Some("team-a"));
+    alice_meta.labels = Some(BTreeMap::from([(
+        "app.kubernetes.io/instance".into(),
+        "tollgate-keys".into(),
+    )]));
+    alice_meta.annotations = Some(BTreeMap::from([(
+        "argocd.argoproj.io/tracking-id".into(),
+        "tollgate-keys:tollgate.dev/VirtualKey:team-a/alice".into(),
+    )]));
+    let keys_a: Api<VirtualKey> = Api::namespaced(client.clone(), "team-a");
+    let alice_spec = VirtualKeySpec {
+        team: Some("platform".into()),
+        owner: Some("alice@acme.example".into()),
+        enabled: true,
+        ..Default::default()
+    };
+    keys_a
+        .create(
+            &pp,
+            &VirtualKey {
+                metadata: alice_meta,
+                spec: alice_spec.clone(),
+                status: None,
+            },
+        )
+        .await
+        .unwrap();
+    keys_a
+        .create(
+            &pp,
+            &VirtualKey {
+                metadata: named("stray", Some("team-a")),
+                spec: VirtualKeySpec {
+                    team: Some("ghost".into()),
+                    enabled: true,
+                    ..Default::default()
+                },
+                status: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    let metrics = Arc::new(Metrics::new());
+    let config = Config {
+        settings: Settings {
+            organization: Some("acme".into()),
+            ..Settings::default()
+        },
+        policy_namespace: NS.into(),
+        debounce: Duration::from_millis(50),
+        resync: Duration::from_millis(700),
+        spend_interval: Duration::from_millis(300),
+        ..Config::default()
+    };
+    let reconciler = Reconciler::new(
+        client.clone(),
+        config,
+        metrics.clone(),
+        Some(Arc::new(FixedSpend)),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(reconciler.run(async move {
+        let _ = stopped.await;
+    }));
+
+    // The generated Secret: a tg_ key, owned by the VirtualKey, no Argo CD metadata.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "team-a");
+    let secret = eventually("the generated key Secret", WAIT, || async {
+        secrets.get_opt("tollgate-vk-alice").await.unwrap()
+    })
+    .await;
+    let key = String::from_utf8(secret.data.as_ref().unwrap()["key"].0.clone()).unwrap();
+    assert!(key.starts_with("tg_") && key.len() == 67);
+    let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("VirtualKey", "alice", Some(true))
+    );
+    let labels = secret.metadata.labels.clone().unwrap_or_default();
+    assert!(!labels.contains_key("app.kubernetes.io/instance"), "{labels:?}");
+    assert!(secret.metadata.annotations.unwrap_or_default().is_empty());
+
+    // The policy ConfigMaps: alice's hash, never her key; no Argo CD metadata.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    let sha = key_sha256(&key);
+    let shard = eventually("alice in the key shard", WAIT, || async {
+        let cm = cms.get_opt("tollgate-policy-keys-00").await.unwrap()?;
+        let text = cm.data.as_ref()?.get("keys-00.json")?.clone();
+        text.contains(&sha).then_some(cm)
+    })
+    .await;
+    let text = &shard.data.as_ref().unwrap()["keys-00.json"];
+    assert!(!text.contains(&key) && !text.contains("tollgate-vk-"), "{text}");
+    assert!(
+        !text.contains("team-a/stray"),
+        "the key naming a missing team is left out"
+    );
+    let main = cms.get("tollgate-policy").await.unwrap();
+    assert!(main.data.as_ref().unwrap()["policy.json"].contains("\"platform-monthly\""));
+    for cm in [&shard, &main] {
+        let l = cm.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            l.get("app.kubernetes.io/managed-by").map(String::as_str),
+            Some("tollgate-operator")
+        );
+        assert!(!l.contains_key("app.kubernetes.io/instance"));
+    }
+
+    // Statuses: Ready with reasons, observedGeneration; spend on the budget.
+    let alice = eventually("alice Ready", WAIT, || async {
+        let k = keys_a.get("alice").await.unwrap();
+        let st = k.status.clone()?;
+        (ready_of(&st.conditions)? == ("True".into(), "Compiled".into())).then_some(k)
+    })
+    .await;
+    let st = alice.status.clone().unwrap();
+    assert_eq!(st.observed_generation, alice.metadata.generation);
+    assert_eq!(st.key_id.as_deref(), Some("team-a/alice"));
+    assert_eq!(st.config_map.as_deref(), Some("tollgate-policy-keys-00"));
+    assert_eq!(alice.spec, alice_spec, "the spec is never mutated");
+    eventually("stray Ready=False TeamNotFound", WAIT, || async {
+        let st = keys_a.get("stray").await.unwrap().status?;
+        (ready_of(&st.conditions)? == ("False".into(), "TeamNotFound".into())).then_some(())
+    })
+    .await;
+    let budgets: Api<Budget> = Api::all(client.clone());
+    let b = eventually("budget spend", WAIT, || async {
+        let st = budgets.get("platform-monthly").await.unwrap().status?;
+        st.spent.is_some().then_some(st)
+    })
+    .await;
+    assert_eq!(b.spent.as_deref(), Some("$12.34"));
+    assert_eq!(b.remaining.as_deref(), Some("$87.66"));
+    assert_eq!(b.resets_at.as_deref(), Some("2026-12-01T00:00:00Z"));
+    let teams: Api<Team> = Api::all(client.clone());
+    assert_eq!(teams.get("platform").await.unwrap().status.unwrap().keys, 1);
+
+    // An unchanged world writes nothing, through several resyncs and spend reads.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (cm_writes, status_writes) = (metrics.config_map_writes.get(), metrics.status_writes.get());
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        metrics.config_map_writes.get(),
+        cm_writes,
+        "ConfigMaps rewritten with nothing changed"
+    );
+    assert_eq!(
+        metrics.status_writes.get(),
+        status_writes,
+        "statuses rewritten with nothing changed"
+    );
+    assert!(
+        metrics
+            .reconciles
+            .get_or_create(&tollgate_operator::metrics::ResultLabel { result: "ok".into() })
+            .get()
+            >= 3
+    );
+
+    // Deleting the VirtualKey removes it from the policy at once (and its Secret goes with it).
+    keys_a.delete("alice", &DeleteParams::default()).await.unwrap();
+    eventually("alice out of the policy", WAIT, || async {
+        let cm = cms.get("tollgate-policy-keys-00").await.unwrap();
+        (!cm.data?.get("keys-00.json")?.contains(&sha)).then_some(())
+    })
+    .await;
+    assert!(secrets.get_opt("tollgate-vk-alice").await.unwrap().is_none());
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

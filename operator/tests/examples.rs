@@ -1,0 +1,169 @@
+//! `examples/k8s/*.yaml` validate against the generated CRD schemas (jsonschema, strict about
+//! unknown fields), pass the CRDs' CEL rules, and compile into a policy with every resource
+//! Ready.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use kube::CustomResourceExt;
+use serde_json::{Value, json};
+use tollgate_operator::compile::{self, SecretDigest, Settings, World};
+use tollgate_operator::crd::{self, *};
+
+fn examples() -> Vec<(String, Value)> {
+    let dir = support::operator_dir().join("../examples/k8s");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "examples/k8s/*.yaml not found");
+    let mut out = Vec::new();
+    for f in files {
+        for (i, doc) in support::yaml_documents(&f).into_iter().enumerate() {
+            out.push((format!("{}#{i}", f.file_name().unwrap().to_string_lossy()), doc));
+        }
+    }
+    out
+}
+
+fn schemas() -> BTreeMap<String, Value> {
+    crd::all()
+        .into_iter()
+        .map(|(_, c)| {
+            let s = c.spec.versions[0]
+                .schema
+                .as_ref()
+                .unwrap()
+                .open_api_v3_schema
+                .as_ref()
+                .unwrap();
+            (c.spec.names.kind.clone(), serde_json::to_value(s).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn examples_validate_against_the_crd_schemas_and_cel_rules() {
+    let schemas = schemas();
+    let mut cases = Vec::new();
+    for (name, doc) in examples() {
+        if doc["apiVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("tollgate.dev/"))
+        {
+            let kind = doc["kind"].as_str().unwrap();
+            let schema = schemas
+                .get(kind)
+                .unwrap_or_else(|| panic!("{name}: unknown kind {kind}"));
+            if let Err(e) = kube::core::cel::Validator::new().validate(schema, &doc, None) {
+                panic!("{name}: CEL: {e}");
+            }
+            cases.push(json!({"name": name, "schema": schema, "object": doc}));
+        }
+    }
+    assert!(cases.len() >= 10);
+    let mut child = Command::new(support::python())
+        .arg(support::operator_dir().join("tests/support/validate_schemas.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(&cases).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // The validator does catch a typo.
+    let mut bad = cases[0].clone();
+    bad["object"]["spec"]["tyop"] = json!(1);
+    let mut child = Command::new(support::python())
+        .arg(support::operator_dir().join("tests/support/validate_schemas.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(&[bad]).unwrap())
+        .unwrap();
+    assert!(!child.wait().unwrap().success());
+}
+
+fn push<K: serde::de::DeserializeOwned>(v: &mut Vec<K>, doc: &Value, uid: &str) {
+    let mut doc = doc.clone();
+    doc["metadata"]["uid"] = json!(uid);
+    v.push(serde_json::from_value(doc).unwrap());
+}
+
+#[test]
+fn examples_compile_with_every_resource_ready() {
+    let mut w = World {
+        now: "2026-11-15T00:00:00Z".parse().unwrap(),
+        ..Default::default()
+    };
+    for (i, (name, doc)) in examples().into_iter().enumerate() {
+        let uid = format!("uid-{i}");
+        match doc["kind"].as_str().unwrap() {
+            "Team" => push(&mut w.teams, &doc, &uid),
+            "VirtualKey" => {
+                push(&mut w.keys, &doc, &uid);
+                let k: &VirtualKey = w.keys.last().unwrap();
+                if k.spec.secret_ref.is_none() {
+                    // As if the operator had generated it.
+                    let ns = k.metadata.namespace.clone().unwrap();
+                    let n = tollgate_operator::secrets::generated_name(k.metadata.name.as_deref().unwrap());
+                    w.secrets.insert(
+                        (ns, n),
+                        SecretDigest {
+                            digests: BTreeMap::from([(
+                                "key".into(),
+                                Some(tollgate_operator::secrets::key_sha256(&uid)),
+                            )]),
+                            owner_uids: vec![uid.clone()],
+                        },
+                    );
+                }
+            }
+            "Budget" => push(&mut w.budgets, &doc, &uid),
+            "ModelProvider" => push(&mut w.providers, &doc, &uid),
+            "ModelRoute" => push(&mut w.routes, &doc, &uid),
+            "McpServer" => push(&mut w.mcp_servers, &doc, &uid),
+            "AuditSink" => push(&mut w.audit_sinks, &doc, &uid),
+            "Secret" => {
+                let s: k8s_openapi::api::core::v1::Secret = serde_json::from_value(doc.clone()).unwrap();
+                let key = (
+                    s.metadata.namespace.clone().unwrap(),
+                    s.metadata.name.clone().unwrap(),
+                );
+                w.secrets.insert(key, tollgate_operator::secrets::digest_of(&s));
+            }
+            other => panic!("{name}: unexpected kind {other}"),
+        }
+    }
+    let settings = Settings {
+        organization: Some("acme".into()),
+        ..Settings::default()
+    };
+    let c = compile::compile(&w, &settings).unwrap();
+    let not_ready: Vec<_> = c
+        .statuses
+        .iter()
+        .filter(|s| !s.readiness.ready)
+        .map(|s| format!("{:?} {}: {}", s.kind, s.display_name(), s.readiness.message))
+        .collect();
+    assert!(not_ready.is_empty(), "{not_ready:#?}");
+    assert_eq!(c.document.keys.len(), 3);
+    assert_eq!(c.document.routes[0].match_, "gw-haiku");
+    let _ = (Budget::crd(), Team::crd());
+}
