@@ -11,7 +11,13 @@ test: e2e-deps
 	bash operator/tests/setup-python.sh
 	cargo test --workspace --no-fail-fast
 
-e2e-deps: $(CLAUDE_CODE)
+PYTHON_E2E := e2e/.venv/.requirements.sha256
+
+e2e-deps: $(CLAUDE_CODE) $(PYTHON_E2E)
+
+# The official MCP Python SDK (MCP upstreams and client) and moto (S3), pinned.
+$(PYTHON_E2E): e2e/requirements.txt e2e/setup-python.sh
+	bash e2e/setup-python.sh
 
 $(CLAUDE_CODE): e2e/package.json e2e/package-lock.json
 	npm ci --prefix e2e --no-audit --no-fund

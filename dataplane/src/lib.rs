@@ -7,17 +7,21 @@
 //! - [`routing`]: model allowlists and tier/model -> provider target resolution.
 //! - [`anthropic`]: the Anthropic wire format: error bodies, request body model rewrite.
 //! - [`upstream`]: the one HTTP client (rustls) and provider credentials.
+//! - [`mcp`]: the MCP gateway (`/mcp`): upstream MCP servers aggregated and filtered per key.
 //! - [`limits`] and [`ledger`]: budgets and rate limits, and the counters behind them.
 //! - [`usage`]: token usage read on the side of a response (incremental SSE parser).
 //! - [`pricing`]: the price table and exact integer cost.
 //! - [`server`]: the listeners, the request handler and the metered response body.
+//! - [`audit`]: hash-chained audit records, the local spool and the sinks that ship them.
 //! - [`metrics`]: Prometheus metrics.
 
 pub mod anthropic;
+pub mod audit;
 pub mod auth;
 pub mod denial;
 pub mod ledger;
 pub mod limits;
+pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod pricing;

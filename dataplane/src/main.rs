@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
+use tollgate_dataplane::audit::{self, Audit};
 use tollgate_dataplane::ledger::Ledger;
 use tollgate_dataplane::ledger::memory::MemoryLedger;
 use tollgate_dataplane::ledger::redis::RedisLedger;
@@ -50,6 +51,9 @@ enum Command {
     HashKey,
     /// Generate a new virtual key and print it with its SHA-256.
     Keygen,
+    /// Audit trail tools: verify a chain, generate a checkpoint key.
+    #[command(subcommand)]
+    Audit(audit::cli::AuditCommand),
 }
 
 #[derive(Args, Clone)]
@@ -79,6 +83,10 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, env = "TOLLGATE_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     log_format: String,
+    /// Audit spool directory; audit records are written (and shipped to the policy's sinks)
+    /// only when it is set.
+    #[arg(long, env = "TOLLGATE_AUDIT_DIR")]
+    audit_dir: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -95,6 +103,12 @@ fn main() -> anyhow::Result<()> {
             let mut key = String::new();
             std::io::stdin().read_to_string(&mut key)?;
             println!("{}", hex::encode(policy::hash_key(key.trim())));
+            Ok(())
+        }
+        Some(Command::Audit(cmd)) => {
+            if !audit::cli::run(cmd)? {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Some(Command::Keygen) => {
@@ -182,9 +196,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let prices = load_prices(args.prices.as_deref())?;
     let metrics = Arc::new(Metrics::new());
     let (store, first) = PolicyStore::open(&args.policy, prices);
-    record_reload(&metrics, &first, &store);
+    record_reload(&metrics, &first, &store, None);
     let (ledger, journal) = open_ledger(&args.ledger)?;
     let client = build_client()?;
+    let audit = audit::cli::open_for(args.audit_dir.as_deref(), &store, &first, &metrics, &client)?;
     let proxy = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -199,24 +214,28 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let watch_metrics = metrics.clone();
     let watch_store = store.clone();
+    let watch_audit = audit.clone();
     let watcher = tokio::spawn(store.clone().watch(
         Duration::from_millis(100),
         Duration::from_secs(5),
         Duration::from_secs(60),
-        move |outcome, _| record_reload(&watch_metrics, outcome, &watch_store),
+        move |outcome, _| record_reload(&watch_metrics, outcome, &watch_store, watch_audit.as_ref()),
     ));
     let syncer = journal.clone().map(|j| tokio::spawn(sync_journal(j)));
     let ledgers = Ledgers {
         primary: ledger.clone(),
         local: Arc::new(MemoryLedger::ephemeral()),
     };
-    let gateway = Arc::new(Gateway::new(
-        store.clone(),
-        client,
-        metrics.clone(),
-        ledgers,
-        args.max_body_bytes,
-    ));
+    let gateway = Arc::new(
+        Gateway::new(
+            store.clone(),
+            client,
+            metrics.clone(),
+            ledgers,
+            args.max_body_bytes,
+        )
+        .with_audit(audit.clone()),
+    );
     let admin_state = Arc::new(Admin {
         store,
         metrics,
@@ -237,6 +256,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         if let Err(e) = j.sync() {
             tracing::error!(error = %e, "final ledger journal sync failed");
         }
+    }
+    if let Some(a) = &audit {
+        a.shutdown(Duration::from_secs(5)).await;
     }
     tracing::info!("tollgate-proxy stopped");
     Ok(())
@@ -277,7 +299,10 @@ async fn sync_journal(journal: Arc<MemoryLedger>) {
     }
 }
 
-fn record_reload(metrics: &Metrics, outcome: &ReloadOutcome, store: &PolicyStore) {
+fn record_reload(metrics: &Metrics, outcome: &ReloadOutcome, store: &PolicyStore, audit: Option<&Audit>) {
+    if let Some(a) = audit {
+        a.reloaded(outcome, store);
+    }
     let result = match outcome {
         ReloadOutcome::Applied { .. } => "applied",
         ReloadOutcome::Rejected { .. } => "rejected",

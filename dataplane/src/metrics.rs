@@ -82,6 +82,15 @@ struct OutcomeLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct McpCallLabels {
+    key_id: String,
+    team: String,
+    server: String,
+    tool: String,
+    outcome: &'static str,
+}
+
 type HistogramFamily = Family<LatencyLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -108,6 +117,8 @@ pub struct Metrics {
     ledger_errors: Family<OpLabels, Counter>,
     policy_ok: Gauge,
     policy_keys: Gauge,
+    mcp_tool_calls: Family<McpCallLabels, Counter>,
+    audit: crate::audit::AuditMetrics,
 }
 
 impl Default for Metrics {
@@ -137,7 +148,9 @@ impl Metrics {
             ledger_errors: Family::default(),
             policy_ok: Gauge::default(),
             policy_keys: Gauge::default(),
+            mcp_tool_calls: Family::default(),
             registry: Registry::default(),
+            audit: crate::audit::AuditMetrics::default(),
         };
         registry.register(
             "requests",
@@ -211,7 +224,18 @@ impl Metrics {
             "Virtual keys in the live policy",
             m.policy_keys.clone(),
         );
+        m.audit.register(&mut registry);
+        registry.register(
+            "mcp_tool_calls",
+            "MCP tools/call requests by server, tool and outcome (ok, tool_error, upstream_error, unavailable, denied, unknown)",
+            m.mcp_tool_calls.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// The audit trail's metrics.
+    pub fn audit(&self) -> &crate::audit::AuditMetrics {
+        &self.audit
     }
 
     /// Prometheus text exposition.
@@ -314,6 +338,18 @@ impl Metrics {
         self.budget_limit
             .get_or_create(&l)
             .set(i64::try_from(limit).unwrap_or(i64::MAX));
+    }
+
+    /// Counts an MCP `tools/call`, allowed or not.
+    pub fn mcp_tool_call(&self, key_id: &str, team: &str, server: &str, tool: &str, outcome: &'static str) {
+        let labels = McpCallLabels {
+            key_id: key_id.to_owned(),
+            team: team.to_owned(),
+            server: server.to_owned(),
+            tool: tool.to_owned(),
+            outcome,
+        };
+        self.mcp_tool_calls.get_or_create(&labels).inc();
     }
 
     /// Counts a crossed soft threshold.

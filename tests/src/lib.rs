@@ -5,6 +5,7 @@
 //!   server is available out of process as the `fake-anthropic` binary.
 //! * [`policy`]: the standard test policy and its keys.
 //! * [`harness`]: runs a real `tollgate-proxy` process on loopback, with a small HTTP client.
+//! * [`sinks`]: faithful fake receivers of the audit sinks' wire formats, and `moto` (S3).
 //! * [`redis_server`]: runs a real `redis-server` on loopback for the Redis ledger's tests.
 
 #![warn(missing_docs)]
@@ -13,3 +14,4 @@ pub mod fake_anthropic;
 pub mod harness;
 pub mod policy;
 pub mod redis_server;
+pub mod sinks;

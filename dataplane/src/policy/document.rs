@@ -99,6 +99,14 @@ pub struct Team {
     /// Model access applied on top of each member key's own (deny wins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models: Option<ModelAccess>,
+    /// MCP grants every member key inherits: a server granted here or on the key is granted,
+    /// and a tool must pass every grant for its server, the team's and the key's (deny wins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp: Vec<McpGrant>,
+    /// Built-in tool policy applied on top of each member key's own: a tool removed by either
+    /// is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<PatternList>,
 }
 
 /// A virtual key: what an engineer's agent presents instead of a provider key.
@@ -131,7 +139,8 @@ pub struct VirtualKey {
     /// MCP tools the key may call, per upstream MCP server; servers not listed are denied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp: Vec<McpGrant>,
-    /// Policy for the agent's own built-in tools (e.g. `Bash`, `Write`).
+    /// Policy for the agent's own built-in tools (e.g. `Bash`, `Write`): tools whose names
+    /// it does not permit are removed from `/v1/messages` requests before forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<PatternList>,
     /// Audit content capture for this key's requests; defaults to the audit setting.
@@ -392,29 +401,250 @@ pub struct McpServer {
     pub credential: Option<CredentialSource>,
 }
 
-/// Audit settings.
+/// Audit settings. The spool directory itself is per process (`tollgate-proxy --audit-dir`);
+/// everything else here applies on reload.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
     /// Default content capture for keys that do not set their own.
     #[serde(default)]
     pub capture: CaptureMode,
+    /// Largest captured prompt or completion, in bytes, under `full` capture (longer content is
+    /// cut and marked truncated). Absent: 65536.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_max_bytes: Option<u64>,
     /// Where records are shipped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sinks: Vec<AuditSink>,
+    /// The local spool: durability, rotation and retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool: Option<AuditSpool>,
+    /// Signed checkpoints, which make truncation and wholesale rewrites of the chain detectable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<AuditCheckpoint>,
 }
 
 /// One audit sink.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSink {
-    /// Sink name, unique in the document.
+    /// Sink name, unique in the document (letters, digits, `-`, `_`); its acknowledged offset
+    /// is kept under this name in the spool.
     pub name: String,
     /// webhook, elasticsearch, splunk, datadog, s3 or file.
     pub kind: String,
-    /// Endpoint URL (or file path for `file`).
+    /// Endpoint URL (or file path for `file`). Elasticsearch/OpenSearch, Splunk and Datadog:
+    /// the base URL (`/_bulk`, `/services/collector/event` and `/api/v2/logs` are appended);
+    /// S3: the service endpoint, e.g. `https://s3.eu-west-1.amazonaws.com`.
     pub endpoint: String,
-    /// Sink credential.
+    /// Sink credential: webhook HMAC signing secret, Elasticsearch API key, Splunk HEC token,
+    /// Datadog API key, S3 secret access key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<CredentialSource>,
+    /// S3 access key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<CredentialSource>,
+    /// Elasticsearch index (default `tollgate-audit`) or Splunk index (default: the token's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// S3 bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// S3 region (default `us-east-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// S3 object key prefix (default `tollgate-audit/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Splunk sourcetype (default `tollgate:audit`), Datadog `ddsource` (default `tollgate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Batching.
+    #[serde(default)]
+    pub batch: AuditBatch,
+    /// Retries (a sink retries a batch until it is accepted: at-least-once).
+    #[serde(default)]
+    pub retry: AuditRetry,
+}
+
+/// How a sink batches records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditBatch {
+    /// Most records per request.
+    #[serde(default = "default_batch_records")]
+    pub max_records: u64,
+    /// Most encoded bytes per request (a single larger record is still sent alone).
+    #[serde(default = "default_batch_bytes")]
+    pub max_bytes: u64,
+    /// Longest a record waits for its batch to fill, in milliseconds.
+    #[serde(default = "default_batch_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+fn default_batch_records() -> u64 {
+    500
+}
+fn default_batch_bytes() -> u64 {
+    4 << 20
+}
+fn default_batch_wait_ms() -> u64 {
+    1000
+}
+
+impl Default for AuditBatch {
+    fn default() -> Self {
+        Self {
+            max_records: default_batch_records(),
+            max_bytes: default_batch_bytes(),
+            max_wait_ms: default_batch_wait_ms(),
+        }
+    }
+}
+
+/// Retry backoff of a sink: exponential from `initial_backoff_ms` to `max_backoff_ms`, each
+/// delay drawn uniformly from its upper half (jitter).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRetry {
+    /// First delay after a failure.
+    #[serde(default = "default_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// Longest delay.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// Timeout of one delivery attempt.
+    #[serde(default = "default_sink_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_backoff_ms() -> u64 {
+    200
+}
+fn default_max_backoff_ms() -> u64 {
+    30_000
+}
+fn default_sink_timeout_ms() -> u64 {
+    30_000
+}
+
+impl Default for AuditRetry {
+    fn default() -> Self {
+        Self {
+            initial_backoff_ms: default_backoff_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+            timeout_ms: default_sink_timeout_ms(),
+        }
+    }
+}
+
+/// When the spool writer calls fsync.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// After every batch the writer appends (group commit): nothing acknowledged to a sink or
+    /// counted as spooled can be lost to a power failure.
+    #[default]
+    EveryBatch,
+    /// At most once per `fsync_interval_ms`; a power failure may lose that much.
+    Interval,
+    /// Never (the OS decides); a process crash loses nothing, a power failure may.
+    Never,
+}
+
+/// The local spool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSpool {
+    /// When to fsync.
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+    /// Interval for `fsync: interval`.
+    #[serde(default = "default_fsync_interval_ms")]
+    pub fsync_interval_ms: u64,
+    /// A segment is closed once it holds this many bytes.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_max_bytes: u64,
+    /// A segment is closed once it is this old, in seconds.
+    #[serde(default = "default_segment_age")]
+    pub segment_max_age_secs: u64,
+    /// Closed segments every sink has acknowledged are deleted after this many seconds.
+    #[serde(default = "default_retention_secs")]
+    pub retention_secs: u64,
+    /// Hard cap on the spool's size: past it, the oldest closed segments are deleted even if a
+    /// sink has not shipped them (logged and counted as dropped).
+    #[serde(default = "default_spool_max_bytes")]
+    pub max_bytes: u64,
+    /// Records waiting between the request path and the writer; when full, records are
+    /// dropped, counted and logged (the request is never blocked). Applies at start.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: u64,
+}
+
+fn default_fsync_interval_ms() -> u64 {
+    1000
+}
+fn default_segment_bytes() -> u64 {
+    64 << 20
+}
+fn default_segment_age() -> u64 {
+    3600
+}
+fn default_retention_secs() -> u64 {
+    7 * 24 * 3600
+}
+fn default_spool_max_bytes() -> u64 {
+    10 << 30
+}
+fn default_queue_capacity() -> u64 {
+    65_536
+}
+
+impl Default for AuditSpool {
+    fn default() -> Self {
+        Self {
+            fsync: FsyncPolicy::default(),
+            fsync_interval_ms: default_fsync_interval_ms(),
+            segment_max_bytes: default_segment_bytes(),
+            segment_max_age_secs: default_segment_age(),
+            retention_secs: default_retention_secs(),
+            max_bytes: default_spool_max_bytes(),
+            queue_capacity: default_queue_capacity(),
+        }
+    }
+}
+
+/// Checkpoint signature algorithms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointAlgorithm {
+    /// HMAC-SHA256; the key file holds the shared secret (verifiers need it too).
+    #[default]
+    HmacSha256,
+    /// Ed25519; the key file holds the 32-byte seed in hex (verifiers need only the public key).
+    Ed25519,
+}
+
+/// Signed checkpoints of the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditCheckpoint {
+    /// Signature algorithm.
+    #[serde(default)]
+    pub algorithm: CheckpointAlgorithm,
+    /// Where the signing key is read from (a mounted Secret); never the key itself.
+    pub key: CredentialSource,
+    /// A checkpoint after at most this many records.
+    #[serde(default = "default_checkpoint_records")]
+    pub every_records: u64,
+    /// A checkpoint at least this often while records arrive, in seconds.
+    #[serde(default = "default_checkpoint_secs")]
+    pub every_secs: u64,
+}
+
+fn default_checkpoint_records() -> u64 {
+    1000
+}
+fn default_checkpoint_secs() -> u64 {
+    60
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::document::{
-    Budget, CredentialSource, LimitsConfig, PolicyDocument, Provider, ProviderKind, RateLimits, ScopeKind,
-    Timeouts,
+    AuditConfig, Budget, CaptureMode, CredentialSource, LimitsConfig, PolicyDocument, Provider, ProviderKind,
+    RateLimits, ScopeKind, Timeouts,
 };
 use super::glob::{AllowDeny, Glob};
 use super::load::LoadedDocument;
@@ -32,8 +32,14 @@ pub struct KeyEntry {
     pub expires_at: Option<jiff::Timestamp>,
     /// The key's own rate limits.
     pub rate_limits: Option<RateLimits>,
+    /// The key's own audit content capture (the audit default applies when absent).
+    pub capture: Option<CaptureMode>,
     models: AllowDeny,
     team_models: Option<AllowDeny>,
+    /// MCP grants by server: the key's and its team's; a tool must pass every one.
+    mcp: HashMap<String, Vec<AllowDeny>>,
+    /// Built-in tool policies, the key's and its team's; a tool must pass every one.
+    tools: Vec<AllowDeny>,
 }
 
 impl KeyEntry {
@@ -46,6 +52,41 @@ impl KeyEntry {
     pub fn allowed_patterns(&self) -> Vec<&str> {
         self.models.allow_patterns().collect()
     }
+
+    /// Whether the key or its team grants the MCP server at all (servers not granted are denied).
+    pub fn mcp_granted(&self, server: &str) -> bool {
+        self.mcp.contains_key(server)
+    }
+
+    /// Whether the key may see and call `tool` on the MCP server `server`: the server is
+    /// granted, and every grant for it (the key's and the team's) permits the tool.
+    pub fn may_call_mcp(&self, server: &str, tool: &str) -> bool {
+        self.mcp
+            .get(server)
+            .is_some_and(|grants| grants.iter().all(|g| g.permits(tool)))
+    }
+
+    /// Whether a built-in agent tool (e.g. `Bash`) stays in this key's `/v1/messages` requests.
+    pub fn keeps_tool(&self, name: &str) -> bool {
+        self.tools.iter().all(|t| t.permits(name))
+    }
+
+    /// Whether a built-in tool policy applies to this key at all.
+    pub fn has_tool_policy(&self) -> bool {
+        !self.tools.is_empty()
+    }
+}
+
+/// A compiled upstream MCP server.
+#[derive(Debug)]
+pub struct McpServerEntry {
+    /// Server name; its tools are exposed as `<name>__<tool>`.
+    pub name: String,
+    /// Streamable HTTP endpoint URL.
+    pub url: String,
+    /// The Bearer credential sent upstream: none configured, the value, or why it could not
+    /// be read (no secret in the reason).
+    pub credential: Option<Result<Secret, String>>,
 }
 
 /// A compiled provider.
@@ -108,11 +149,14 @@ pub struct Snapshot {
     pub prices: PriceTable,
     /// Enforcement settings.
     pub limits: LimitsConfig,
+    /// Audit settings.
+    pub audit: Option<AuditConfig>,
     keys: HashMap<[u8; 32], Arc<KeyEntry>>,
     routes: Vec<CompiledRoute>,
     providers: Vec<Arc<ProviderEntry>>,
     budgets: Vec<CompiledBudget>,
     team_rate_limits: HashMap<String, RateLimits>,
+    mcp_servers: Vec<Arc<McpServerEntry>>,
 }
 
 /// Where credential values come from; tests substitute the environment.
@@ -163,10 +207,28 @@ impl Snapshot {
                     .map(|m| (t.id.as_str(), AllowDeny::new(&m.allow, &m.deny)))
             })
             .collect();
+        let team_of = |k: &super::document::VirtualKey| {
+            k.team
+                .as_deref()
+                .and_then(|t| doc.teams.iter().find(|team| team.id == t))
+        };
         let keys = doc
             .keys
             .iter()
             .filter_map(|k| {
+                let team = team_of(k);
+                let mut mcp: HashMap<String, Vec<AllowDeny>> = HashMap::new();
+                for g in k.mcp.iter().chain(team.iter().flat_map(|t| t.mcp.iter())) {
+                    mcp.entry(g.server.clone())
+                        .or_default()
+                        .push(AllowDeny::new(&g.allow, &g.deny));
+                }
+                let tools = k
+                    .tools
+                    .iter()
+                    .chain(team.and_then(|t| t.tools.as_ref()))
+                    .map(|t| AllowDeny::new(&t.allow, &t.deny))
+                    .collect();
                 let hash: [u8; 32] = hex::decode(&k.sha256).ok()?.try_into().ok()?;
                 let entry = KeyEntry {
                     id: k.id.clone(),
@@ -175,8 +237,11 @@ impl Snapshot {
                     enabled: k.enabled,
                     expires_at: k.expires_at,
                     rate_limits: k.rate_limits.clone(),
+                    capture: k.capture,
                     models: AllowDeny::new(&k.models.allow, &k.models.deny),
                     team_models: k.team.as_deref().and_then(|t| team_models.get(t)).cloned(),
+                    mcp,
+                    tools,
                 };
                 Some((hash, Arc::new(entry)))
             })
@@ -214,6 +279,17 @@ impl Snapshot {
                 budget: b.clone(),
             })
             .collect();
+        let mcp_servers = doc
+            .mcp_servers
+            .iter()
+            .map(|m| {
+                Arc::new(McpServerEntry {
+                    name: m.name.clone(),
+                    url: m.url.clone(),
+                    credential: m.credential.as_ref().map(|c| read_credential(Some(c), creds)),
+                })
+            })
+            .collect();
         let team_rate_limits = doc
             .teams
             .iter()
@@ -225,11 +301,13 @@ impl Snapshot {
             organization: doc.organization.map(|o| o.name),
             prices,
             limits: doc.limits.unwrap_or_default(),
+            audit: doc.audit,
             keys,
             routes,
             providers,
             budgets,
             team_rate_limits,
+            mcp_servers,
         })
     }
 
@@ -278,6 +356,16 @@ impl Snapshot {
             .collect();
         order.sort_by_key(|b| b.budget.scope.kind);
         order.into_iter()
+    }
+
+    /// Upstream MCP servers, in document order.
+    pub fn mcp_servers(&self) -> &[Arc<McpServerEntry>] {
+        &self.mcp_servers
+    }
+
+    /// An upstream MCP server by name.
+    pub fn mcp_server(&self, name: &str) -> Option<&Arc<McpServerEntry>> {
+        self.mcp_servers.iter().find(|m| m.name == name)
     }
 
     /// A team's rate limits.
@@ -480,6 +568,62 @@ mod tests {
             "{m:?}"
         );
         assert!(!m.iter().any(|n| n.contains("opus")), "{m:?}");
+    }
+
+    #[test]
+    fn mcp_grants_inherit_from_the_team_and_deny_wins_at_every_level() {
+        let mut d = doc();
+        d.mcp_servers = ["fs", "db", "web"]
+            .map(|n| McpServer {
+                name: n.into(),
+                url: "http://127.0.0.1:1/mcp".into(),
+                credential: None,
+            })
+            .into();
+        let grant = |server: &str, allow: &[&str], deny: &[&str]| McpGrant {
+            server: server.into(),
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            deny: deny.iter().map(|s| s.to_string()).collect(),
+        };
+        d.teams[0].mcp = vec![
+            grant("fs", &["read_*", "list_*"], &[]),
+            grant("db", &[], &["drop_*"]),
+        ];
+        d.teams[0].tools = Some(PatternList {
+            allow: vec![],
+            deny: vec!["Bash".into()],
+        });
+        d.keys[0].mcp = vec![grant("db", &[], &["delete_*"])];
+        d.keys[0].tools = Some(PatternList {
+            allow: vec![],
+            deny: vec!["Write".into(), "mcp__*__delete_*".into()],
+        });
+        let s = compile(d);
+        let k = s.key("vk-one").unwrap();
+        assert!(k.may_call_mcp("fs", "read_file"), "granted by the team");
+        assert!(
+            !k.may_call_mcp("fs", "write_file"),
+            "outside the team's allow list"
+        );
+        assert!(k.may_call_mcp("db", "select"));
+        assert!(!k.may_call_mcp("db", "delete_rows"), "the key's deny");
+        assert!(!k.may_call_mcp("db", "drop_table"), "the team's deny");
+        assert!(
+            !k.mcp_granted("web") && !k.may_call_mcp("web", "fetch"),
+            "default deny"
+        );
+        assert!(k.has_tool_policy());
+        assert!(k.keeps_tool("Read"));
+        assert!(!k.keeps_tool("Write") && !k.keeps_tool("Bash"));
+        assert!(!k.keeps_tool("mcp__gw__delete_file"));
+        assert_eq!(s.mcp_servers().len(), 3);
+        assert!(s.mcp_server("db").is_some_and(|m| m.credential.is_none()));
+        let k2 = s.key("vk-two").unwrap();
+        assert!(k2.may_call_mcp("fs", "read_file") && !k2.may_call_mcp("db", "drop_x"));
+        assert!(
+            !k2.keeps_tool("Bash") && k2.keeps_tool("Write"),
+            "team policy only"
+        );
     }
 
     #[test]

@@ -100,6 +100,11 @@ pub fn validate(doc: &PolicyDocument) -> Result<(), ValidationErrors> {
     }
     validate_routes(doc, &mut c);
     validate_mcp(doc, &mut c);
+    if let Some(audit) = &doc.audit {
+        for (field, message) in crate::audit::config::validate(audit) {
+            c.err(field, message);
+        }
+    }
     if let Err(e) = crate::pricing::PriceTable::from_entries(&doc.prices) {
         c.err("prices", e.to_string());
     }
@@ -300,6 +305,34 @@ fn validate_mcp(doc: &PolicyDocument, c: &mut Collector) {
         }
         if let Some(cred) = &m.credential {
             check_credential(c, &format!("mcp_servers[{i}].credential"), cred);
+        }
+    }
+    let servers: HashSet<&str> = doc.mcp_servers.iter().map(|m| m.name.as_str()).collect();
+    let grants = doc
+        .teams
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("teams[{i}]"), &t.mcp, &t.tools))
+        .chain(
+            doc.keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (format!("keys[{i}]"), &k.mcp, &k.tools)),
+        );
+    for (at, mcp, tools) in grants {
+        for (j, g) in mcp.iter().enumerate() {
+            if at.starts_with("teams") && !servers.contains(g.server.as_str()) {
+                c.err(
+                    format!("{at}.mcp[{j}].server"),
+                    format!("MCP server {:?} is not defined in mcp_servers", g.server),
+                );
+            }
+            check_patterns(c, &format!("{at}.mcp[{j}].allow"), &g.allow);
+            check_patterns(c, &format!("{at}.mcp[{j}].deny"), &g.deny);
+        }
+        if let Some(t) = tools {
+            check_patterns(c, &format!("{at}.tools.allow"), &t.allow);
+            check_patterns(c, &format!("{at}.tools.deny"), &t.deny);
         }
     }
 }

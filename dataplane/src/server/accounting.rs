@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::admission::Admitted;
+use crate::audit::{ExchangeAudit, ExchangeEnd};
 use crate::ledger::Settlement;
 use crate::limits::plan::price_for;
 use crate::metrics::{Metrics, RequestLabels};
@@ -53,6 +54,8 @@ pub struct Completion {
     pub span: tracing::Span,
     /// The ledger admission to settle, when a budget or rate limit applied.
     pub admitted: Option<Admitted>,
+    /// The exchange's audit record in the making, when auditing.
+    pub audit: Option<ExchangeAudit>,
 }
 
 /// Cost of an exchange, and whether the model had its own price (an unpriced model is
@@ -63,6 +66,13 @@ fn cost_micro_usd(snapshot: &Snapshot, upstream_model: &str, requested: &str, us
 }
 
 impl Completion {
+    /// Shows response bytes to the audit capture (kept only under `full` capture).
+    pub fn observe(&mut self, data: &[u8]) {
+        if let Some(a) = self.audit.as_mut() {
+            a.observe_response(data);
+        }
+    }
+
     /// Accounts the exchange: metrics and one log line.
     pub fn finish(
         mut self,
@@ -82,6 +92,20 @@ impl Completion {
         }
         let total = self.sent.elapsed();
         let ttfb = first_byte.map(|t| t.duration_since(self.sent));
+        if let Some(a) = self.audit.take() {
+            a.finish(ExchangeEnd {
+                model: &self.labels.model,
+                upstream_model: &self.upstream_model,
+                provider: &self.labels.provider,
+                status: self.status,
+                outcome: outcome.as_str(),
+                complete,
+                usage: &usage,
+                cost_micro_usd: cost,
+                latency: total,
+                ttfb,
+            });
+        }
         self.metrics
             .completed(&self.labels, self.status, &usage, cost, complete);
         if !priced && usage.total_tokens() > 0 {

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::Audit;
+use crate::audit::events::{BudgetThreshold, Identity};
 use crate::denial::Denial;
 use crate::ledger::{Ledger, LedgerError, RateKind, Refusal, Settlement};
 use crate::limits::plan::{Plan, crossed_thresholds};
@@ -25,6 +27,7 @@ pub struct Admitted {
     ledger: Arc<dyn Ledger>,
     metrics: Arc<Metrics>,
     span: tracing::Span,
+    audit: Option<(Audit, Identity)>,
 }
 
 /// Admits `plan`, or says why not. `Ok(None)` when no limit applies.
@@ -66,6 +69,7 @@ pub async fn admit(
             ledger,
             metrics: metrics.clone(),
             span: span.clone(),
+            audit: None,
         })),
         Err(refusal) => Err(refusal_denial(&plan, refusal)),
     }
@@ -130,6 +134,26 @@ fn scope_kind_name(kind: crate::policy::document::ScopeKind) -> &'static str {
 }
 
 impl Admitted {
+    /// Records budget thresholds this request's settlement crosses in `audit`.
+    pub fn with_audit(
+        mut self,
+        audit: Option<&Audit>,
+        request_id: &str,
+        key: &crate::policy::KeyEntry,
+    ) -> Self {
+        self.audit = audit.map(|a| {
+            let who = Identity {
+                request_id: request_id.to_owned(),
+                key_id: Some(key.id.clone()),
+                user: key.user.clone(),
+                team: key.team.clone(),
+                session_id: None,
+            };
+            (a.clone(), who)
+        });
+        self
+    }
+
     /// Settles in the background (the response is already on its way), retrying briefly;
     /// a settlement that still fails is logged with its amount and counted, never dropped
     /// silently. Crossed soft thresholds are logged and counted.
@@ -180,6 +204,16 @@ impl Admitted {
                     limit_micro_usd = b.limit_micro_usd,
                     "budget threshold crossed"
                 );
+                if let Some((audit, who)) = &self.audit {
+                    audit.budget_threshold(BudgetThreshold {
+                        identity: who.clone(),
+                        budget: b.id.clone(),
+                        scope: format!("{} '{}'", scope_kind_name(b.scope.kind), b.scope.name),
+                        threshold_percent: t,
+                        spent_micro_usd: *spent,
+                        limit_micro_usd: b.limit_micro_usd,
+                    });
+                }
             }
         }
     }

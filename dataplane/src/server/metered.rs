@@ -121,6 +121,9 @@ impl Body for MeteredBody {
                 if let Some(data) = frame.data_ref() {
                     this.first_byte.get_or_insert_with(Instant::now);
                     this.tap.feed(data);
+                    if let Some(c) = this.completion.as_mut() {
+                        c.observe(data);
+                    }
                 }
                 let deadline = tokio::time::Instant::now() + this.idle_limit;
                 this.idle.as_mut().reset(deadline);

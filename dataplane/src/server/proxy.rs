@@ -17,6 +17,7 @@ use super::accounting::Completion;
 use super::admission::{Ledgers, admit};
 use super::metered::{MeteredBody, Tap};
 use crate::anthropic::{error::denial_body, request};
+use crate::audit::{self, Audit};
 use crate::auth::authenticate;
 use crate::denial::Denial;
 use crate::ledger::Settlement;
@@ -25,8 +26,26 @@ use crate::metrics::{Metrics, RequestLabels};
 use crate::policy::{KeyEntry, PolicyStore, Snapshot, Target};
 use crate::upstream::{HttpClient, build_request, response_headers};
 
-/// The body of every proxy response: a small gateway answer, or a metered upstream body.
-pub type ProxyBody = Either<Full<Bytes>, MeteredBody>;
+/// The body of every proxy response: a small gateway answer, or a stream (a metered upstream
+/// body, possibly tool-policy-guarded, or an MCP listen stream).
+pub type ProxyBody = Either<Full<Bytes>, BoxedBody>;
+
+/// A boxed streaming response body.
+pub type BoxedBody = http_body_util::combinators::UnsyncBoxBody<Bytes, StreamError>;
+
+/// Why a streamed response body ended early (a concrete type: `Either` boxes it again).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct StreamError(pub Box<dyn std::error::Error + Send + Sync>);
+
+/// Boxes a streaming body.
+pub fn boxed<B>(body: B) -> BoxedBody
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    body.map_err(|e| StreamError(e.into())).boxed_unsync()
+}
 
 /// Default request body limit: Anthropic's own (32 MB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -40,6 +59,8 @@ pub struct Gateway {
     max_body_bytes: usize,
     id_prefix: u64,
     next_id: AtomicU64,
+    mcp: crate::mcp::McpGateway,
+    audit: Option<Audit>,
 }
 
 /// What a request asks for.
@@ -50,6 +71,7 @@ enum Endpoint {
     CountTokens,
     Models,
     Model(String),
+    Mcp,
     NotFound,
 }
 
@@ -65,6 +87,7 @@ fn classify(method: &Method, path: &str) -> Endpoint {
         (&Method::POST, "/v1/messages") => Endpoint::Messages,
         (&Method::POST, "/v1/messages/count_tokens") => Endpoint::CountTokens,
         (&Method::GET, "/v1/models") => Endpoint::Models,
+        (_, "/mcp") => Endpoint::Mcp,
         (&Method::GET, p) => match p.strip_prefix("/v1/models/") {
             Some(id) if !id.is_empty() && !id.contains('/') => Endpoint::Model(id.to_owned()),
             _ => Endpoint::NotFound,
@@ -77,6 +100,7 @@ fn classify(method: &Method, path: &str) -> Endpoint {
 #[derive(Default)]
 struct Seen {
     key: Option<Arc<KeyEntry>>,
+    session_id: Option<String>,
 }
 
 impl Gateway {
@@ -93,6 +117,7 @@ impl Gateway {
             .build_hasher()
             .finish();
         Self {
+            mcp: crate::mcp::McpGateway::new(store.clone(), client.clone(), metrics.clone()),
             store,
             client,
             metrics,
@@ -100,7 +125,14 @@ impl Gateway {
             max_body_bytes,
             id_prefix,
             next_id: AtomicU64::new(0),
+            audit: None,
         }
+    }
+
+    /// Records every exchange, denial and budget threshold in `audit` (when auditing).
+    pub fn with_audit(mut self, audit: Option<Audit>) -> Self {
+        self.audit = audit;
+        self
     }
 
     fn request_id(&self) -> String {
@@ -131,7 +163,10 @@ impl Gateway {
             span.record("session_id", s);
         }
         let _in_flight = InFlight::new(&self.metrics);
-        let mut seen = Seen::default();
+        let mut seen = Seen {
+            session_id: audit::session_id(req.headers()),
+            ..Seen::default()
+        };
         let result = self
             .route(req, endpoint, &request_id, &mut seen, &span)
             .instrument(span.clone())
@@ -155,6 +190,14 @@ impl Gateway {
         };
         self.metrics.denial(denial.reason(), key_id, team);
         tracing::warn!(parent: span, reason = denial.reason(), status = denial.status(), detail = %denial.message(), "request denied");
+        if let Some(a) = &self.audit {
+            a.denial(
+                denial,
+                request_id,
+                seen.key.as_deref(),
+                seen.session_id.as_deref(),
+            );
+        }
         let status = StatusCode::from_u16(denial.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = Response::new(Either::Left(Full::new(denial_body(denial, request_id))));
         *resp.status_mut() = status;
@@ -186,6 +229,9 @@ impl Gateway {
         seen: &mut Seen,
         span: &tracing::Span,
     ) -> Result<Response<ProxyBody>, Denial> {
+        if endpoint == Endpoint::Mcp {
+            return Ok(self.mcp.handle(req, span).await);
+        }
         let path = req.uri().path().to_owned();
         let snapshot = self.store.snapshot().ok_or(Denial::NoPolicy)?;
         if endpoint == Endpoint::NotFound {
@@ -211,7 +257,7 @@ impl Gateway {
                 self.forward(req, snapshot, key, request_id, accounted, span)
                     .await
             }
-            Endpoint::Probe | Endpoint::NotFound => Err(Denial::NotFound { path }),
+            Endpoint::Probe | Endpoint::Mcp | Endpoint::NotFound => Err(Denial::NotFound { path }),
         }
     }
 
@@ -226,6 +272,7 @@ impl Gateway {
     ) -> Result<Response<ProxyBody>, Denial> {
         let (parts, body) = req.into_parts();
         let body = read_body(body, self.max_body_bytes).await?;
+        let (body, tool_guard) = crate::anthropic::tools::filter_request(&key, body)?;
         let info = request::inspect(&body).map_err(|detail| Denial::InvalidRequest { detail })?;
         span.record("model", info.model.as_str());
         if !key.may_use(&info.model) {
@@ -259,6 +306,7 @@ impl Gateway {
                 span,
             )
             .await?
+            .map(|a| a.with_audit(self.audit.as_ref(), request_id, &key))
         } else {
             None
         };
@@ -273,6 +321,9 @@ impl Gateway {
         let mut last = Denial::UnknownModel {
             model: info.model.clone(),
         };
+        let mut exchange = (self.audit.as_ref())
+            .filter(|_| accounted)
+            .map(|a| a.exchange(&snapshot, &key, request_id, &parts.headers, &body));
         for (i, target) in targets.iter().enumerate() {
             let has_fallback = i + 1 < targets.len();
             let upstream_model = target.model.clone().unwrap_or_else(|| info.model.clone());
@@ -306,9 +357,14 @@ impl Gateway {
                         sent,
                         span: span.clone(),
                         admitted: admitted.take(),
+                        audit: exchange.take(),
                     };
                     let idle = Duration::from_millis(target.provider.timeouts.stream_idle_ms);
-                    return Ok(respond(resp, completion, accounted, idle, request_id));
+                    let resp = respond(resp, completion, accounted, idle, request_id);
+                    return Ok(match tool_guard {
+                        Some(guard) if accounted => guard.guard(resp).await,
+                        _ => resp,
+                    });
                 }
                 Err(denial) => {
                     tracing::warn!(provider = %target.provider.id, reason = denial.reason(), "upstream attempt failed");
@@ -379,7 +435,9 @@ fn respond(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let tap = Tap::for_content_type(content_type, accounted && parts.status.is_success());
-    let mut out = Response::new(Either::Right(MeteredBody::new(body, tap, idle, completion)));
+    let mut out = Response::new(Either::Right(boxed(MeteredBody::new(
+        body, tap, idle, completion,
+    ))));
     *out.status_mut() = parts.status;
     *out.headers_mut() = response_headers(&parts.headers);
     if let Ok(v) = HeaderValue::from_str(request_id) {
@@ -466,6 +524,9 @@ mod tests {
             Endpoint::Model("claude-opus-4-8".into())
         );
         assert_eq!(classify(&Method::HEAD, "/"), Endpoint::Probe);
+        assert_eq!(classify(&post, "/mcp"), Endpoint::Mcp);
+        assert_eq!(classify(&Method::GET, "/anthropic/mcp"), Endpoint::Mcp);
+        assert_eq!(classify(&Method::DELETE, "/mcp/"), Endpoint::Mcp);
         assert_eq!(classify(&Method::HEAD, "/anthropic"), Endpoint::Probe);
         assert_eq!(classify(&Method::HEAD, "/anthropic/api/hello"), Endpoint::Probe);
         assert_eq!(classify(&Method::GET, "/v1/messages"), Endpoint::NotFound);

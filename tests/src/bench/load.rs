@@ -10,6 +10,10 @@
 //!   the cell's grace period ends are reported as not sent.
 //! * Closed loop ([`closed_loop`]): every worker sends its next request as soon as the
 //!   previous response ended; latency is measured from the actual send.
+//!
+//! Connections are hyper's low-level `client::conn::http1` handles rather than hyper-util's
+//! pooled legacy `Client`: that pool opens an extra connection whenever a checkout races a
+//! connect, so the bound on connections would only be approximate.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -157,6 +161,8 @@ pub struct Outcome {
     pub first_error: Option<String>,
     /// Open loop: scheduled sends never issued before the cell's grace period ended.
     pub not_sent: u64,
+    /// Open loop: how late each request was sent after its scheduled time, in microseconds.
+    pub send_lag_us: Vec<u32>,
     /// Response body bytes read.
     pub body_bytes: u64,
     /// From the (scheduled) start to the last completion.
@@ -182,6 +188,7 @@ impl Outcome {
 
     fn merge(&mut self, other: Outcome) {
         self.latencies_us.extend(other.latencies_us);
+        self.send_lag_us.extend(other.send_lag_us);
         self.errors += other.errors;
         if self.first_error.is_none() {
             self.first_error = other.first_error;
@@ -189,6 +196,13 @@ impl Outcome {
         self.not_sent += other.not_sent;
         self.body_bytes += other.body_bytes;
         self.elapsed = self.elapsed.max(other.elapsed);
+    }
+
+    /// Adds a later run of the same cell: everything summed, elapsed times included.
+    pub fn absorb(&mut self, other: Outcome) {
+        let elapsed = self.elapsed + other.elapsed;
+        self.merge(other);
+        self.elapsed = elapsed;
     }
 
     /// Successful requests.
@@ -205,17 +219,28 @@ impl Outcome {
     /// Sorts the latencies (before [`Outcome::percentile_ms`]).
     pub fn sort(&mut self) {
         self.latencies_us.sort_unstable();
+        self.send_lag_us.sort_unstable();
+    }
+
+    /// The `q` quantile of the sorted send lags, in milliseconds (open loop only).
+    pub fn send_lag_ms(&self, q: f64) -> Option<f64> {
+        quantile(&self.send_lag_us, q)
     }
 
     /// The `q` quantile (0..=1) of the sorted latencies, in milliseconds.
     pub fn percentile_ms(&self, q: f64) -> Option<f64> {
-        let n = self.latencies_us.len();
-        if n == 0 {
-            return None;
-        }
-        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        Some(f64::from(self.latencies_us[rank - 1]) / 1000.0)
+        quantile(&self.latencies_us, q)
     }
+}
+
+/// The `q` quantile (0..=1) of sorted microseconds, in milliseconds.
+fn quantile(sorted_us: &[u32], q: f64) -> Option<f64> {
+    let n = sorted_us.len();
+    if n == 0 {
+        return None;
+    }
+    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+    Some(f64::from(sorted_us[rank - 1]) / 1000.0)
 }
 
 /// Sends `rate` requests per second for `duration` on a fixed schedule over at most
@@ -280,6 +305,9 @@ pub async fn open_loop(
                     break;
                 }
                 let scheduled = slot_time(next_slot.fetch_add(1, Ordering::Relaxed));
+                let lag = Instant::now().saturating_duration_since(scheduled);
+                out.send_lag_us
+                    .push(u32::try_from(lag.as_micros()).unwrap_or(u32::MAX));
                 match tokio::time::timeout_at(hard_end, conn.send(&spec)).await {
                     Ok(result) => {
                         last = Instant::now();

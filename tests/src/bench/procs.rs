@@ -38,7 +38,9 @@ impl Fake {
         let stdout = child.stdout.take().context("fake-anthropic stdout")?;
         let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
-        stdout.read_line(&mut line).context("reading fake-anthropic stdout")?;
+        stdout
+            .read_line(&mut line)
+            .context("reading fake-anthropic stdout")?;
         let addr = line
             .trim()
             .strip_prefix("listening on ")
@@ -86,8 +88,6 @@ pub struct Haproxy {
     pub addr: SocketAddr,
     /// First line of `haproxy -v`.
     pub version: String,
-    /// The configuration it runs with.
-    pub config: String,
     _dir: tempfile::TempDir,
 }
 
@@ -99,7 +99,7 @@ impl Haproxy {
         let config = format!(
             "global\n\
              \x20   nbthread {threads}\n\
-             \x20   maxconn 10000\n\
+             \x20   maxconn 4096\n\
              defaults\n\
              \x20   mode http\n\
              \x20   option http-keep-alive\n\
@@ -132,7 +132,6 @@ impl Haproxy {
             child,
             addr,
             version,
-            config,
             _dir: dir,
         };
         let deadline = Instant::now() + START_TIMEOUT;
@@ -175,7 +174,7 @@ pub struct Tollgate {
     /// `tollgate-proxy --version`.
     pub version: String,
     log_path: PathBuf,
-    _dir: tempfile::TempDir,
+    _dirs: [tempfile::TempDir; 2],
 }
 
 /// Environment variable the bench policy reads the provider credential from.
@@ -210,7 +209,10 @@ impl Tollgate {
                  \x20 - {{match: \"claude-*\", targets: [{{provider: fake}}]}}\n"
             ),
         )?;
-        let log_path = dir.path().join("tollgate-proxy.log");
+        // Not next to the policy: tollgate-proxy watches the policy's directory and reloads on any
+        // event there, which every log line would trigger.
+        let log_dir = tempfile::tempdir()?;
+        let log_path = log_dir.path().join("tollgate-proxy.log");
         let log = std::fs::File::create(&log_path)?;
         let workers = workers.to_string();
         let child = Command::new(bin)
@@ -236,7 +238,7 @@ impl Tollgate {
             admin: unset,
             version,
             log_path,
-            _dir: dir,
+            _dirs: [dir, log_dir],
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -332,6 +334,38 @@ pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
         let rest = line.strip_prefix(field)?.strip_prefix(':')?;
         rest.trim().trim_end_matches("kB").trim().parse().ok()
     })
+}
+
+/// User plus system CPU time of a process (all its threads), in clock ticks of 10 ms
+/// (`USER_HZ` is 100 on Linux).
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesized command name start at field 3 (`state`); utime and stime
+    // are fields 14 and 15.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Machine-wide busy time from `/proc/stat`, in 10 ms ticks: (user + nice + system, steal).
+/// Interrupt time is left out: loopback traffic of the bench itself is processed there.
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    Some((at(0) + at(1) + at(2), at(7)))
+}
+
+/// The 1-minute load average.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Samples `VmRSS` of a process on a background thread and keeps the maximum.

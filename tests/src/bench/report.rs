@@ -77,6 +77,14 @@ pub struct Cell {
     pub path: Path,
     /// What was observed (latencies sorted).
     pub outcome: Outcome,
+    /// CPU time of the proxy (none for `direct`) per request, in microseconds.
+    pub proxy_cpu_us: Option<f64>,
+    /// CPU time of the fake upstream per request, in microseconds.
+    pub fake_cpu_us: Option<f64>,
+    /// CPU used by the bench, the fake and the proxies, in % of one CPU.
+    pub ours_pct: Option<f64>,
+    /// CPU used meanwhile by other processes of the machine (plus steal), in % of one CPU.
+    pub noise_pct: Option<f64>,
 }
 
 impl Cell {
@@ -117,6 +125,14 @@ fn ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.3}"))
 }
 
+fn us(v: Option<f64>) -> String {
+    v.map_or_else(String::new, |v| format!("{v:.0} us"))
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or_else(String::new, |v| format!("{v:.0}%"))
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok { "PASS" } else { "FAIL" }
 }
@@ -126,7 +142,7 @@ pub fn table(cells: &[Cell]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<5} {:<8} {:<9} {:>8} {:>8} {:>8} {:>9} {:>6} {:>6} {:>8} {:>8} {:>12} {:>12}",
+        "{:<5} {:<8} {:<9} {:>10} {:>8} {:>8} {:>9} {:>6} {:>6} {:>8} {:>8} {:>12} {:>12} {:>9} {:>9} {:>5} {:>5}",
         "mode",
         "load",
         "path",
@@ -139,7 +155,11 @@ pub fn table(cells: &[Cell]) -> String {
         "+p50 ms",
         "+p99 ms",
         "tg/hap p50",
-        "tg/hap p99"
+        "tg/hap p99",
+        "proxy cpu",
+        "fake cpu",
+        "ours",
+        "noise"
     );
     let mut errors = String::new();
     let mut previous: Option<(Mode, Load)> = None;
@@ -177,7 +197,7 @@ pub fn table(cells: &[Cell]) -> String {
         }
         let _ = writeln!(
             out,
-            "{:<5} {:<8} {:<9} {:>8} {:>8} {:>8} {:>9} {:>6} {:>6} {:>8} {:>8} {:>12} {:>12}",
+            "{:<5} {:<8} {:<9} {:>10} {:>8} {:>8} {:>9} {:>6} {:>6} {:>8} {:>8} {:>12} {:>12} {:>9} {:>9} {:>5} {:>5}",
             c.mode.name(),
             c.load.name(),
             c.path.name(),
@@ -190,7 +210,11 @@ pub fn table(cells: &[Cell]) -> String {
             add50,
             add99,
             r50,
-            r99
+            r99,
+            us(c.proxy_cpu_us),
+            us(c.fake_cpu_us),
+            pct(c.ours_pct),
+            pct(c.noise_pct)
         );
         if let Some(e) = &c.outcome.first_error {
             let _ = writeln!(

@@ -63,6 +63,11 @@ pub const DEFAULT_REPLY: &str = "Hello from fake-anthropic.";
 /// with a Bash `tool_use` block running `echo TOOL_OK`.
 pub const TOOL_TRIGGER: &str = "run echo TOOL_OK";
 
+/// Marker that, anywhere in the last user prompt, makes the fake answer with a `tool_use` block
+/// calling the named tool, declared or not: `[[tool_use:NAME]]` (input `{}`) or
+/// `[[tool_use:NAME:{"json":"input"}]]`.
+pub const TOOL_USE_MARKER: &str = "[[tool_use:";
+
 /// `output_tokens` reported for the Bash `tool_use` reply.
 pub const TOOL_USE_OUTPUT_TOKENS: u64 = 24;
 
@@ -597,7 +602,7 @@ async fn messages(shared: &Shared, parts: &Parts, body: &Bytes, request_id: &str
     let output = reply::output_tokens(&reply);
     let tokens = Tokens::new(body.len(), scenario == Some(Scenario::Cache), output);
     let message_id = shared.id("msg_");
-    let tool_use_id = if reply == Reply::BashToolUse {
+    let tool_use_id = if matches!(reply, Reply::BashToolUse | Reply::ToolUse { .. }) {
         shared.id("toolu_")
     } else {
         String::new()

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::{DEFAULT_REPLY, Scenario, TOOL_TRIGGER, TOOL_USE_OUTPUT_TOKENS};
+use super::{DEFAULT_REPLY, Scenario, TOOL_TRIGGER, TOOL_USE_MARKER, TOOL_USE_OUTPUT_TOKENS};
 
 /// A request-validation failure: becomes a 400 `invalid_request_error`.
 #[derive(Debug)]
@@ -33,6 +33,13 @@ pub(crate) enum Reply {
     Text(Cow<'static, str>),
     /// One `tool_use` block calling Bash with `echo TOOL_OK`.
     BashToolUse,
+    /// One `tool_use` block calling a named tool (the `[[tool_use:...]]` marker).
+    ToolUse {
+        /// Tool name.
+        name: String,
+        /// Tool input.
+        input: Value,
+    },
 }
 
 #[derive(Deserialize)]
@@ -127,6 +134,8 @@ pub(crate) fn parse_messages_request(body: &[u8], need_max_tokens: bool) -> Resu
 
     let reply = if let Some(result) = &view.tool_result {
         Reply::Text(Cow::Owned(format!("Tool said: {}", result.trim())))
+    } else if let Some((name, input)) = view.prompt().and_then(tool_use_marker) {
+        Reply::ToolUse { name, input }
     } else if view.prompt().is_some_and(|p| p.contains(TOOL_TRIGGER)) && top.tools.is_some_and(declares_bash)
     {
         Reply::BashToolUse
@@ -140,6 +149,17 @@ pub(crate) fn parse_messages_request(body: &[u8], need_max_tokens: bool) -> Resu
         reply,
         marker: view.marker(),
     })
+}
+
+/// Parses `[[tool_use:NAME]]` or `[[tool_use:NAME:{json}]]`.
+fn tool_use_marker(prompt: &str) -> Option<(String, Value)> {
+    let rest = &prompt[prompt.find(TOOL_USE_MARKER)? + TOOL_USE_MARKER.len()..];
+    let inner = &rest[..rest.find("]]")?];
+    let (name, input) = match inner.split_once(':') {
+        Some((n, json)) => (n, serde_json::from_str(json).ok()?),
+        None => (inner, json!({})),
+    };
+    (!name.is_empty()).then(|| (name.to_owned(), input))
 }
 
 fn declares_bash(tools: &RawValue) -> bool {
@@ -291,7 +311,7 @@ impl Tokens {
 pub(crate) fn output_tokens(reply: &Reply) -> u64 {
     match reply {
         Reply::Text(t) => t.split_whitespace().count() as u64,
-        Reply::BashToolUse => TOOL_USE_OUTPUT_TOKENS,
+        Reply::BashToolUse | Reply::ToolUse { .. } => TOOL_USE_OUTPUT_TOKENS,
     }
 }
 
@@ -303,7 +323,7 @@ pub(crate) fn bash_input() -> Value {
 fn stop_reason(reply: &Reply) -> &'static str {
     match reply {
         Reply::Text(_) => "end_turn",
-        Reply::BashToolUse => "tool_use",
+        Reply::BashToolUse | Reply::ToolUse { .. } => "tool_use",
     }
 }
 
@@ -322,6 +342,12 @@ pub(crate) fn message_json(model: &str, reply: &Reply, tokens: &Tokens, ids: &Id
             "id": ids.tool_use_id,
             "name": "Bash",
             "input": bash_input(),
+        }]),
+        Reply::ToolUse { name, input } => json!([{
+            "type": "tool_use",
+            "id": ids.tool_use_id,
+            "name": name,
+            "input": input,
         }]),
     };
     json!({
@@ -402,7 +428,13 @@ pub(crate) fn sse_events(
             json!({"type": "content_block_start", "index": 0,
                    "content_block": {"type": "tool_use", "id": ids.tool_use_id,
                                      "name": "Bash", "input": {}}}),
-            tool_input_deltas(),
+            tool_input_deltas(&bash_input()),
+        ),
+        Reply::ToolUse { name, input } => (
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "tool_use", "id": ids.tool_use_id,
+                                     "name": name, "input": {}}}),
+            tool_input_deltas(input),
         ),
     };
 
@@ -481,8 +513,8 @@ fn text_deltas(text: &str, words_per_delta: usize) -> Vec<Bytes> {
 
 /// `input_json_delta` events: an empty first chunk (as the real API sends), then the input JSON
 /// in 9-byte pieces, which split string values in the middle.
-fn tool_input_deltas() -> Vec<Bytes> {
-    let input = bash_input().to_string();
+fn tool_input_deltas(input: &Value) -> Vec<Bytes> {
+    let input = input.to_string();
     let mut pieces = vec![""];
     let mut rest = input.as_str();
     while !rest.is_empty() {
@@ -602,5 +634,29 @@ mod tests {
         assert_eq!(find_marker("[[scenario:nope]]"), Some(Err("nope".to_owned())));
         assert_eq!(find_marker("[[scenario:cache"), None);
         assert_eq!(find_marker("plain"), None);
+    }
+
+    #[test]
+    fn tool_use_markers() {
+        assert_eq!(
+            tool_use_marker(r#"go [[tool_use:mcp__gw__a__b:{"text":"x"}]] now"#),
+            Some(("mcp__gw__a__b".to_owned(), json!({"text": "x"})))
+        );
+        assert_eq!(
+            tool_use_marker("[[tool_use:Bash]]"),
+            Some(("Bash".to_owned(), json!({})))
+        );
+        assert_eq!(tool_use_marker("[[tool_use:Bash:{bad]]"), None);
+        assert_eq!(tool_use_marker("[[tool_use:]]"), None);
+        assert_eq!(tool_use_marker("[[tool_use:Bash"), None);
+        let body = br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"[[tool_use:Read:{\"path\":\"/a\"}]]"}]}"#;
+        let req = parse_messages_request(body, true).unwrap();
+        assert_eq!(
+            req.reply,
+            Reply::ToolUse {
+                name: "Read".into(),
+                input: json!({"path": "/a"})
+            }
+        );
     }
 }
