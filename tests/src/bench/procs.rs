@@ -184,13 +184,16 @@ impl Tollgate {
     /// Writes a policy with one virtual key, one `anthropic` provider pointing at `upstream`
     /// (credential from an environment variable) and a `claude-*` passthrough route, then starts
     /// `bin --policy FILE --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --workers N` and waits
-    /// for its `tollgate-proxy listening` log line.
+    /// for its `tollgate-proxy listening` log line. `log_level` overrides the default (`info`)
+    /// through `TOLLGATE_LOG` (except for the binary's own startup lines). It runs in a temporary directory, where files it creates by default
+    /// (such as its ledger journal) end up.
     pub fn start(
         bin: &Path,
         upstream: SocketAddr,
         provider_key: &str,
         virtual_key: &str,
         workers: usize,
+        log_level: Option<&str>,
     ) -> anyhow::Result<Tollgate> {
         let version = command_first_line(bin, &["--version"]).unwrap_or_else(|| "tollgate-proxy".into());
         let hash = hash_key(bin, virtual_key)?;
@@ -215,7 +218,8 @@ impl Tollgate {
         let log_path = log_dir.path().join("tollgate-proxy.log");
         let log = std::fs::File::create(&log_path)?;
         let workers = workers.to_string();
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        cmd.current_dir(log_dir.path())
             .arg("--policy")
             .arg(&policy)
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
@@ -228,7 +232,12 @@ impl Tollgate {
             .env(CREDENTIAL_ENV, provider_key)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(log);
+        if let Some(level) = log_level {
+            // The binary's own target stays at info: its `listening` line carries the address.
+            cmd.env("TOLLGATE_LOG", format!("{level},tollgate_proxy=info"));
+        }
+        let child = cmd
             .spawn()
             .with_context(|| format!("spawning {}", bin.display()))?;
         let unset: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));

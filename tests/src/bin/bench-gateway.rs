@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! bench-gateway [--seconds N] [--rounds N] [--warmup S] [--quick] [--rates R1,R2] [--connections N]
-//!               [--concurrency N] [--tollgate-workers N] [--haproxy-threads N]
+//!               [--concurrency N] [--tollgate-workers N] [--haproxy-threads N] [--tollgate-log LEVEL]
 //!               [--paths direct,haproxy,tollgate] [--modes json,sse]
 //! ```
 //!
@@ -74,6 +74,7 @@ usage: bench-gateway [options]
   --concurrency N        connections of the closed-loop (max throughput) cells (default 32)
   --tollgate-workers N   tollgate-proxy --workers (default 1)
   --haproxy-threads N    HAProxy nbthread (default 1)
+  --tollgate-log LEVEL   TOLLGATE_LOG for tollgate-proxy (default: unset, i.e. info as in production)
   --paths P1,P2,...      only these of direct,haproxy,tollgate (default all)
   --modes M1,M2          only these of json,sse (default both)
 
@@ -89,6 +90,7 @@ struct Options {
     connections: usize,
     concurrency: usize,
     tollgate_workers: usize,
+    tollgate_log: Option<String>,
     haproxy_threads: usize,
     rounds: usize,
     paths: Vec<Path>,
@@ -105,6 +107,7 @@ impl Default for Options {
             connections: 64,
             concurrency: 32,
             tollgate_workers: 1,
+            tollgate_log: None,
             haproxy_threads: 1,
             rounds: 5,
             paths: Path::ALL.to_vec(),
@@ -150,6 +153,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String>
             "--concurrency" => o.concurrency = num(&flag, &value()?)?,
             "--tollgate-workers" => o.tollgate_workers = num(&flag, &value()?)?,
             "--haproxy-threads" => o.haproxy_threads = num(&flag, &value()?)?,
+            "--tollgate-log" => o.tollgate_log = Some(value()?),
             "--rounds" => o.rounds = num(&flag, &value()?)?,
             "--paths" => {
                 o.paths = value()?
@@ -410,6 +414,7 @@ async fn run(o: Options, haproxy_bin: &FsPath) -> anyhow::Result<()> {
         PROVIDER_KEY,
         VIRTUAL_KEY,
         o.tollgate_workers,
+        o.tollgate_log.as_deref(),
     )?;
     let mut specs = Vec::new();
     for path in Path::ALL {
@@ -660,7 +665,7 @@ fn header(
          haproxy:   {haproxy}\n\
          \x20          mode http, plain reverse proxy, http-reuse always, nbthread {threads}, no logging\n\
          tollgate:  {tollgate}; --workers {workers}, 1 key, 1 anthropic provider, route claude-* passthrough,\n\
-         \x20          default info JSON logging to a file (one line per request)\n\
+         \x20          {logging}\n\
          body:      {FIXTURE} ({body_len} B), as JSON (\"stream\": false)\n\
          \x20          and SSE (\"stream\": true, whole stream read); POST /v1/messages?beta=true with\n\
          \x20          Claude Code's headers\n\
@@ -684,6 +689,13 @@ fn header(
         threads = o.haproxy_threads,
         tollgate = rig.tollgate.version,
         workers = o.tollgate_workers,
+        logging = match &o.tollgate_log {
+            None => format!(
+                "default info JSON logging (one line per request) to a file in {}",
+                std::env::temp_dir().display()
+            ),
+            Some(level) => format!("TOLLGATE_LOG={level} (NOT the production default), to a file"),
+        },
         rates = rates.join(" and "),
         conns = o.connections,
         conc = o.concurrency,
