@@ -37,3 +37,4 @@ bench:
 	cargo build --release -p tollgate-dataplane -p tollgate-tests
 	target/release/bench-gateway
 	target/release/bench-ledger
+	target/release/bench-audit
