@@ -185,8 +185,8 @@ impl Tollgate {
     /// (credential from an environment variable) and a `claude-*` passthrough route, then starts
     /// `bin --policy FILE --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --workers N` and waits
     /// for its `tollgate-proxy listening` log line. `log_level` overrides the default (`info`)
-    /// through `TOLLGATE_LOG` (except for the binary's own startup lines). It runs in a temporary directory, where files it creates by default
-    /// (such as its ledger journal) end up.
+    /// through `TOLLGATE_LOG` (except for the binary's own startup lines). It runs in a temporary
+    /// directory, where files it creates by default (such as its ledger journal) end up.
     pub fn start(
         bin: &Path,
         upstream: SocketAddr,
