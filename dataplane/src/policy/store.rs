@@ -199,8 +199,10 @@ impl PolicyStore {
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| PathBuf::from("."))
         };
+        // Reading the policy raises access events in the watched directory; reacting to them
+        // would make every reload trigger the next one.
         let handler = move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
+            if res.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
                 let _ = tx.send(());
             }
         };
