@@ -10,10 +10,12 @@
 pub mod compile;
 pub mod crd;
 pub mod error;
+pub mod inject;
 pub mod metrics;
 pub mod reconcile;
 pub mod secrets;
 pub mod spend;
+pub mod webhook;
 
 pub use error::Error;
 pub mod server;

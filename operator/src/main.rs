@@ -10,10 +10,12 @@ use clap::Parser;
 use kube_lease_manager::LeaseManagerBuilder;
 use signals::shutdown_signal;
 use tollgate_operator::compile::{Settings, ShardLimits};
+use tollgate_operator::inject::{InjectionConfig, Injector};
 use tollgate_operator::metrics::Metrics;
 use tollgate_operator::reconcile::{Config, Reconciler};
 use tollgate_operator::server::{self, Health};
 use tollgate_operator::spend::{HttpSpendSource, SpendSource};
+use tollgate_operator::webhook::{self, CertSource, SelfManaged, Webhook, tls::SwappableCert};
 use tracing::{error, info, warn};
 
 /// Compiles VirtualKey, Team, Budget, ModelProvider, ModelRoute, McpServer and AuditSink
@@ -60,6 +62,44 @@ struct Args {
     /// Log format: json or text.
     #[arg(long, default_value = "json")]
     log_format: String,
+    /// Address of the sidecar injection webhook (HTTPS); unset: no webhook.
+    #[arg(long, env = "TOLLGATE_WEBHOOK_LISTEN")]
+    webhook_listen: Option<String>,
+    /// Where the webhook certificate comes from: `self-managed` (a CA and certificate the
+    /// operator keeps in --webhook-secret, with caBundle patched) or `files` (tls.crt and
+    /// tls.key in --webhook-cert-dir, e.g. from cert-manager).
+    #[arg(long, default_value = "self-managed", value_parser = ["self-managed", "files"])]
+    webhook_certs: String,
+    /// Directory with tls.crt and tls.key (files mode).
+    #[arg(long, default_value = "/var/run/tollgate/webhook-tls")]
+    webhook_cert_dir: std::path::PathBuf,
+    /// Secret (in the policy namespace) holding the self-managed CA and certificate.
+    #[arg(long, default_value = "tollgate-webhook-tls")]
+    webhook_secret: String,
+    /// MutatingWebhookConfiguration whose caBundle the operator keeps current (self-managed).
+    #[arg(long, default_value = "tollgate-sidecar-injector")]
+    webhook_configuration: String,
+    /// The webhook Service, in the policy namespace (its DNS names go into the certificate).
+    #[arg(long, default_value = "tollgate-webhook")]
+    webhook_service: String,
+    /// The sidecar injection settings (YAML; the Helm chart renders it).
+    #[arg(long, default_value = "/etc/tollgate/injection/config.yaml")]
+    injection_config: std::path::PathBuf,
+    /// Namespace label that enables injection (`enabled` or `opt-in`); the operator mirrors
+    /// the policy ConfigMaps and the credentials Secret into those namespaces. Empty: none.
+    #[arg(long, default_value = "tollgate.dev/inject")]
+    inject_namespace_label: String,
+    /// Name of the credentials Secret the operator assembles from the Secret keys the policy
+    /// references (in the policy namespace and every injection namespace).
+    #[arg(long, default_value = "tollgate-credentials")]
+    credentials_secret: String,
+    /// Extra `SECRET/KEY` of the policy namespace copied into the credentials Secret (e.g. the
+    /// Redis ledger URL); repeatable.
+    #[arg(long = "mirror-secret", value_delimiter = ',')]
+    mirror_secrets: Vec<String>,
+    /// Check an injection config file and exit (0: valid).
+    #[arg(long, value_name = "FILE")]
+    check_injection_config: Option<std::path::PathBuf>,
 }
 
 mod signals {
@@ -100,10 +140,76 @@ fn init_tracing(format: &str) {
     }
 }
 
+fn read_injection_config(path: &std::path::Path) -> anyhow::Result<InjectionConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    InjectionConfig::parse(&text).with_context(|| format!("in {}", path.display()))
+}
+
+/// Starts the webhook (TLS endpoint and certificate upkeep) when --webhook-listen is set.
+async fn start_webhook(
+    args: &Args,
+    client: &kube::Client,
+    metrics: &Arc<Metrics>,
+    stopped: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let Some(addr) = &args.webhook_listen else {
+        return Ok(Vec::new());
+    };
+    let injector = Injector {
+        config: read_injection_config(&args.injection_config)?,
+        policy_name: args.policy_name.clone(),
+        max_key_shards: args.max_key_shards,
+        credentials_secret: args.credentials_secret.clone(),
+        credentials_dir: args.credentials_dir.clone(),
+    };
+    let cert = Arc::new(SwappableCert::default());
+    let source = if args.webhook_certs == "files" {
+        CertSource::Files(args.webhook_cert_dir.clone())
+    } else {
+        CertSource::SelfManaged(SelfManaged {
+            namespace: args.policy_namespace.clone(),
+            secret: args.webhook_secret.clone(),
+            configuration: args.webhook_configuration.clone(),
+            service: args.webhook_service.clone(),
+            lifetimes: Default::default(),
+        })
+    };
+    let upkeep = tokio::spawn(webhook::certificates::run(
+        Some(client.clone()),
+        source,
+        cert.clone(),
+        metrics.clone(),
+        Duration::from_secs(600),
+        stopped(),
+    ));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the webhook on {addr}"))?;
+    let hook = Webhook {
+        injector: Arc::new(injector),
+        cert,
+        metrics: metrics.clone(),
+    };
+    Ok(vec![
+        upkeep,
+        tokio::spawn(webhook::serve(listener, hook, stopped())),
+    ])
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_tracing(&args.log_format);
+    if let Some(path) = &args.check_injection_config {
+        let config = read_injection_config(path)?;
+        println!(
+            "{}: valid (image {}, port {})",
+            path.display(),
+            config.image,
+            config.port
+        );
+        return Ok(());
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let client = kube::Client::try_default()
@@ -153,6 +259,11 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let http = tokio::spawn(server::serve(listener, health, stopped(stop_rx.clone())));
+    let webhook_rx = stop_rx.clone();
+    let webhook_tasks = start_webhook(&args, &client, &metrics, move || {
+        Box::pin(stopped(webhook_rx.clone()))
+    })
+    .await?;
     let signal = tokio::spawn(async move {
         shutdown_signal().await;
         info!("shutting down");
@@ -215,5 +326,8 @@ async fn main() -> anyhow::Result<()> {
     signal.abort();
     let _ = stop_tx.send(true);
     let _ = http.await;
+    for t in webhook_tasks {
+        let _ = t.await;
+    }
     result
 }

@@ -49,6 +49,13 @@ pub struct Metrics {
     pub spend_errors: Counter,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
+    /// Admission reviews answered by the injection webhook, by outcome
+    /// (injected, skipped, denied, invalid).
+    pub admissions: Family<ResultLabel, Counter>,
+    /// Webhook certificate renewals (self-managed mode) and reloads (files mode).
+    pub webhook_cert_changes: Counter,
+    /// Mirrored policy ConfigMaps and credentials Secrets written or deleted in app namespaces.
+    pub mirror_writes: Counter,
 }
 
 impl Default for Metrics {
@@ -74,6 +81,9 @@ impl Metrics {
             secrets_generated: Counter::default(),
             spend_errors: Counter::default(),
             leader: Gauge::default(),
+            admissions: Family::default(),
+            webhook_cert_changes: Counter::default(),
+            mirror_writes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -113,6 +123,21 @@ impl Metrics {
             m.config_map_writes.clone(),
         );
         registry.register("status_writes", "Status patches", m.status_writes.clone());
+        registry.register(
+            "admissions",
+            "Pod admission reviews answered by the injection webhook, by result",
+            m.admissions.clone(),
+        );
+        registry.register(
+            "webhook_cert_changes",
+            "Webhook serving certificate renewals and reloads",
+            m.webhook_cert_changes.clone(),
+        );
+        registry.register(
+            "mirror_writes",
+            "Policy objects written or deleted in injection-enabled namespaces",
+            m.mirror_writes.clone(),
+        );
         registry.register(
             "secrets_generated",
             "Virtual-key Secrets generated",

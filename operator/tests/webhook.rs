@@ -1,0 +1,414 @@
+//! The injection webhook end to end over TLS: a real AdmissionReview (as kube-apiserver sends
+//! it) posted over HTTPS to the rustls endpoint, the client trusting only the CA the operator
+//! generated; then the certificate swapped under a running server; then the self-managed
+//! certificate round's API calls (Secret created, caBundle patched) with tower-test.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use kube::client::Body;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{Value, json};
+use tollgate_operator::inject::{InjectionConfig, Injector};
+use tollgate_operator::metrics::Metrics;
+use tollgate_operator::webhook::certs::{self, Lifetimes, Plan, Stored};
+use tollgate_operator::webhook::tls::{SwappableCert, certified_key};
+use tollgate_operator::webhook::{SelfManaged, Webhook, certificates, serve};
+use tower_test::mock;
+
+fn issue(names: &[&str], base: &Stored) -> Stored {
+    let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+    let plan = if base.data.is_empty() {
+        Plan::NewCa
+    } else {
+        Plan::Reissue
+    };
+    certs::execute(plan, base, jiff::Timestamp::now(), &names, Lifetimes::default()).unwrap()
+}
+
+fn load(cert: &SwappableCert, s: &Stored) {
+    cert.store(
+        certified_key(
+            s.data[certs::TLS_CERT].as_bytes(),
+            s.data[certs::TLS_KEY].as_bytes(),
+        )
+        .unwrap(),
+    );
+}
+
+struct Running {
+    addr: std::net::SocketAddr,
+    cert: Arc<SwappableCert>,
+    metrics: Arc<Metrics>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start(stored: &Stored) -> Running {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cert = Arc::new(SwappableCert::default());
+    load(&cert, stored);
+    let metrics = Arc::new(Metrics::new());
+    let injector = Injector {
+        config: InjectionConfig::parse("image: ghcr.io/tollgate-dev/tollgate-proxy:0.1.0").unwrap(),
+        policy_name: "tollgate-policy".into(),
+        max_key_shards: 4,
+        credentials_secret: "tollgate-credentials".into(),
+        credentials_dir: "/var/run/tollgate/credentials".into(),
+    };
+    let hook = Webhook {
+        injector: Arc::new(injector),
+        cert: cert.clone(),
+        metrics: metrics.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, hook, async {
+        let _ = rx.await;
+    }));
+    Running {
+        addr,
+        cert,
+        metrics,
+        _stop: tx,
+    }
+}
+
+/// POSTs `body` over HTTPS, trusting only `ca_pem`; returns status and JSON body.
+async fn post(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(StatusCode, Value), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The name the API server uses: the Service's DNS name.
+    let name = ServerName::try_from("tollgate-webhook.tollgate-system.svc").unwrap();
+    let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post(path)
+        .header("content-type", "application/json")
+        .header("host", "tollgate-webhook.tollgate-system.svc")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+}
+
+/// An AdmissionReview shaped as kube-apiserver 1.33 sends it for `kubectl apply` of a pod.
+fn admission_review(uid: &str, pod: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "kind": "AdmissionReview",
+        "apiVersion": "admission.k8s.io/v1",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": "claude",
+            "namespace": "dev-tools",
+            "operation": "CREATE",
+            "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
+            "object": pod,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-client-side-apply"}
+        }
+    }))
+    .unwrap()
+}
+
+fn pod() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "claude", "namespace": "dev-tools",
+                     "annotations": {"tollgate.dev/virtual-key-secret": "tollgate-vk-alice"}},
+        "spec": {"containers": [{"name": "claude", "image": "node:20-slim", "command": ["sleep", "infinity"]}]}
+    })
+}
+
+#[tokio::test]
+async fn a_real_admission_review_over_tls_gets_the_sidecar_patch() {
+    let stored = issue(&["tollgate-webhook.tollgate-system.svc"], &Stored::default());
+    let server = start(&stored).await;
+    let ca = certs::ca_bundle(&stored);
+
+    let (status, review) = post(
+        server.addr,
+        &ca,
+        "/mutate/enabled",
+        admission_review("705ab4f5-6393-11e8-b7cc-42010a800002", pod()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(review["kind"], "AdmissionReview");
+    let response = &review["response"];
+    assert_eq!(response["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert_eq!(response["allowed"], true);
+    assert_eq!(response["patchType"], "JSONPatch");
+    let patch_bytes = base64::engine::general_purpose::STANDARD
+        .decode(response["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch_bytes).unwrap();
+    let mut patched = pod();
+    json_patch::patch(&mut patched, &patch).unwrap();
+    assert_eq!(patched["spec"]["initContainers"][0]["name"], "tollgate-proxy");
+    assert_eq!(patched["spec"]["initContainers"][0]["restartPolicy"], "Always");
+    let env = patched["spec"]["containers"][0]["env"].as_array().unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "ANTHROPIC_BASE_URL" && e["value"] == "http://127.0.0.1:8080/anthropic")
+    );
+    assert!(env.iter().any(|e| e["name"] == "ANTHROPIC_AUTH_TOKEN"
+        && e["valueFrom"]["secretKeyRef"]["name"] == "tollgate-vk-alice"));
+
+    // Opt-in path: the same pod without the opt-in annotation is admitted unchanged.
+    let (_, review) = post(server.addr, &ca, "/mutate/opt-in", admission_review("u2", pod()))
+        .await
+        .unwrap();
+    assert_eq!(review["response"]["allowed"], true);
+    assert!(review["response"].get("patch").is_none());
+
+    // A pod that cannot be governed is refused with a message kubectl shows.
+    let mut clash = pod();
+    clash["spec"]["containers"][0]["ports"] = json!([{"containerPort": 8080}]);
+    let (_, review) = post(server.addr, &ca, "/mutate/enabled", admission_review("u3", clash))
+        .await
+        .unwrap();
+    assert_eq!(review["response"]["allowed"], false);
+    assert_eq!(review["response"]["status"]["code"], 403);
+    assert!(
+        review["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tollgate.dev/proxy-port")
+    );
+
+    // Garbage and wrong paths get HTTP errors (the API server then applies failurePolicy).
+    let (status, _) = post(server.addr, &ca, "/mutate/enabled", b"{not json".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = post(server.addr, &ca, "/mutate/other", admission_review("u4", pod()))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = post(
+        server.addr,
+        &ca,
+        "/mutate/enabled",
+        serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview"}))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let metrics = server.metrics.encode();
+    for want in [
+        r#"tollgate_operator_admissions_total{result="injected"} 1"#,
+        r#"tollgate_operator_admissions_total{result="skipped"} 1"#,
+        r#"tollgate_operator_admissions_total{result="denied"} 1"#,
+        r#"tollgate_operator_admissions_total{result="invalid"} 2"#,
+    ] {
+        assert!(metrics.contains(want), "missing {want} in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn clients_refuse_an_untrusted_certificate_and_a_swapped_one_is_served_at_once() {
+    let stored = issue(&["tollgate-webhook.tollgate-system.svc"], &Stored::default());
+    let server = start(&stored).await;
+    let other_ca = issue(&["tollgate-webhook.tollgate-system.svc"], &Stored::default());
+    let err = post(
+        server.addr,
+        &certs::ca_bundle(&other_ca),
+        "/mutate/enabled",
+        admission_review("u", pod()),
+    )
+    .await
+    .expect_err("a client trusting another CA must fail the handshake");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    // A certificate for the wrong name is refused too.
+    let wrong_name = issue(&["elsewhere.example"], &stored);
+    load(&server.cert, &wrong_name);
+    assert!(
+        post(
+            server.addr,
+            &certs::ca_bundle(&stored),
+            "/mutate/enabled",
+            admission_review("u", pod())
+        )
+        .await
+        .is_err()
+    );
+
+    // Renewal (same CA, new certificate) is picked up by the next connection.
+    let renewed = issue(&["tollgate-webhook.tollgate-system.svc"], &stored);
+    assert_ne!(renewed.data[certs::TLS_CERT], stored.data[certs::TLS_CERT]);
+    load(&server.cert, &renewed);
+    let (status, _) = post(
+        server.addr,
+        &certs::ca_bundle(&stored),
+        "/mutate/enabled",
+        admission_review("u", pod()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+}
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+async fn next(
+    handle: &mut Handle,
+    method: Method,
+    uri: &str,
+    status: u16,
+    reply: Value,
+) -> (Option<String>, Value) {
+    let (req, send) = handle.next_request().await.expect("a request");
+    assert_eq!(req.method(), method, "{}", req.uri());
+    assert_eq!(req.uri().to_string(), uri);
+    let ct = req
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = req.into_body().collect_bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    send.send_response(
+        Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+            .unwrap(),
+    );
+    (ct, body)
+}
+
+#[tokio::test]
+async fn self_managed_mode_creates_the_secret_and_patches_the_ca_bundle() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    let cfg = SelfManaged {
+        namespace: "tollgate-system".into(),
+        secret: "tollgate-webhook-tls".into(),
+        configuration: "tollgate-sidecar-injector".into(),
+        service: "tollgate-webhook".into(),
+        lifetimes: Lifetimes::default(),
+    };
+    let cert = Arc::new(SwappableCert::default());
+    let c2 = cert.clone();
+    let round = tokio::spawn(async move {
+        certificates::self_managed_round(&client, &cfg, &c2, jiff::Timestamp::now()).await
+    });
+
+    let not_found = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
+    next(
+        &mut handle,
+        Method::GET,
+        "/api/v1/namespaces/tollgate-system/secrets/tollgate-webhook-tls",
+        404,
+        not_found,
+    )
+    .await;
+    let (req, send) = handle.next_request().await.expect("create");
+    assert_eq!(req.method(), Method::POST);
+    assert_eq!(
+        req.uri().to_string(),
+        "/api/v1/namespaces/tollgate-system/secrets?"
+    );
+    let secret: Value = serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert_eq!(
+        secret["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "tollgate-operator"
+    );
+    let dns = secret["metadata"]["annotations"][certs::CERT_DNS_NAMES]
+        .as_str()
+        .unwrap();
+    assert!(dns.starts_with("tollgate-webhook.tollgate-system.svc,"), "{dns}");
+    let b64 = |k: &str| secret["data"][k].as_str().unwrap().to_owned();
+    let ca_pem = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64("ca.crt"))
+            .unwrap(),
+    )
+    .unwrap();
+    send.send_response(
+        Response::builder()
+            .status(201)
+            .body(Body::from(serde_json::to_vec(&secret).unwrap()))
+            .unwrap(),
+    );
+
+    let config = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "tollgate-sidecar-injector", "resourceVersion": "41"},
+        "webhooks": [
+            {"name": "inject.tollgate.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+             "clientConfig": {"service": {"name": "tollgate-webhook", "namespace": "tollgate-system", "path": "/mutate/enabled"}}},
+            {"name": "inject-opt-in.tollgate.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+             "clientConfig": {"service": {"name": "tollgate-webhook", "namespace": "tollgate-system", "path": "/mutate/opt-in"}}}
+        ]
+    });
+    next(
+        &mut handle,
+        Method::GET,
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/tollgate-sidecar-injector",
+        200,
+        config.clone(),
+    )
+    .await;
+    let (ct, patch) = next(
+        &mut handle,
+        Method::PATCH,
+        "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/tollgate-sidecar-injector?",
+        200,
+        config,
+    )
+    .await;
+    assert_eq!(ct.as_deref(), Some("application/json-patch+json"));
+    let want_bundle = base64::engine::general_purpose::STANDARD.encode(ca_pem.trim_end().to_owned() + "\n");
+    assert_eq!(
+        patch,
+        json!([
+            {"op": "test", "path": "/metadata/resourceVersion", "value": "41"},
+            {"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": want_bundle},
+            {"op": "add", "path": "/webhooks/1/clientConfig/caBundle", "value": want_bundle}
+        ])
+    );
+    assert!(round.await.unwrap().unwrap(), "first round loads a certificate");
+    assert!(cert.is_loaded());
+}
+
+#[test]
+fn ca_bundle_patch_is_empty_when_every_webhook_already_trusts_the_ca() {
+    let config = json!({"metadata": {"resourceVersion": "7"},
+        "webhooks": [{"clientConfig": {"caBundle": "QUJD"}}, {"clientConfig": {"caBundle": "QUJD"}}]});
+    assert_eq!(certificates::ca_bundle_patch(&config, "QUJD"), None);
+    let patch = certificates::ca_bundle_patch(&config, "REVG").unwrap();
+    assert_eq!(patch.as_array().unwrap().len(), 3);
+}
