@@ -9,6 +9,7 @@
 
 pub mod compile;
 pub mod crd;
+pub mod credentials;
 pub mod error;
 pub mod inject;
 pub mod metrics;

@@ -239,6 +239,16 @@ async fn main() -> anyhow::Result<()> {
         resync: Duration::from_secs(args.resync_secs),
         spend_interval: Duration::from_secs(args.spend_interval_secs),
         instance: args.identity.clone(),
+        inject_namespace_label: args.inject_namespace_label.clone(),
+        credentials_secret: args.credentials_secret.clone(),
+        extra_credentials: args
+            .mirror_secrets
+            .iter()
+            .map(|s| {
+                tollgate_operator::credentials::parse_secret_key(s)
+                    .with_context(|| format!("--mirror-secret {s}: expected SECRET/KEY"))
+            })
+            .collect::<anyhow::Result<_>>()?,
         ..Config::default()
     };
     let reconciler = Reconciler::new(client.clone(), config, metrics.clone(), spend);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use tollgate_operator::compile::{BudgetSpend, Settings};
 use tollgate_operator::crd::*;
 use tollgate_operator::metrics::Metrics;
@@ -298,6 +298,195 @@ async fn the_controller_compiles_resources_into_configmaps_and_reports_status() 
     })
     .await;
     assert!(secrets.get_opt("tollgate-vk-alice").await.unwrap().is_none());
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+fn labelled_namespace(name: &str, inject: Option<&str>) -> k8s_openapi::api::core::v1::Namespace {
+    let mut meta = named(name, None);
+    meta.labels = inject.map(|v| BTreeMap::from([("tollgate.dev/inject".to_owned(), v.to_owned())]));
+    k8s_openapi::api::core::v1::Namespace {
+        metadata: meta,
+        ..Default::default()
+    }
+}
+
+fn secret(name: &str, ns: &str, data: &[(&str, &str)]) -> Secret {
+    Secret {
+        metadata: named(name, Some(ns)),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Sidecars in app namespaces need the policy and credentials next to them: the operator
+/// copies both into every namespace labelled for injection, keeps the copies current, and
+/// removes them when the label goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_and_credentials_are_mirrored_into_labelled_namespaces() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let server = ApiServer::start();
+    let client = server.client();
+    let pp = PostParams::default();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for (name, label) in [
+        ("dev-tools", Some("enabled")),
+        ("ml", Some("opt-in")),
+        ("plain", None),
+    ] {
+        namespaces
+            .create(&pp, &labelled_namespace(name, label))
+            .await
+            .unwrap();
+    }
+    let system_secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    system_secrets
+        .create(
+            &pp,
+            &secret(
+                "anthropic",
+                NS,
+                &[("api-key", "sk-ant-first"), ("unrelated", "do-not-copy")],
+            ),
+        )
+        .await
+        .unwrap();
+    system_secrets
+        .create(
+            &pp,
+            &secret("redis-ledger", NS, &[("url", "redis://:pw@redis:6379")]),
+        )
+        .await
+        .unwrap();
+    Api::<ModelProvider>::all(client.clone())
+        .create(
+            &pp,
+            &ModelProvider {
+                metadata: named("anthropic", None),
+                spec: ModelProviderSpec {
+                    kind: ProviderKind::Anthropic,
+                    endpoint: "https://api.anthropic.com".into(),
+                    credential: Some(CredentialRef {
+                        env: None,
+                        secret_key_ref: Some(SecretKeyRef {
+                            name: "anthropic".into(),
+                            key: "api-key".into(),
+                        }),
+                    }),
+                    ..Default::default()
+                },
+                status: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    let config = Config {
+        policy_namespace: NS.into(),
+        debounce: Duration::from_millis(50),
+        resync: Duration::from_millis(500),
+        inject_namespace_label: "tollgate.dev/inject".into(),
+        extra_credentials: vec![("redis-ledger".into(), "url".into())],
+        ..Config::default()
+    };
+    let metrics = Arc::new(Metrics::new());
+    let reconciler = Reconciler::new(client.clone(), config, metrics.clone(), None);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(reconciler.run(async move {
+        let _ = stopped.await;
+    }));
+
+    let value = |s: &Secret, k: &str| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+    };
+    for ns in [NS, "dev-tools", "ml"] {
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+        let cm = eventually(&format!("the policy in {ns}"), WAIT, || async {
+            cms.get_opt("tollgate-policy").await.unwrap()
+        })
+        .await;
+        let doc = &cm.data.as_ref().unwrap()["policy.json"];
+        assert!(
+            doc.contains("/var/run/tollgate/credentials/anthropic_api-key"),
+            "{doc}"
+        );
+        assert!(
+            !doc.contains("sk-ant-first"),
+            "a secret value reached a ConfigMap"
+        );
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let creds = eventually(&format!("credentials in {ns}"), WAIT, || async {
+            secrets.get_opt("tollgate-credentials").await.unwrap()
+        })
+        .await;
+        assert_eq!(
+            value(&creds, "anthropic_api-key").as_deref(),
+            Some("sk-ant-first")
+        );
+        assert_eq!(
+            value(&creds, "redis-ledger_url").as_deref(),
+            Some("redis://:pw@redis:6379")
+        );
+        assert_eq!(
+            creds.data.as_ref().unwrap().len(),
+            2,
+            "only referenced keys are copied"
+        );
+        assert_eq!(
+            creds.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
+            "tollgate-operator"
+        );
+    }
+    let plain: Api<ConfigMap> = Api::namespaced(client.clone(), "plain");
+    assert!(
+        plain.get_opt("tollgate-policy").await.unwrap().is_none(),
+        "unlabelled namespace got the policy"
+    );
+
+    // A rotated provider key reaches the copies (on the next resync at the latest).
+    let rotated = serde_json::json!({"data": {"api-key": "c2stYW50LXJvdGF0ZWQ="}}); // sk-ant-rotated
+    system_secrets
+        .patch("anthropic", &PatchParams::default(), &Patch::Merge(rotated))
+        .await
+        .unwrap();
+    let dev_secrets: Api<Secret> = Api::namespaced(client.clone(), "dev-tools");
+    eventually("the rotated key in dev-tools", WAIT, || async {
+        let s = dev_secrets.get("tollgate-credentials").await.unwrap();
+        (value(&s, "anthropic_api-key").as_deref() == Some("sk-ant-rotated")).then_some(())
+    })
+    .await;
+
+    // Turning injection off removes the copies.
+    let off = serde_json::json!({"metadata": {"labels": {"tollgate.dev/inject": "disabled"}}});
+    namespaces
+        .patch("ml", &PatchParams::default(), &Patch::Merge(off))
+        .await
+        .unwrap();
+    let ml_cms: Api<ConfigMap> = Api::namespaced(client.clone(), "ml");
+    let ml_secrets: Api<Secret> = Api::namespaced(client.clone(), "ml");
+    eventually("copies removed from ml", WAIT, || async {
+        let gone = ml_cms.get_opt("tollgate-policy").await.unwrap().is_none()
+            && ml_secrets
+                .get_opt("tollgate-credentials")
+                .await
+                .unwrap()
+                .is_none();
+        gone.then_some(())
+    })
+    .await;
+    assert!(metrics.mirror_writes.get() >= 5);
 
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(5), task)

@@ -29,7 +29,7 @@ pub struct Settings {
     pub organization: Option<String>,
     /// Default audit content capture; with no AuditSink and no capture the section is omitted.
     pub audit_capture: Option<doc::CaptureMode>,
-    /// Where the proxy container mounts credential Secrets: `<dir>/<secret>/<key>`.
+    /// Where the proxy mounts the credentials Secret: files `<dir>/<secret>_<key>`.
     pub credentials_dir: String,
     /// Name of the main policy ConfigMap; key shards are `<name>-keys-NN`.
     pub policy_name: String,

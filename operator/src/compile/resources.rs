@@ -70,10 +70,9 @@ fn credential(c: &CredentialRef, settings: &Settings) -> doc::CredentialSource {
     match (&c.secret_key_ref, &c.env) {
         (Some(s), _) => doc::CredentialSource {
             file: Some(format!(
-                "{}/{}/{}",
+                "{}/{}",
                 settings.credentials_dir.trim_end_matches('/'),
-                s.name,
-                s.key
+                crate::credentials::file_key(&s.name, &s.key)
             )),
             env: None,
         },

@@ -184,7 +184,7 @@ fn a_valid_world_compiles_into_a_document_the_proxy_loads() {
     assert_eq!(d.keys[0].sha256, key_sha256("tg_team-a_alice"));
     assert_eq!(
         d.providers[0].credential.as_ref().unwrap().file.as_deref(),
-        Some("/var/run/tollgate/credentials/anthropic/api-key")
+        Some("/var/run/tollgate/credentials/anthropic_api-key")
     );
     assert_eq!(d.budgets[0].limit_micro_usd, 100_000_000);
     assert_eq!(c.config_maps[0].name, "tollgate-policy");

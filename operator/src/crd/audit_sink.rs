@@ -28,7 +28,7 @@ pub struct AuditSinkSpec {
     /// Endpoint URL, or a file path for kind `file`.
     #[x_kube(validation = Rule::new("size(self) > 0").message("must not be empty"))]
     pub endpoint: String,
-    /// Sink credential; the operator never reads it.
+    /// Sink credential (copied into the credentials Secret, never into a ConfigMap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<CredentialRef>,
 }

@@ -68,8 +68,9 @@ fn default_secret_key() -> String {
     DEFAULT_SECRET_KEY.to_owned()
 }
 
-/// Where the proxy reads a credential from. The operator never reads it: a Secret is mounted
-/// into the proxy at `<credentialsDir>/<secret name>/<key>` and the policy names that file.
+/// Where the proxy reads a credential from. A Secret key (in the operator's namespace) is
+/// copied into the credentials Secret the proxies mount, as the file
+/// `<credentialsDir>/<secret name>_<key>`; values never reach a ConfigMap.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.secretKeyRef) != has(self.env)").message("set exactly one of secretKeyRef or env"))]

@@ -34,7 +34,7 @@ pub struct ModelProviderSpec {
     /// Cloud project (Vertex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
-    /// The provider credential; the operator never reads it.
+    /// The provider credential (copied into the credentials Secret, never into a ConfigMap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<CredentialRef>,
     /// Timeouts for calls to this provider.

@@ -76,6 +76,74 @@ pub async fn delete_config_map(client: &Client, namespace: &str, name: &str) -> 
     }
 }
 
+/// The data of a Secret, or `None` when it does not exist.
+pub async fn read_secret_data(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, kube::Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    Ok(api.get_opt(name).await?.map(|s| {
+        s.data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect()
+    }))
+}
+
+/// The credentials Secret for one namespace: the assembled data, labelled as the operator's
+/// and annotated with its content hash.
+pub fn desired_credentials(
+    name: &str,
+    namespace: &str,
+    policy_name: &str,
+    data: &BTreeMap<String, Vec<u8>>,
+    hash: &str,
+) -> Secret {
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(config_map_labels(policy_name)),
+            annotations: Some(BTreeMap::from([(
+                crate::credentials::CONTENT_HASH_ANNOTATION.to_owned(),
+                hash.to_owned(),
+            )])),
+            ..Default::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.clone(), k8s_openapi::ByteString(v.clone())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Server-side applies a Secret the operator owns (the credentials Secret).
+pub async fn apply_secret(client: &Client, desired: &Secret) -> Result<(), kube::Error> {
+    let ns = desired.metadata.namespace.as_deref().unwrap_or("default");
+    let name = desired.metadata.name.as_deref().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut body = serde_json::to_value(desired).map_err(kube::Error::SerdeError)?;
+    body["apiVersion"] = json!("v1");
+    body["kind"] = json!("Secret");
+    api.patch(name, &apply_params(), &Patch::Apply(body)).await?;
+    Ok(())
+}
+
+/// Deletes a Secret the operator owns; already gone is fine.
+pub async fn delete_secret(client: &Client, namespace: &str, name: &str) -> Result<(), kube::Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// The API resource of a Tollgate kind.
 pub fn api_resource(kind: Kind) -> ApiResource {
     ApiResource::from_gvk_with_plural(

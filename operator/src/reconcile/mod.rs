@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -43,6 +43,13 @@ pub struct Config {
     pub spend_interval: Duration,
     /// Name of this replica, for Events.
     pub instance: String,
+    /// Namespace label enabling sidecar injection (`enabled` / `opt-in`); those namespaces
+    /// get copies of the policy ConfigMaps and the credentials Secret. Empty: none.
+    pub inject_namespace_label: String,
+    /// Name of the credentials Secret assembled from the Secret keys the policy references.
+    pub credentials_secret: String,
+    /// Extra Secret keys of the policy namespace copied into the credentials Secret.
+    pub extra_credentials: Vec<crate::credentials::SecretKey>,
 }
 
 impl Default for Config {
@@ -54,6 +61,9 @@ impl Default for Config {
             resync: Duration::from_secs(300),
             spend_interval: Duration::from_secs(30),
             instance: MANAGER.to_owned(),
+            inject_namespace_label: String::new(),
+            credentials_secret: "tollgate-credentials".to_owned(),
+            extra_credentials: Vec::new(),
         }
     }
 }
@@ -68,7 +78,12 @@ struct Stores {
     mcp_servers: Store<McpServer>,
     audit_sinks: Store<AuditSink>,
     secrets: Store<Secret>,
+    /// Policy ConfigMaps in every namespace (the operator's, by label).
     config_maps: Store<ConfigMap>,
+    /// Credentials Secrets the operator wrote, data stripped (by label).
+    credentials: Store<Secret>,
+    /// Namespaces carrying the injection label (none watched when it is unset).
+    namespaces: Option<Store<Namespace>>,
 }
 
 type Trigger = std::pin::Pin<Box<dyn Stream<Item = ()> + Send>>;
@@ -102,6 +117,16 @@ where
 
 fn keep<K>(_: &mut K) {}
 
+/// Only the metadata of mirrored credentials Secrets is cached (their content hash is an
+/// annotation), never the values.
+fn strip_data(s: &mut Secret) {
+    s.data = None;
+    s.string_data = None;
+    if let Some(a) = s.metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 /// The operator's reconcile loop.
 pub struct Reconciler {
     client: Client,
@@ -115,7 +140,8 @@ pub struct Reconciler {
     created: BTreeMap<(String, String), SecretDigest>,
     /// What was last written, by ConfigMap name and by status key, so a write that the cache
     /// has not reflected yet is not repeated.
-    written_config_maps: HashMap<String, (ConfigMap, Instant)>,
+    written_config_maps: HashMap<(String, String), (ConfigMap, Instant)>,
+    written_credentials: HashMap<String, (String, Instant)>,
     written_statuses: HashMap<(Kind, Option<String>, String), (serde_json::Value, Instant)>,
     /// Set after the first successful reconciliation (readiness).
     pub reconciled: Arc<std::sync::atomic::AtomicBool>,
@@ -145,6 +171,7 @@ impl Reconciler {
             last_spend: BTreeMap::new(),
             created: BTreeMap::new(),
             written_config_maps: HashMap::new(),
+            written_credentials: HashMap::new(),
             written_statuses: HashMap::new(),
             reconciled: Arc::default(),
         }
@@ -167,11 +194,32 @@ impl Reconciler {
             watcher::Config::default().labels(KEY_LABEL),
             secrets::digest_in_place,
         );
+        let ours = format!(
+            "{MANAGED_BY_LABEL}={MANAGER},{POLICY_LABEL}={}",
+            self.config.settings.policy_name
+        );
         let (config_maps, t9) = cache(
-            Api::<ConfigMap>::namespaced(c.clone(), &self.config.policy_namespace),
-            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}")),
+            Api::<ConfigMap>::all(c.clone()),
+            watcher::Config::default().labels(&ours),
             keep,
         );
+        let (credentials, t10) = cache(
+            Api::<Secret>::all(c.clone()),
+            watcher::Config::default().labels(&ours),
+            strip_data,
+        );
+        let mut all_triggers = vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10];
+        let namespaces = if self.config.inject_namespace_label.is_empty() {
+            None
+        } else {
+            let (store, t) = cache(
+                Api::<Namespace>::all(c.clone()),
+                watcher::Config::default().labels(&self.config.inject_namespace_label),
+                keep,
+            );
+            all_triggers.push(t);
+            Some(store)
+        };
         let stores = Stores {
             teams,
             keys,
@@ -182,8 +230,10 @@ impl Reconciler {
             audit_sinks,
             secrets,
             config_maps,
+            credentials,
+            namespaces,
         };
-        let mut triggers = futures::stream::select_all([t1, t2, t3, t4, t5, t6, t7, t8, t9]);
+        let mut triggers = futures::stream::select_all(all_triggers);
 
         let notify = Arc::new(tokio::sync::Notify::new());
         let n = notify.clone();
@@ -289,7 +339,12 @@ impl Reconciler {
             let t = Instant::now();
             let compiled = compile::compile(&world, &self.config.settings)?;
             self.metrics.compile_seconds.observe(t.elapsed().as_secs_f64());
-            self.apply_config_maps(s, &compiled).await?;
+            let targets = self.target_namespaces(s);
+            for ns in &targets {
+                self.apply_config_maps(s, &compiled, ns).await?;
+            }
+            self.apply_credentials(s, &world, &targets).await?;
+            self.delete_stale_mirrors(s, &targets).await?;
             self.apply_statuses(&world, &compiled).await?;
             self.record(&compiled);
             Ok(())
@@ -364,14 +419,14 @@ impl Reconciler {
         Ok(())
     }
 
-    async fn apply_config_maps(&mut self, s: &Stores, compiled: &Compiled) -> Result<(), Error> {
-        let ns = self.config.policy_namespace.clone();
+    async fn apply_config_maps(&mut self, s: &Stores, compiled: &Compiled, ns: &str) -> Result<(), Error> {
         let policy = self.config.settings.policy_name.clone();
         let current: HashMap<String, Arc<ConfigMap>> = s
             .config_maps
             .state()
             .into_iter()
             .filter(|cm| cm.labels().get(POLICY_LABEL) == Some(&policy))
+            .filter(|cm| cm.namespace().as_deref() == Some(ns))
             .map(|cm| (cm.name_any(), cm))
             .collect();
         // New ConfigMaps first, then updates, the main one last: a key moving between shards
@@ -381,14 +436,15 @@ impl Reconciler {
         order.sort_by_key(|cm| current.contains_key(&cm.name));
         order.extend(compiled.config_maps.first());
         for cm in order {
-            let desired = apply::desired_config_map(cm, &ns, &policy);
+            let desired = apply::desired_config_map(cm, ns, &policy);
             if current
                 .get(&cm.name)
                 .is_some_and(|c| apply::config_map_up_to_date(c, &desired))
             {
                 continue;
             }
-            if recently_written(&self.written_config_maps, &cm.name, &desired) {
+            let written_key = (ns.to_owned(), cm.name.clone());
+            if recently_written(&self.written_config_maps, &written_key, &desired) {
                 // Written moments ago; the cache has not caught up yet.
                 continue;
             }
@@ -397,21 +453,129 @@ impl Reconciler {
                 info!(bytes = cm.content.len(), "policy ConfigMap written");
                 Ok::<_, Error>(())
             }
-            .instrument(info_span!("apply_config_map", config_map = %cm.name))
+            .instrument(info_span!("apply_config_map", namespace = %ns, config_map = %cm.name))
             .await?;
             self.metrics.config_map_writes.inc();
+            if ns != self.config.policy_namespace {
+                self.metrics.mirror_writes.inc();
+            }
             self.written_config_maps
-                .insert(cm.name.clone(), (desired, Instant::now()));
+                .insert(written_key, (desired, Instant::now()));
         }
         let wanted: std::collections::HashSet<&str> =
             compiled.config_maps.iter().map(|c| c.name.as_str()).collect();
         for name in current.keys().filter(|n| !wanted.contains(n.as_str())) {
-            apply::delete_config_map(&self.client, &ns, name)
-                .instrument(info_span!("delete_config_map", config_map = %name))
+            apply::delete_config_map(&self.client, ns, name)
+                .instrument(info_span!("delete_config_map", namespace = %ns, config_map = %name))
                 .await?;
-            info!(config_map = %name, "stale policy shard deleted");
+            info!(namespace = %ns, config_map = %name, "stale policy shard deleted");
             self.metrics.config_map_writes.inc();
-            self.written_config_maps.remove(name);
+            self.written_config_maps.remove(&(ns.to_owned(), name.clone()));
+        }
+        Ok(())
+    }
+
+    /// The policy namespace plus every namespace labelled for injection.
+    fn target_namespaces(&self, s: &Stores) -> std::collections::BTreeSet<String> {
+        let label = &self.config.inject_namespace_label;
+        let labelled = s.namespaces.as_ref().map(|n| n.state()).unwrap_or_default();
+        crate::credentials::target_namespaces(
+            labelled
+                .iter()
+                .filter(|n| n.metadata.deletion_timestamp.is_none())
+                .map(|n| {
+                    (
+                        n.metadata.name.as_deref().unwrap_or_default(),
+                        n.labels().get(label).map(String::as_str),
+                    )
+                }),
+            &self.config.policy_namespace,
+        )
+    }
+
+    /// Assembles the credentials Secret from the referenced Secret keys of the policy
+    /// namespace and applies it wherever its content hash differs.
+    async fn apply_credentials(
+        &mut self,
+        s: &Stores,
+        world: &World,
+        targets: &std::collections::BTreeSet<String>,
+    ) -> Result<(), Error> {
+        let mut wanted = crate::credentials::referenced(world);
+        wanted.extend(self.config.extra_credentials.iter().cloned());
+        let names: std::collections::BTreeSet<&String> = wanted.iter().map(|(n, _)| n).collect();
+        let mut sources = BTreeMap::new();
+        for name in names {
+            if let Some(secret) =
+                apply::read_secret_data(&self.client, &self.config.policy_namespace, name).await?
+            {
+                sources.insert(name.clone(), secret);
+            }
+        }
+        let assembled = crate::credentials::assemble(&wanted, &sources);
+        for (secret, key) in &assembled.missing {
+            warn!(secret = %secret, key = %key, namespace = %self.config.policy_namespace, "referenced credential not found; proxies will fail requests needing it");
+        }
+        let hash = assembled.content_hash();
+        let name = self.config.credentials_secret.clone();
+        for ns in targets {
+            let current = s
+                .credentials
+                .state()
+                .into_iter()
+                .find(|c| c.namespace().as_deref() == Some(ns.as_str()) && c.name_any() == name);
+            let current_hash = current.as_ref().and_then(|c| {
+                c.annotations()
+                    .get(crate::credentials::CONTENT_HASH_ANNOTATION)
+                    .cloned()
+            });
+            if current_hash.as_deref() == Some(hash.as_str())
+                || recently_written(&self.written_credentials, ns, &hash)
+            {
+                continue;
+            }
+            let desired = apply::desired_credentials(
+                &name,
+                ns,
+                &self.config.settings.policy_name,
+                &assembled.data,
+                &hash,
+            );
+            apply::apply_secret(&self.client, &desired)
+                .instrument(info_span!("apply_credentials", namespace = %ns, secret = %name))
+                .await?;
+            info!(namespace = %ns, secret = %name, keys = assembled.data.len(), "credentials Secret written");
+            self.metrics.mirror_writes.inc();
+            self.written_credentials
+                .insert(ns.clone(), (hash.clone(), Instant::now()));
+        }
+        Ok(())
+    }
+
+    /// Deletes copies in namespaces that are no longer labelled.
+    async fn delete_stale_mirrors(
+        &mut self,
+        s: &Stores,
+        targets: &std::collections::BTreeSet<String>,
+    ) -> Result<(), Error> {
+        for cm in s.config_maps.state() {
+            let ns = cm.namespace().unwrap_or_default();
+            if targets.contains(&ns) {
+                continue;
+            }
+            apply::delete_config_map(&self.client, &ns, &cm.name_any()).await?;
+            info!(namespace = %ns, config_map = %cm.name_any(), "policy copy deleted (namespace no longer labelled)");
+            self.metrics.mirror_writes.inc();
+        }
+        for sec in s.credentials.state() {
+            let ns = sec.namespace().unwrap_or_default();
+            if targets.contains(&ns) && sec.name_any() == self.config.credentials_secret {
+                continue;
+            }
+            apply::delete_secret(&self.client, &ns, &sec.name_any()).await?;
+            self.written_credentials.remove(&ns);
+            info!(namespace = %ns, secret = %sec.name_any(), "credentials copy deleted");
+            self.metrics.mirror_writes.inc();
         }
         Ok(())
     }
@@ -563,6 +727,10 @@ impl Stores {
         self.audit_sinks.wait_until_ready().await.map_err(e)?;
         self.secrets.wait_until_ready().await.map_err(e)?;
         self.config_maps.wait_until_ready().await.map_err(e)?;
+        self.credentials.wait_until_ready().await.map_err(e)?;
+        if let Some(n) = &self.namespaces {
+            n.wait_until_ready().await.map_err(e)?;
+        }
         Ok(())
     }
 }

@@ -8,7 +8,9 @@ plus what it lacks for a controller (kmock 0.8):
 * server-side apply creates: a PATCH with application/apply-patch+yaml of a missing object
   creates it (kmock answers 404);
 * label selectors (`key`, `key=value`, comma-separated) on lists and watches;
-* garbage collection of dependants (ownerReferences) when their owner is deleted.
+* garbage collection of dependants (ownerReferences) when their owner is deleted;
+* the Namespace resource itself (kmock 0.8 parses `/api/v1/namespaces[/NAME]` as a
+  namespace prefix; see `_parse_path`).
 
 Not emulated (say so in reviews): field ownership / managedFields and apply conflicts (every
 patch is a recursive dict merge, lists replaced), optimistic concurrency (resourceVersion
@@ -25,14 +27,28 @@ import uuid
 
 import attrs
 import kmock
-from kmock._internal import enums
+from kmock._internal import enums, parsing
+
+_kmock_parse_path = parsing.parse_path
+
+
+def _parse_path(path: str) -> "parsing.ParsedPath":
+    """`/api/v1/namespaces` and `/api/v1/namespaces/NAME` address Namespace objects."""
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
+        name = parts[3] if len(parts) == 4 else None
+        return parsing.ParsedPath("", "v1", "namespaces", None, name, None)
+    return _kmock_parse_path(path)
+
+
+parsing.parse_path = _parse_path
 
 STATUS_GROUPS = {"tollgate.dev"}
 RESOURCES = [
     "tollgate.dev/v1alpha1/virtualkeys", "tollgate.dev/v1alpha1/teams",
     "tollgate.dev/v1alpha1/budgets", "tollgate.dev/v1alpha1/modelproviders",
     "tollgate.dev/v1alpha1/modelroutes", "tollgate.dev/v1alpha1/mcpservers",
-    "tollgate.dev/v1alpha1/auditsinks", "v1/secrets", "v1/configmaps",
+    "tollgate.dev/v1alpha1/auditsinks", "v1/secrets", "v1/configmaps", "v1/namespaces",
     "coordination.k8s.io/v1/leases", "events.k8s.io/v1/events",
 ]
 
