@@ -5,10 +5,9 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -20,44 +19,10 @@ use tollgate_tests::fake_anthropic::{DEFAULT_REPLY, FakeAnthropic, FakeConfig};
 use tollgate_tests::harness::{Proxy, send};
 use tollgate_tests::policy::{PROVIDER_KEY, PROVIDER_KEY_ENV, write_atomically};
 
+use support::agents::{claude_bin, proxy_bin, run_claude};
 use support::{ApiServer, eventually};
 
 const NS: &str = "tollgate-system";
-
-fn claude_bin() -> Option<PathBuf> {
-    let p = support::operator_dir().join("../e2e/node_modules/.bin/claude");
-    if p.exists() {
-        return Some(p);
-    }
-    let msg = "Claude Code is not installed: run `npm ci --prefix e2e` (make test does)";
-    assert!(std::env::var_os("CI").is_none(), "{msg}");
-    println!("SKIPPED: {msg}");
-    None
-}
-
-/// `target/<profile>/tollgate-proxy`, built on demand (another package's binary is not built
-/// for this package's tests).
-fn proxy_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("tollgate-proxy");
-    if !bin.exists() {
-        println!(
-            "note: {} is missing; running `cargo build -p tollgate-dataplane --bin tollgate-proxy`",
-            bin.display()
-        );
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "-p", "tollgate-dataplane", "--bin", "tollgate-proxy"])
-            .current_dir(support::operator_dir().join(".."))
-            .status()
-            .expect("running cargo build");
-        assert!(status.success() && bin.exists(), "could not build tollgate-proxy");
-    }
-    bin
-}
 
 /// Copies the policy ConfigMaps into `dir` as the kubelet does for a projected volume
 /// (each file replaced by rename; files of vanished ConfigMaps removed). Returns whether
@@ -90,48 +55,13 @@ async fn sync(client: &kube::Client, dir: &Path) -> bool {
     changed
 }
 
-fn run_claude(claude: &Path, base_url: &str, key: &str) -> (Option<i32>, Value, String) {
-    let home = tempfile::tempdir().unwrap();
-    let project = tempfile::tempdir().unwrap();
-    let mut child = Command::new(claude)
-        .args(["-p", "say hi", "--output-format", "json"])
-        .current_dir(project.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("TERM", "dumb")
-        .env("DISABLE_TELEMETRY", "1")
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .env("DISABLE_AUTOUPDATER", "1")
-        .env("CLAUDE_CODE_MAX_RETRIES", "0")
-        .env("ANTHROPIC_BASE_URL", format!("{base_url}/anthropic"))
-        .env("ANTHROPIC_AUTH_TOKEN", key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn claude");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("claude did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let json = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<Value>(l).ok())
-        .unwrap_or(Value::Null);
-    (out.status.code(), json, stdout)
-}
-
 async fn claude(bin: &Path, base_url: &str, key: &str) -> (Option<i32>, Value, String) {
     let (b, u, k) = (bin.to_owned(), base_url.to_owned(), key.to_owned());
-    tokio::task::block_in_place(|| run_claude(&b, &u, &k))
+    let env = [
+        ("ANTHROPIC_BASE_URL".to_owned(), format!("{u}/anthropic")),
+        ("ANTHROPIC_AUTH_TOKEN".to_owned(), k),
+    ];
+    tokio::task::block_in_place(|| run_claude(&b, &env))
 }
 
 fn manifests(upstream: &str) -> String {

@@ -2,6 +2,8 @@
 //! server, and polling helpers.
 #![allow(dead_code)]
 
+pub mod agents;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

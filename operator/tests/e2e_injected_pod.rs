@@ -1,0 +1,427 @@
+//! End to end, the way a platform team rolls Tollgate out: a namespace labelled for
+//! injection, a provider credential in a Secret, a VirtualKey; the operator (against the
+//! stand-in API server) mirrors policy and credentials into the namespace; the webhook's
+//! patch turns a developer's plain Claude Code pod into a governed one. Then a small
+//! "kubelet" runs that patched pod for real: it materializes the pod's volumes from the API
+//! objects, starts the sidecar with exactly the patched args and env (the real
+//! `tollgate-proxy`), waits for its startup probe, and runs the real Claude Code with the
+//! agent container's patched env. Nothing in between is hand-written.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::api::{Api, ObjectMeta, PostParams};
+use serde_json::{Value, json};
+use tollgate_operator::compile::Settings;
+use tollgate_operator::crd::*;
+use tollgate_operator::inject::{InjectionConfig, Injector, Mode, Outcome, review};
+use tollgate_operator::metrics::Metrics;
+use tollgate_operator::reconcile::{Config, Reconciler};
+use tollgate_tests::fake_anthropic::{DEFAULT_REPLY, FakeAnthropic, FakeConfig};
+use tollgate_tests::harness::send;
+use tollgate_tests::policy::PROVIDER_KEY;
+
+use support::agents::{claude_bin, proxy_bin, run_claude};
+use support::{ApiServer, eventually};
+
+const NS: &str = "tollgate-system";
+const APP_NS: &str = "dev-tools";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn meta(name: &str, ns: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: ns.map(Into::into),
+        ..Default::default()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+async fn create_world(client: &kube::Client, upstream: &str) {
+    let pp = PostParams::default();
+    let mut ns = Namespace {
+        metadata: meta(APP_NS, None),
+        ..Default::default()
+    };
+    ns.metadata.labels = Some(BTreeMap::from([("tollgate.dev/inject".into(), "enabled".into())]));
+    Api::<Namespace>::all(client.clone())
+        .create(&pp, &ns)
+        .await
+        .unwrap();
+    let provider_secret = Secret {
+        metadata: meta("fake-provider", Some(NS)),
+        data: Some(BTreeMap::from([(
+            "api-key".into(),
+            k8s_openapi::ByteString(PROVIDER_KEY.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .create(&pp, &provider_secret)
+        .await
+        .unwrap();
+    let provider = ModelProvider {
+        metadata: meta("fake", None),
+        spec: ModelProviderSpec {
+            kind: ProviderKind::Anthropic,
+            endpoint: upstream.into(),
+            credential: Some(CredentialRef {
+                env: None,
+                secret_key_ref: Some(SecretKeyRef {
+                    name: "fake-provider".into(),
+                    key: "api-key".into(),
+                }),
+            }),
+            ..Default::default()
+        },
+        status: None,
+    };
+    Api::<ModelProvider>::all(client.clone())
+        .create(&pp, &provider)
+        .await
+        .unwrap();
+    let route = ModelRoute {
+        metadata: meta("claude", None),
+        spec: ModelRouteSpec {
+            match_: "claude-*".into(),
+            priority: 100,
+            targets: vec![RouteTarget {
+                provider: "fake".into(),
+                model: None,
+            }],
+        },
+        status: None,
+    };
+    Api::<ModelRoute>::all(client.clone())
+        .create(&pp, &route)
+        .await
+        .unwrap();
+    let team = Team {
+        metadata: meta("platform", None),
+        spec: TeamSpec::default(),
+        status: None,
+    };
+    Api::<Team>::all(client.clone()).create(&pp, &team).await.unwrap();
+    let key = VirtualKey {
+        metadata: meta("alice", Some(APP_NS)),
+        spec: VirtualKeySpec {
+            team: Some("platform".into()),
+            owner: Some("alice@acme.example".into()),
+            enabled: true,
+            ..Default::default()
+        },
+        status: None,
+    };
+    Api::<VirtualKey>::namespaced(client.clone(), APP_NS)
+        .create(&pp, &key)
+        .await
+        .unwrap();
+}
+
+/// The pod a developer writes: Claude Code, its key named by annotation, nothing else.
+fn developer_pod(proxy_port: u16) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "claude", "namespace": APP_NS, "annotations": {
+            "tollgate.dev/virtual-key-secret": "tollgate-vk-alice",
+            "tollgate.dev/proxy-port": proxy_port.to_string(),
+        }},
+        "spec": {"containers": [{"name": "claude", "image": "node:20-slim",
+                                 "command": ["claude", "-p", "say hi"]}]}
+    })
+}
+
+/// A tiny kubelet: volumes from API objects into directories, env resolved from Secrets.
+struct Kubelet {
+    client: kube::Client,
+    namespace: String,
+    root: tempfile::TempDir,
+    /// mountPath -> host directory (a mount path that is already a host path maps to itself).
+    mounts: Vec<(String, PathBuf)>,
+}
+
+impl Kubelet {
+    async fn secret_value(&self, name: &str, key: &str) -> String {
+        let s = Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+            .get(name)
+            .await
+            .unwrap();
+        String::from_utf8(s.data.unwrap()[key].0.clone()).unwrap()
+    }
+
+    async fn write_volume(&self, volume: &Value, dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        if let Some(sources) = volume.pointer("/projected/sources").and_then(Value::as_array) {
+            for src in sources {
+                let name = src["configMap"]["name"].as_str().unwrap();
+                let optional = src["configMap"]["optional"] == true;
+                let cm = Api::<ConfigMap>::namespaced(self.client.clone(), &self.namespace)
+                    .get_opt(name)
+                    .await
+                    .unwrap();
+                match cm {
+                    Some(cm) => {
+                        for (file, content) in cm.data.unwrap_or_default() {
+                            std::fs::write(dir.join(file), content).unwrap();
+                        }
+                    }
+                    None => assert!(optional, "required ConfigMap {name} is missing"),
+                }
+            }
+        } else if let Some(secret) = volume.get("secret") {
+            let name = secret["secretName"].as_str().unwrap();
+            let s = Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+                .get_opt(name)
+                .await
+                .unwrap();
+            match s {
+                Some(s) => {
+                    for (file, v) in s.data.unwrap_or_default() {
+                        std::fs::write(dir.join(file), v.0).unwrap();
+                    }
+                }
+                None => assert!(secret["optional"] == true, "required Secret {name} is missing"),
+            }
+        } else {
+            assert!(volume.get("emptyDir").is_some(), "unexpected volume {volume}");
+        }
+    }
+
+    /// Materializes the volumes `container` mounts.
+    async fn mount(&mut self, pod: &Value, container: &Value) {
+        let volumes = pod["spec"]["volumes"].as_array().unwrap();
+        for m in container["volumeMounts"].as_array().into_iter().flatten() {
+            let name = m["name"].as_str().unwrap();
+            let path = m["mountPath"].as_str().unwrap().to_owned();
+            let volume = volumes
+                .iter()
+                .find(|v| v["name"] == name)
+                .expect("mounted volume exists");
+            let host = if Path::new(&path).starts_with(std::env::temp_dir()) {
+                PathBuf::from(&path)
+            } else {
+                self.root.path().join(name)
+            };
+            self.write_volume(volume, &host).await;
+            self.mounts.push((path, host));
+        }
+    }
+
+    fn remap(&self, s: &str) -> String {
+        let mut out = s.to_owned();
+        for (path, host) in &self.mounts {
+            out = out.replace(path.as_str(), &host.display().to_string());
+        }
+        out
+    }
+
+    async fn env(&self, container: &Value) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for e in container["env"].as_array().into_iter().flatten() {
+            let name = e["name"].as_str().unwrap().to_owned();
+            let value = match (e.get("value"), e.pointer("/valueFrom/secretKeyRef")) {
+                (Some(v), _) => self.remap(v.as_str().unwrap()),
+                (None, Some(r)) => {
+                    self.secret_value(r["name"].as_str().unwrap(), r["key"].as_str().unwrap())
+                        .await
+                }
+                _ => panic!("unsupported env source {e}"),
+            };
+            out.push((name, value));
+        }
+        out
+    }
+}
+
+struct Sidecar {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sidecar {
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_claude_code_pod_in_a_labelled_namespace_is_governed_by_its_injected_sidecar() {
+    let Some(claude) = claude_bin() else { return };
+    let proxy = proxy_bin();
+    let fake = FakeAnthropic::start(FakeConfig::new(PROVIDER_KEY)).await.unwrap();
+    let server = ApiServer::start();
+    let client = server.client();
+    create_world(&client, &fake.base_url()).await;
+
+    // Credentials are files in the sidecar's credentials mount; here that path is a temp dir
+    // the kubelet fills from the mirrored Secret.
+    let creds_dir = tempfile::tempdir().unwrap();
+    let creds_path = creds_dir.path().display().to_string();
+    let config = Config {
+        settings: Settings {
+            credentials_dir: creds_path.clone(),
+            ..Settings::default()
+        },
+        policy_namespace: NS.into(),
+        debounce: Duration::from_millis(50),
+        inject_namespace_label: "tollgate.dev/inject".into(),
+        ..Config::default()
+    };
+    let reconciler = Reconciler::new(client.clone(), config, Arc::new(Metrics::new()), None);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(reconciler.run(async move {
+        let _ = stopped.await;
+    }));
+
+    // The operator's copies in the app namespace, and alice's generated key.
+    let app_cms: Api<ConfigMap> = Api::namespaced(client.clone(), APP_NS);
+    let app_secrets: Api<Secret> = Api::namespaced(client.clone(), APP_NS);
+    eventually("policy, credentials and key in dev-tools", WAIT, || async {
+        let policy = app_cms.get_opt("tollgate-policy").await.unwrap()?;
+        let shard = app_cms.get_opt("tollgate-policy-keys-00").await.unwrap()?;
+        let creds = app_secrets.get_opt("tollgate-credentials").await.unwrap()?;
+        app_secrets.get_opt("tollgate-vk-alice").await.unwrap()?;
+        let ok = policy.data?.get("policy.json")?.contains("\"fake\"")
+            && shard.data?.get("keys-00.json")?.contains("dev-tools/alice")
+            && creds.data?.contains_key("fake-provider_api-key");
+        ok.then_some(())
+    })
+    .await;
+
+    // The webhook's patch for the developer's pod.
+    let admin_port = free_port();
+    let proxy_port = free_port();
+    let injector = Injector {
+        config: InjectionConfig::parse(&format!(
+            "image: tollgate-proxy:test\nadminPort: {admin_port}\nlogFormat: json"
+        ))
+        .unwrap(),
+        policy_name: "tollgate-policy".into(),
+        max_key_shards: 16,
+        credentials_secret: "tollgate-credentials".into(),
+        credentials_dir: creds_path.clone(),
+    };
+    let original = developer_pod(proxy_port);
+    let Outcome::Inject(patch) = review(&injector, Mode::Enabled, &original) else {
+        panic!("the pod was not injected")
+    };
+    let mut pod = original.clone();
+    json_patch::patch(&mut pod, &patch).unwrap();
+    let sidecar = pod["spec"]["initContainers"][0].clone();
+    let agent = pod["spec"]["containers"][0].clone();
+    assert_eq!(sidecar["name"], "tollgate-proxy");
+    assert!(
+        agent.get("volumeMounts").is_none(),
+        "the agent sees no policy or credentials"
+    );
+
+    // Run the sidecar exactly as patched.
+    let mut kubelet = Kubelet {
+        client: client.clone(),
+        namespace: APP_NS.into(),
+        root: tempfile::tempdir().unwrap(),
+        mounts: Vec::new(),
+    };
+    kubelet.mount(&pod, &sidecar).await;
+    let args: Vec<String> = sidecar["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| kubelet.remap(a.as_str().unwrap()))
+        .collect();
+    let env = kubelet.env(&sidecar).await;
+    let log = kubelet.root.path().join("sidecar.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(&proxy)
+        .args(&args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("start the sidecar");
+    let sidecar_proc = Sidecar { child, log };
+
+    // The startup probe, as the kubelet runs it before starting the agent container.
+    let probe = &sidecar["startupProbe"]["httpGet"];
+    let probe_url = format!(
+        "http://127.0.0.1:{}{}",
+        probe["port"],
+        probe["path"].as_str().unwrap()
+    );
+    eventually("the sidecar's startup probe", WAIT, || async {
+        let r = send("GET", &probe_url, &[], bytes::Bytes::new()).await.ok()?;
+        (r.status == 200).then_some(())
+    })
+    .await;
+
+    // The agent container's env, resolved as the kubelet would (the key from its Secret).
+    let agent_env = kubelet.env(&agent).await;
+    let get = |k: &str| agent_env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(
+        get("ANTHROPIC_BASE_URL"),
+        Some(format!("http://127.0.0.1:{proxy_port}/anthropic"))
+    );
+    assert!(get("ANTHROPIC_AUTH_TOKEN").is_some_and(|k| k.starts_with("tg_")));
+    assert!(
+        !agent_env.iter().any(|(_, v)| v.contains(PROVIDER_KEY)),
+        "provider key leaked to the agent"
+    );
+
+    let (code, json, stdout) = tokio::task::block_in_place(|| run_claude(&claude, &agent_env));
+    assert_eq!(
+        json["is_error"],
+        Value::Bool(false),
+        "{stdout}\nsidecar logs:\n{}",
+        sidecar_proc.logs()
+    );
+    assert_eq!(code, Some(0));
+    assert!(
+        json["result"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(DEFAULT_REPLY),
+        "{stdout}"
+    );
+    let logs = sidecar_proc.logs();
+    assert!(logs.contains("\"key_id\":\"dev-tools/alice\""), "{logs}");
+    assert!(!logs.contains(PROVIDER_KEY), "provider key logged");
+    assert!(
+        !fake.requests().is_empty(),
+        "the fake provider was reached with the mirrored credential"
+    );
+    // The ledger and audit spool live on the pod's emptyDir.
+    let data = kubelet
+        .mounts
+        .iter()
+        .find(|(p, _)| p == "/var/lib/tollgate")
+        .map(|(_, h)| h.clone())
+        .unwrap();
+    assert!(
+        data.join("ledger.journal").exists(),
+        "ledger journal on the emptyDir"
+    );
+    assert!(data.join("audit").is_dir(), "audit spool on the emptyDir");
+
+    let _ = stop.send(());
+    operator.await.unwrap().unwrap();
+}
