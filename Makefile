@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test` (see README.md).
-.PHONY: run test e2e-deps lint schema crds bench
+.PHONY: run test e2e-deps lint schema crds bench chart-test
 
 CLAUDE_CODE := e2e/node_modules/.bin/claude
 
@@ -10,6 +10,7 @@ run:
 test: e2e-deps
 	bash operator/tests/setup-python.sh
 	cargo test --workspace --no-fail-fast
+	$(MAKE) chart-test
 
 PYTHON_E2E := e2e/.venv/.requirements.sha256
 
@@ -32,6 +33,15 @@ schema:
 
 crds:
 	cargo run -q -p tollgate-operator --bin crdgen -- --out crds
+	cp crds/*.yaml charts/tollgate/files/crds/
+
+# The Helm chart (charts/tollgate): lint, render, validate every document (charts/tests), and
+# check the rendered sidecar-injection configs with the operator's own parser.
+chart-test:
+	bash charts/tests/setup-python.sh
+	cargo build -q -p tollgate-operator --bin tollgate-operator
+	TOLLGATE_OPERATOR_BIN=$${CARGO_TARGET_DIR:-target}/debug/tollgate-operator PYTHONDONTWRITEBYTECODE=1 \
+		charts/tests/.venv/bin/python -m unittest discover -s charts/tests -p 'test_*.py'
 
 bench:
 	cargo build --release -p tollgate-dataplane -p tollgate-tests

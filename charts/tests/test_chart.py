@@ -1,0 +1,624 @@
+"""Tests of the Helm chart charts/tollgate, without a helm binary or a cluster.
+
+Run by `make chart-test` (python -m unittest in charts/tests/.venv, see setup-python.sh).
+Helm itself (v4's Go SDK, embedded in helm-python-sdk) lints and renders the chart; every
+rendered document is then validated:
+
+* Kubernetes built-in kinds (and the CRDs themselves) with kubernetes-validate in strict mode
+  (unknown fields are errors) against the schemas of Kubernetes K8S_VERSION;
+* each rendered CRD must equal the repository's crds/*.yaml (the keep annotation aside);
+* tollgate.dev custom resources with jsonschema against the CRDs' openAPIV3Schema;
+* third-party kinds (ServiceMonitor, cert-manager) have no bundled schema: checked for their
+  required top-level fields, and the test says so. An unknown kind fails the test.
+
+If TOLLGATE_OPERATOR_BIN is set, the operator also checks the rendered injection configs
+(`--check-injection-config FILE`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+import helm_python
+import jsonschema
+import kubernetes_validate
+import yaml
+from helm_python.errors import HelmError
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "tollgate"
+CRDS = ROOT / "crds"
+FULL_VALUES = CHART / "ci" / "full-values.yaml"
+RELEASE = "tollgate"
+NAMESPACE = "tollgate-system"
+
+# kubernetes-validate 1.37.0 bundles the schemas of Kubernetes 1.25 .. 1.37. 1.33 is the
+# oldest minor still supported upstream when this was written and has native sidecars GA.
+K8S_VERSION = "1.33.0"
+
+# Kinds whose schema kubernetes-validate does not bundle (they come from other projects'
+# CRDs): only their required top-level fields are checked.
+THIRD_PARTY = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "Prometheus Operator CRD",
+    ("cert-manager.io/v1", "Certificate"): "cert-manager CRD",
+    ("cert-manager.io/v1", "Issuer"): "cert-manager CRD",
+    ("cert-manager.io/v1", "ClusterIssuer"): "cert-manager CRD",
+}
+
+TOLLGATE_RESOURCES = ["virtualkeys", "teams", "budgets", "modelproviders", "modelroutes", "mcpservers", "auditsinks"]
+POLICY_CONFIGMAPS = ["tollgate-policy"] + [f"tollgate-policy-keys-{i:02d}" for i in range(16)]
+INJECTION_KEYS = {
+    "image", "imagePullPolicy", "nativeSidecar", "port", "adminPort", "resources", "securityContext",
+    "ledger", "audit", "mcpUrlEnv", "logFormat", "extraEnv", "extraArgs",
+}
+KEEP = "helm.sh/resource-policy"
+
+_chart: helm_python.Chart | None = None
+_renders: dict[str, list[dict]] = {}
+SUMMARY: dict[str, dict[str, int]] = {}
+
+
+def chart() -> helm_python.Chart:
+    global _chart
+    if _chart is None:
+        _chart = helm_python.Chart.load(CHART)
+    return _chart
+
+
+def full_values() -> dict:
+    return yaml.safe_load(FULL_VALUES.read_text())
+
+
+def render(values: dict | None = None) -> list[dict]:
+    """Renders the chart and returns its documents (NOTES.txt left out)."""
+    manifests = chart().render(values, name=RELEASE, namespace=NAMESPACE)
+    docs = []
+    for template, text in sorted(manifests.items()):
+        if template.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc is not None:
+                doc["__template"] = template
+                docs.append(doc)
+    return docs
+
+
+def rendered(label: str) -> list[dict]:
+    """The documents of a named values set, rendered once."""
+    if label not in _renders:
+        _renders[label] = render({"default": None, "full": full_values()}[label])
+    return _renders[label]
+
+
+def strip(doc: dict) -> dict:
+    return {k: v for k, v in doc.items() if k != "__template"}
+
+
+def find(docs: list[dict], kind: str, name: str | None = None) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def one(docs: list[dict], kind: str, name: str) -> dict:
+    found = find(docs, kind, name)
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def repo_crds() -> dict[str, dict]:
+    crds = {}
+    for path in sorted(CRDS.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        crds[doc["metadata"]["name"]] = doc
+    return crds
+
+
+def crd_schemas() -> dict[tuple[str, str], dict]:
+    """(apiVersion, kind) -> openAPIV3Schema of every version of every repository CRD."""
+    schemas = {}
+    for crd in repo_crds().values():
+        for version in crd["spec"]["versions"]:
+            api_version = f"{crd['spec']['group']}/{version['name']}"
+            schemas[(api_version, crd["spec"]["names"]["kind"])] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+def operator_deployment(docs: list[dict]) -> dict:
+    return one(docs, "Deployment", f"{RELEASE}-operator")
+
+
+def operator_args(docs: list[dict]) -> list[str]:
+    return operator_deployment(docs)["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def flag_values(args: list[str], flag: str) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
+
+
+def injection_config(docs: list[dict]) -> dict:
+    cm = one(docs, "ConfigMap", f"{RELEASE}-injection")
+    return yaml.safe_load(cm["data"]["config.yaml"])
+
+
+def rules_of(docs: list[dict]):
+    for doc in docs:
+        if doc["kind"] in ("Role", "ClusterRole"):
+            for rule in doc.get("rules") or []:
+                yield doc, rule
+
+
+class Lint(unittest.TestCase):
+    def test_lint_default_and_full_values(self):
+        for label, values in (("default", None), ("full", full_values())):
+            with self.subTest(values=label):
+                report = helm_python.lint(CHART, values, namespace=NAMESPACE, kube_version=f"v{K8S_VERSION}")
+                errors = [m for m in report["messages"] if m["severity"] >= 3]
+                self.assertEqual(report["errors"], [], report)
+                self.assertEqual(errors, [], report)
+                for m in report["messages"]:
+                    print(f"  lint ({label}): severity {m['severity']} {m['path']}: {m['error'].strip()}")
+
+
+class Validate(unittest.TestCase):
+    """Every rendered document of both values files, each against the schema that fits it."""
+
+    def validate_all(self, label: str):
+        docs = rendered(label)
+        schemas = crd_schemas()
+        repo = repo_crds()
+        counts = {"documents": len(docs), "kubernetes-validate strict": 0, "CRD openAPIV3Schema": 0,
+                  "CRD equal to crds/": 0, "required fields only": 0}
+        for doc in docs:
+            obj = strip(doc)
+            key = (obj.get("apiVersion"), obj.get("kind"))
+            where = f"{doc['__template']}: {key[1]} {obj.get('metadata', {}).get('name')}"
+            with self.subTest(values=label, doc=where):
+                if key[0] and key[0].split("/")[0] == "tollgate.dev":
+                    self.assertIn(key, schemas, f"{where}: no CRD in crds/ defines it")
+                    jsonschema.validate(obj.get("spec", {}), schemas[key]["properties"]["spec"])
+                    counts["CRD openAPIV3Schema"] += 1
+                elif key in THIRD_PARTY:
+                    for field in ("apiVersion", "kind", "spec"):
+                        self.assertIn(field, obj, where)
+                    self.assertTrue(obj.get("metadata", {}).get("name"), f"{where}: metadata.name")
+                    print(f"  {label}: {where}: not schema-validated ({THIRD_PARTY[key]}, no bundled "
+                          "schema); apiVersion, kind, metadata.name and spec checked")
+                    counts["required fields only"] += 1
+                else:
+                    try:
+                        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+                    except kubernetes_validate.SchemaNotFoundError as e:
+                        self.fail(f"{where}: no schema and not a known third-party kind: {e.message}")
+                    except kubernetes_validate.ValidationError as e:
+                        self.fail(f"{where}: {e.message} at {list(e.path)}")
+                    counts["kubernetes-validate strict"] += 1
+                    if obj["kind"] == "CustomResourceDefinition":
+                        name = obj["metadata"]["name"]
+                        self.assertIn(name, repo, f"{where}: not in crds/")
+                        got = copy.deepcopy(obj)
+                        annotations = got["metadata"].get("annotations", {})
+                        annotations.pop(KEEP, None)
+                        if not annotations:
+                            got["metadata"].pop("annotations", None)
+                        self.assertEqual(got, repo[name], f"{where} differs from crds/")
+                        counts["CRD equal to crds/"] += 1
+        SUMMARY[label] = counts
+
+    def test_default_values(self):
+        self.validate_all("default")
+
+    def test_full_values(self):
+        self.validate_all("full")
+
+
+class Crds(unittest.TestCase):
+    def test_files_crds_match_repository_crds(self):
+        chart_copy = {p.name: p.read_bytes() for p in (CHART / "files" / "crds").glob("*.yaml")}
+        repo = {p.name: p.read_bytes() for p in CRDS.glob("*.yaml")}
+        self.assertEqual(sorted(chart_copy), sorted(repo), "charts/tollgate/files/crds/ has other files than crds/; run `make crds`")
+        for name in repo:
+            self.assertEqual(chart_copy[name], repo[name], f"charts/tollgate/files/crds/{name} differs from crds/{name}; run `make crds`")
+
+    def test_all_crds_rendered_with_keep(self):
+        crds = find(rendered("default"), "CustomResourceDefinition")
+        self.assertEqual(sorted(c["metadata"]["name"] for c in crds), sorted(repo_crds()))
+        for crd in crds:
+            self.assertEqual(crd["metadata"]["annotations"][KEEP], "keep")
+
+    def test_keep_and_install_switches(self):
+        no_keep = find(render({"crds": {"keep": False}}), "CustomResourceDefinition")
+        self.assertEqual(len(no_keep), len(repo_crds()))
+        for crd in no_keep:
+            self.assertNotIn(KEEP, crd["metadata"].get("annotations", {}))
+        self.assertEqual(find(render({"crds": {"install": False}}), "CustomResourceDefinition"), [])
+
+
+class Contents(unittest.TestCase):
+    OPTIONAL = ["ServiceMonitor", "Certificate", "Issuer", "NetworkPolicy"]
+
+    def test_default_render_has_no_optional_parts(self):
+        docs = rendered("default")
+        for kind in self.OPTIONAL:
+            self.assertEqual(find(docs, kind), [], kind)
+        self.assertEqual(find(docs, "Deployment", f"{RELEASE}-gateway"), [])
+        self.assertEqual(find(docs, "Service", f"{RELEASE}-gateway"), [])
+        self.assertEqual(len(find(docs, "MutatingWebhookConfiguration")), 1)
+
+    def test_full_render_has_them(self):
+        docs = rendered("full")
+        for kind in self.OPTIONAL:
+            self.assertTrue(find(docs, kind), kind)
+        gateway = one(docs, "Deployment", f"{RELEASE}-gateway")
+        self.assertEqual(gateway["spec"]["replicas"], 3)
+        service = one(docs, "Service", f"{RELEASE}-gateway")
+        self.assertEqual(service["spec"]["type"], "LoadBalancer")
+        self.assertEqual(service["spec"]["ports"][0]["port"], 443)
+        self.assertIn("service.beta.kubernetes.io/aws-load-balancer-internal", service["metadata"]["annotations"])
+        certificate = one(docs, "Certificate", f"{RELEASE}-webhook")
+        svc = f"{RELEASE}-webhook"
+        self.assertEqual(certificate["spec"]["secretName"], f"{RELEASE}-webhook-tls")
+        self.assertEqual(certificate["spec"]["dnsNames"], [svc, f"{svc}.{NAMESPACE}", f"{svc}.{NAMESPACE}.svc", f"{svc}.{NAMESPACE}.svc.cluster.local"])
+        self.assertEqual(certificate["spec"]["issuerRef"], {"kind": "Issuer", "name": f"{RELEASE}-ca"})
+        self.assertEqual(one(docs, "Issuer", f"{RELEASE}-ca")["spec"]["ca"]["secretName"], f"{RELEASE}-ca")
+        self.assertIn("selfSigned", one(docs, "Issuer", f"{RELEASE}-selfsigned")["spec"])
+        monitor = one(docs, "ServiceMonitor", f"{RELEASE}-operator")
+        self.assertEqual(monitor["metadata"]["labels"]["release"], "prometheus")
+        metrics = one(docs, "Service", f"{RELEASE}-operator-metrics")
+        for k, v in monitor["spec"]["selector"]["matchLabels"].items():
+            self.assertEqual(metrics["metadata"]["labels"].get(k), v, "ServiceMonitor does not select the metrics Service")
+
+    def test_given_issuer_replaces_the_chart_ca(self):
+        values = full_values()
+        values["webhook"]["certManager"]["issuerRef"] = {"kind": "ClusterIssuer", "name": "corp-ca"}
+        docs = render(values)
+        self.assertEqual(find(docs, "Issuer"), [])
+        self.assertEqual(one(docs, "Certificate", f"{RELEASE}-webhook")["spec"]["issuerRef"], {"kind": "ClusterIssuer", "name": "corp-ca"})
+
+    def test_webhooks(self):
+        for label in ("default", "full"):
+            docs = rendered(label)
+            config = one(docs, "MutatingWebhookConfiguration", f"{RELEASE}-sidecar-injector")
+            hooks = {h["name"]: h for h in config["webhooks"]}
+            self.assertEqual(sorted(hooks), ["inject-opt-in.tollgate.dev", "inject.tollgate.dev"])
+            for name, value, path in (("inject.tollgate.dev", "enabled", "/mutate/enabled"),
+                                      ("inject-opt-in.tollgate.dev", "opt-in", "/mutate/opt-in")):
+                with self.subTest(values=label, webhook=name):
+                    hook = hooks[name]
+                    self.assertEqual(hook["rules"], [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}])
+                    self.assertEqual(hook["sideEffects"], "None")
+                    self.assertEqual(hook["admissionReviewVersions"], ["v1"])
+                    self.assertEqual(hook["reinvocationPolicy"], "Never")
+                    self.assertEqual(hook["clientConfig"]["service"], {"name": f"{RELEASE}-webhook", "namespace": NAMESPACE, "path": path, "port": 443})
+                    self.assertNotIn("caBundle", hook["clientConfig"])
+                    exprs = {e["key"]: e for e in hook["namespaceSelector"]["matchExpressions"]}
+                    self.assertEqual(exprs["tollgate.dev/inject"], {"key": "tollgate.dev/inject", "operator": "In", "values": [value]})
+                    excluded = exprs["kubernetes.io/metadata.name"]
+                    self.assertEqual(excluded["operator"], "NotIn")
+                    self.assertIn("kube-system", excluded["values"])
+                    self.assertIn(NAMESPACE, excluded["values"])
+                    if label == "default":
+                        self.assertEqual(hook["failurePolicy"], "Fail")
+                        self.assertEqual(hook["timeoutSeconds"], 5)
+                    else:
+                        self.assertEqual(hook["failurePolicy"], "Ignore")
+                        self.assertEqual(hook["timeoutSeconds"], 10)
+                        self.assertIn("monitoring", excluded["values"])
+                        self.assertIn("cert-manager", excluded["values"])
+            annotations = config["metadata"].get("annotations") or {}
+            if label == "default":
+                self.assertNotIn("cert-manager.io/inject-ca-from", annotations)
+            else:
+                self.assertEqual(annotations["cert-manager.io/inject-ca-from"], f"{NAMESPACE}/{RELEASE}-webhook")
+            service = one(docs, "Service", f"{RELEASE}-webhook")
+            self.assertEqual(service["spec"]["ports"], [{"name": "https", "port": 443, "targetPort": "webhook", "protocol": "TCP"}])
+
+    def test_webhook_disabled(self):
+        docs = render({"webhook": {"enabled": False}})
+        for kind, name in (("MutatingWebhookConfiguration", f"{RELEASE}-sidecar-injector"),
+                           ("ConfigMap", f"{RELEASE}-injection"), ("Service", f"{RELEASE}-webhook")):
+            self.assertEqual(find(docs, kind, name), [], kind)
+        args = operator_args(docs)
+        self.assertFalse([a for a in args if a.startswith("--webhook") or a == "--injection-config"], args)
+        self.assertFalse(any("mutatingwebhookconfigurations" in r["resources"] for _, r in rules_of(docs)))
+
+
+class Operator(unittest.TestCase):
+    COMMON = {
+        "--policy-namespace": NAMESPACE,
+        "--listen": "0.0.0.0:8080",
+        "--webhook-listen": "0.0.0.0:9443",
+        "--webhook-secret": f"{RELEASE}-webhook-tls",
+        "--webhook-configuration": f"{RELEASE}-sidecar-injector",
+        "--webhook-service": f"{RELEASE}-webhook",
+        "--injection-config": "/etc/tollgate/injection/config.yaml",
+        "--inject-namespace-label": "tollgate.dev/inject",
+        "--credentials-secret": "tollgate-credentials",
+    }
+
+    def check_flags(self, args, expected):
+        for flag, value in expected.items():
+            self.assertEqual(flag_values(args, flag), [value], f"{flag} in {args}")
+
+    def test_default_args(self):
+        docs = rendered("default")
+        args = operator_args(docs)
+        self.check_flags(args, {**self.COMMON, "--log-format": "json", "--resync-secs": "300", "--webhook-certs": "self-managed"})
+        for absent in ("--organization", "--spend-url", "--no-leader-election", "--webhook-cert-dir", "--mirror-secret"):
+            self.assertNotIn(absent, args)
+        deployment = operator_deployment(docs)
+        self.assertEqual(deployment["spec"]["replicas"], 2)
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        self.assertEqual({e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]},
+                         {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"})
+        self.assertEqual({p["name"]: p["containerPort"] for p in container["ports"]}, {"http": 8080, "webhook": 9443})
+        self.assertEqual(container["livenessProbe"]["httpGet"], {"path": "/healthz", "port": "http"})
+        self.assertEqual(container["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "http"})
+        sc = container["securityContext"]
+        self.assertTrue(sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"])
+        self.assertFalse(sc["allowPrivilegeEscalation"])
+        self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
+        self.assertEqual(sc["seccompProfile"]["type"], "RuntimeDefault")
+        self.assertEqual(container["image"], "ghcr.io/tollgate-dev/tollgate-operator:0.1.0")
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        self.assertEqual(mounts.get("/etc/tollgate/injection"), "injection-config")
+        self.assertNotIn("/var/run/tollgate/webhook-tls", mounts)
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        self.assertEqual(volumes["injection-config"]["configMap"]["name"], f"{RELEASE}-injection")
+
+    def test_full_args(self):
+        docs = rendered("full")
+        args = operator_args(docs)
+        self.check_flags(args, {**self.COMMON, "--log-format": "text", "--resync-secs": "120", "--organization": "acme",
+                                "--webhook-certs": "files", "--webhook-cert-dir": "/var/run/tollgate/webhook-tls",
+                                "--mirror-secret": "tollgate-redis/url"})
+        self.assertEqual(flag_values(args, "--spend-url"), full_values()["operator"]["spendUrls"])
+        pod = operator_deployment(docs)["spec"]["template"]["spec"]
+        mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+        self.assertEqual(mounts["/var/run/tollgate/webhook-tls"], "webhook-tls")
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        self.assertEqual(volumes["webhook-tls"]["secret"]["secretName"], f"{RELEASE}-webhook-tls")
+        self.assertEqual(pod["nodeSelector"], {"kubernetes.io/os": "linux"})
+        self.assertEqual(pod["tolerations"][0]["key"], "dedicated")
+        self.assertEqual(operator_deployment(docs)["spec"]["template"]["metadata"]["annotations"]["example.com/team"], "platform")
+
+    def test_no_leader_election(self):
+        args = operator_args(render({"operator": {"replicas": 1, "leaderElection": False}}))
+        self.assertIn("--no-leader-election", args)
+        with self.assertRaisesRegex(HelmError, "leaderElection"):
+            render({"operator": {"replicas": 2, "leaderElection": False}})
+
+    def test_checksum_follows_injection_config(self):
+        def checksum(values):
+            return operator_deployment(render(values))["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        self.assertNotEqual(checksum(None), checksum({"injection": {"port": 8181}}))
+
+
+class Injection(unittest.TestCase):
+    def test_documented_keys_and_defaults(self):
+        config = injection_config(rendered("default"))
+        self.assertEqual(set(config), INJECTION_KEYS)
+        self.assertEqual(set(config["ledger"]), {"url", "secretKey"})
+        self.assertEqual(config["image"], "ghcr.io/tollgate-dev/tollgate-proxy:0.1.0")
+        self.assertEqual(config["imagePullPolicy"], "IfNotPresent")
+        self.assertIs(config["nativeSidecar"], True)
+        self.assertEqual((config["port"], config["adminPort"]), (8080, 9090))
+        self.assertEqual(config["resources"], {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}})
+        self.assertTrue(config["securityContext"]["runAsNonRoot"])
+        self.assertEqual(config["ledger"], {"url": "", "secretKey": ""})
+        self.assertIs(config["audit"], True)
+        self.assertEqual(config["mcpUrlEnv"], "TOLLGATE_MCP_URL")
+        self.assertEqual(config["logFormat"], "json")
+        self.assertEqual((config["extraEnv"], config["extraArgs"]), ([], []))
+
+    def test_full_values(self):
+        config = injection_config(rendered("full"))
+        self.assertEqual(set(config), INJECTION_KEYS)
+        self.assertEqual(config["ledger"], {"url": "", "secretKey": "tollgate-redis_url"})
+        self.assertIs(config["nativeSidecar"], False)
+        self.assertEqual(config["port"], 18080)
+        self.assertEqual(config["extraEnv"], [{"name": "TOLLGATE_LOG", "value": "debug"}])
+        self.assertEqual(config["extraArgs"], ["--max-body-bytes", "16777216"])
+
+    def test_plain_redis_url(self):
+        config = injection_config(render({"ledger": {"redis": {"url": "redis://redis.tollgate:6379"}}}))
+        self.assertEqual(config["ledger"], {"url": "redis://redis.tollgate:6379", "secretKey": ""})
+
+    def test_contradictions_fail(self):
+        with self.assertRaisesRegex(HelmError, "not both"):
+            render({"ledger": {"redis": {"url": "redis://r:6379", "existingSecret": {"name": "s"}}}})
+        with self.assertRaisesRegex(HelmError, "must differ"):
+            render({"injection": {"port": 9090}})
+
+    @unittest.skipUnless(os.environ.get("TOLLGATE_OPERATOR_BIN"), "TOLLGATE_OPERATOR_BIN is not set (make chart-test sets it)")
+    def test_operator_accepts_rendered_configs(self):
+        binary = os.environ["TOLLGATE_OPERATOR_BIN"]
+        for label in ("default", "full"):
+            cm = one(rendered(label), "ConfigMap", f"{RELEASE}-injection")
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+                f.write(cm["data"]["config.yaml"])
+                f.flush()
+                # Alone, then after the Deployment's rendered arguments (clap must accept every flag).
+                for extra in ([], operator_args(rendered(label))):
+                    with self.subTest(values=label, with_deployment_args=bool(extra)):
+                        proc = subprocess.run([binary, *extra, "--check-injection-config", f.name], capture_output=True, text=True, timeout=60)
+                        self.assertEqual(proc.returncode, 0, f"{binary} {' '.join(extra)} --check-injection-config ({label}):\n{proc.stdout}{proc.stderr}")
+
+
+class Gateway(unittest.TestCase):
+    def test_replicas_without_redis_fail(self):
+        with self.assertRaisesRegex(HelmError, "no shared ledger is configured"):
+            render({"gateway": {"enabled": True, "replicas": 2}})
+
+    def test_single_replica_uses_embedded_ledger(self):
+        docs = render({"gateway": {"enabled": True}})
+        env = {e["name"]: e for e in one(docs, "Deployment", f"{RELEASE}-gateway")["spec"]["template"]["spec"]["containers"][0]["env"]}
+        self.assertEqual(env["TOLLGATE_LEDGER"]["value"], "file:/var/lib/tollgate/ledger.journal")
+        docs = render({"gateway": {"enabled": True, "replicas": 2}, "ledger": {"redis": {"url": "redis://r:6379"}}})
+        env = {e["name"]: e for e in one(docs, "Deployment", f"{RELEASE}-gateway")["spec"]["template"]["spec"]["containers"][0]["env"]}
+        self.assertEqual(env["TOLLGATE_LEDGER"]["value"], "redis://r:6379")
+
+    def test_full_gateway_pod(self):
+        pod = one(rendered("full"), "Deployment", f"{RELEASE}-gateway")["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        self.assertEqual(container["args"], ["--policy", "/etc/tollgate/policy", "--listen", "0.0.0.0:8080",
+                                             "--admin-listen", "0.0.0.0:9090", "--audit-dir", "/var/lib/tollgate/audit"])
+        self.assertEqual(container["image"], "ghcr.io/tollgate-dev/tollgate-proxy:0.1.0")
+        env = {e["name"]: e for e in container["env"]}
+        self.assertEqual(env["TOLLGATE_LEDGER"]["valueFrom"]["secretKeyRef"], {"name": "tollgate-redis", "key": "url"})
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        sources = volumes["policy"]["projected"]["sources"]
+        self.assertEqual([s["configMap"]["name"] for s in sources], POLICY_CONFIGMAPS)
+        self.assertTrue(all(s["configMap"]["optional"] is True for s in sources))
+        self.assertEqual(volumes["credentials"]["secret"], {"secretName": "tollgate-credentials", "optional": True})
+        self.assertEqual(volumes["state"], {"name": "state", "emptyDir": {}})
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        self.assertEqual(mounts, {"policy": "/etc/tollgate/policy", "credentials": "/var/run/tollgate/credentials", "state": "/var/lib/tollgate"})
+        self.assertEqual(container["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "admin"})
+        self.assertEqual(container["livenessProbe"]["httpGet"], {"path": "/healthz", "port": "admin"})
+
+    def test_network_policy(self):
+        docs = rendered("full")
+        policies = find(docs, "NetworkPolicy")
+        self.assertEqual([(p["metadata"]["namespace"], p["metadata"]["name"]) for p in policies], [("ci-agents", f"{RELEASE}-agent-egress")])
+        spec = policies[0]["spec"]
+        self.assertEqual(spec["podSelector"], {})
+        self.assertEqual(spec["policyTypes"], ["Egress"])
+        dns, gateway, extra = spec["egress"]
+        self.assertEqual(sorted(p["protocol"] for p in dns["ports"]), ["TCP", "UDP"])
+        self.assertEqual(dns["to"][0]["namespaceSelector"]["matchLabels"], {"kubernetes.io/metadata.name": "kube-system"})
+        gateway_pods = one(docs, "Deployment", f"{RELEASE}-gateway")["spec"]["template"]["metadata"]["labels"]
+        peer = gateway["to"][0]
+        self.assertEqual(peer["namespaceSelector"]["matchLabels"], {"kubernetes.io/metadata.name": NAMESPACE})
+        for k, v in peer["podSelector"]["matchLabels"].items():
+            self.assertEqual(gateway_pods.get(k), v, "the NetworkPolicy does not select the gateway pods")
+        self.assertEqual(gateway["ports"], [{"protocol": "TCP", "port": 8080}])
+        self.assertEqual(extra, full_values()["networkPolicy"]["extraEgress"][0])
+
+
+class Schema(unittest.TestCase):
+    def test_rejects_bad_values(self):
+        for bad, expect in (({"webhook": {"failurePolicy": "Maybe"}}, "failurePolicy"),
+                            ({"operator": {"logFormat": "xml"}}, "logFormat"),
+                            ({"webhook": {"failurPolicy": "Fail"}}, "failurPolicy"),
+                            ({"operator": {"replicas": "two"}}, "replicas"),
+                            ({"ledger": {"redis": {"url": "redis://user:pw@r:6379"}}}, "url")):
+            with self.subTest(values=bad):
+                with self.assertRaisesRegex(HelmError, expect):
+                    chart().validate_schema(bad)
+                with self.assertRaises(HelmError):
+                    chart().render(bad, name=RELEASE, namespace=NAMESPACE)
+
+    def test_accepts_default_and_full_values(self):
+        chart().validate_schema(None)
+        chart().validate_schema(full_values())
+
+    def test_every_field_is_documented(self):
+        """Each field the schema defines has a comment line right above it in values.yaml."""
+        schema = json.loads((CHART / "values.schema.json").read_text())
+        lines = (CHART / "values.yaml").read_text().splitlines()
+        stack: list[tuple[int, dict | None]] = [(-1, schema)]  # (indent, schema of that mapping)
+        undocumented, checked = [], 0
+        for i, line in enumerate(lines):
+            stripped = line.strip()
+            if not stripped or stripped.startswith("#") or stripped.startswith("-") or ":" not in stripped:
+                continue
+            indent = len(line) - len(line.lstrip())
+            key = stripped.split(":", 1)[0]
+            while stack[-1][0] >= indent:
+                stack.pop()
+            parent = stack[-1][1]
+            props = (parent or {}).get("properties")
+            field = props.get(key) if props else None
+            if props is not None:
+                self.assertIsNotNone(field, f"values.yaml:{i + 1}: {key} is not in values.schema.json")
+                previous = next(l for l in reversed(lines[:i]) if l.strip())
+                checked += 1
+                if not previous.strip().startswith("#"):
+                    undocumented.append(f"values.yaml:{i + 1}: {key}")
+            stack.append((indent, field))
+        self.assertEqual(undocumented, [], "fields without a comment above them")
+        self.assertGreater(checked, 60)
+
+    def test_schema_is_draft_07(self):
+        schema = json.loads((CHART / "values.schema.json").read_text())
+        self.assertEqual(schema["$schema"], "http://json-schema.org/draft-07/schema#")
+        jsonschema.Draft7Validator.check_schema(schema)
+        jsonschema.Draft7Validator(schema).validate(yaml.safe_load((CHART / "values.yaml").read_text()))
+
+
+class Rbac(unittest.TestCase):
+    WRITE = {"update", "patch", "delete", "deletecollection", "*"}
+
+    def test_secret_writes_are_by_name(self):
+        for label in ("default", "full"):
+            for role, rule in rules_of(rendered(label)):
+                touches_secrets = "" in rule.get("apiGroups", []) and ({"secrets", "*"} & set(rule.get("resources", [])))
+                writes = self.WRITE & set(rule.get("verbs", []))
+                with self.subTest(values=label, role=f"{role['kind']} {role['metadata']['name']}", rule=rule):
+                    if touches_secrets and writes:
+                        self.assertTrue(rule.get("resourceNames"), "secrets update/patch/delete without resourceNames")
+                    self.assertNotIn("*", rule.get("verbs", []))
+
+    def test_operator_cluster_role(self):
+        docs = rendered("default")
+        rules = one(docs, "ClusterRole", f"{RELEASE}-operator")["rules"]
+        named_cm = [r for r in rules if r["resources"] == ["configmaps"] and "resourceNames" in r]
+        self.assertEqual(len(named_cm), 1)
+        self.assertEqual(named_cm[0]["resourceNames"], POLICY_CONFIGMAPS)
+        self.assertEqual(sorted(named_cm[0]["verbs"]), ["delete", "get", "patch"])
+        unnamed_cm = [r for r in rules if r["resources"] == ["configmaps"] and "resourceNames" not in r]
+        self.assertEqual([sorted(r["verbs"]) for r in unnamed_cm], [["create", "list", "watch"]])
+        self.assertIn({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}, rules)
+        self.assertIn({"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["tollgate-credentials"], "verbs": ["patch", "delete"]}, rules)
+        self.assertIn({"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+                       "resourceNames": [f"{RELEASE}-sidecar-injector"], "verbs": ["get", "patch"]}, rules)
+        role = one(docs, "Role", f"{RELEASE}-operator")
+        self.assertEqual(role["metadata"]["namespace"], NAMESPACE)
+        self.assertIn({"apiGroups": [""], "resources": ["secrets"], "resourceNames": [f"{RELEASE}-webhook-tls"], "verbs": ["get", "update", "patch"]}, role["rules"])
+        for kind in ("ClusterRoleBinding", "RoleBinding"):
+            binding = one(docs, kind, f"{RELEASE}-operator")
+            self.assertEqual(binding["subjects"], [{"kind": "ServiceAccount", "name": f"{RELEASE}-operator", "namespace": NAMESPACE}])
+        self.assertEqual(operator_deployment(docs)["spec"]["template"]["spec"]["serviceAccountName"], f"{RELEASE}-operator")
+
+    def test_cert_manager_mode_drops_certificate_rights(self):
+        docs = rendered("full")
+        for role, rule in rules_of(docs):
+            if role["metadata"]["name"] != f"{RELEASE}-operator":
+                continue
+            self.assertNotIn("mutatingwebhookconfigurations", rule["resources"])
+            self.assertNotIn(f"{RELEASE}-webhook-tls", rule.get("resourceNames", []))
+
+    def test_aggregated_roles(self):
+        docs = rendered("default")
+        expected = {"admin": {"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"},
+                    "edit": {"create", "update", "patch", "delete", "get", "list", "watch"},
+                    "view": {"get", "list", "watch"}}
+        for level, verbs in expected.items():
+            role = one(docs, "ClusterRole", f"{RELEASE}-{level}")
+            self.assertEqual(role["metadata"]["labels"][f"rbac.authorization.k8s.io/aggregate-to-{level}"], "true")
+            (rule,) = role["rules"]
+            self.assertEqual(rule["apiGroups"], ["tollgate.dev"])
+            self.assertEqual(set(rule["verbs"]), verbs)
+            resources = set(TOLLGATE_RESOURCES) | ({f"{r}/status" for r in TOLLGATE_RESOURCES} if level == "view" else set())
+            self.assertEqual(set(rule["resources"]), resources)
+        docs = render({"rbac": {"aggregateClusterRoles": False}})
+        self.assertEqual(find(docs, "ClusterRole", f"{RELEASE}-view"), [])
+
+
+def tearDownModule():
+    print("\nchart test summary (Kubernetes schemas v%s, release %s in %s):" % (K8S_VERSION, RELEASE, NAMESPACE), file=sys.stderr)
+    for label, counts in SUMMARY.items():
+        parts = ", ".join(f"{v} {k}" for k, v in counts.items() if k != "documents")
+        print(f"  {label} values: {counts['documents']} documents rendered; {parts}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
