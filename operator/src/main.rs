@@ -150,6 +150,7 @@ async fn start_webhook(
     args: &Args,
     client: &kube::Client,
     metrics: &Arc<Metrics>,
+    cert: Arc<SwappableCert>,
     stopped: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let Some(addr) = &args.webhook_listen else {
@@ -162,7 +163,6 @@ async fn start_webhook(
         credentials_secret: args.credentials_secret.clone(),
         credentials_dir: args.credentials_dir.clone(),
     };
-    let cert = Arc::new(SwappableCert::default());
     let source = if args.webhook_certs == "files" {
         CertSource::Files(args.webhook_cert_dir.clone())
     } else {
@@ -253,10 +253,15 @@ async fn main() -> anyhow::Result<()> {
     };
     let reconciler = Reconciler::new(client.clone(), config, metrics.clone(), spend);
     let leader = Arc::new(AtomicBool::new(false));
+    let webhook_cert = args
+        .webhook_listen
+        .as_ref()
+        .map(|_| Arc::new(SwappableCert::default()));
     let health = Health {
         metrics: metrics.clone(),
         leader: leader.clone(),
         reconciled: reconciler.reconciled.clone(),
+        webhook_cert: webhook_cert.clone(),
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -270,9 +275,13 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let http = tokio::spawn(server::serve(listener, health, stopped(stop_rx.clone())));
     let webhook_rx = stop_rx.clone();
-    let webhook_tasks = start_webhook(&args, &client, &metrics, move || {
-        Box::pin(stopped(webhook_rx.clone()))
-    })
+    let webhook_tasks = start_webhook(
+        &args,
+        &client,
+        &metrics,
+        webhook_cert.unwrap_or_default(),
+        move || Box::pin(stopped(webhook_rx.clone())),
+    )
     .await?;
     let signal = tokio::spawn(async move {
         shutdown_signal().await;

@@ -1,5 +1,6 @@
 //! The operator's HTTP endpoints: `/healthz` (the process runs), `/readyz` (a standby
-//! replica, or a leader that has reconciled at least once) and `/metrics`.
+//! replica, or a leader that has reconciled at least once; with the webhook on, only once
+//! its certificate is loaded) and `/metrics`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,6 +26,9 @@ pub struct Health {
     pub leader: Arc<AtomicBool>,
     /// Whether the leader has reconciled once.
     pub reconciled: Arc<AtomicBool>,
+    /// The webhook's certificate, when this replica serves the webhook: not ready until one
+    /// is loaded (the Service must not send AdmissionReviews to a replica failing TLS).
+    pub webhook_cert: Option<Arc<crate::webhook::tls::SwappableCert>>,
 }
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
@@ -42,8 +46,11 @@ fn route(health: &Health, path: &str) -> Response<Full<Bytes>> {
         "/readyz" => {
             let leader = health.leader.load(Ordering::Relaxed);
             let reconciled = health.reconciled.load(Ordering::Relaxed);
-            let body = format!("{{\"leader\":{leader},\"reconciled\":{reconciled}}}\n");
-            let status = if !leader || reconciled {
+            let cert = health.webhook_cert.as_ref().is_none_or(|c| c.is_loaded());
+            let body = format!(
+                "{{\"leader\":{leader},\"reconciled\":{reconciled},\"webhook_certificate\":{cert}}}\n"
+            );
+            let status = if (!leader || reconciled) && cert {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -91,4 +98,54 @@ pub async fn serve(
     }
     graceful.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::certs::{self, Lifetimes, Plan, Stored};
+    use crate::webhook::tls::{SwappableCert, certified_key};
+
+    #[test]
+    fn a_webhook_replica_is_ready_only_with_a_certificate() {
+        let cert = Arc::new(SwappableCert::default());
+        let health = Health {
+            metrics: Arc::new(Metrics::new()),
+            leader: Arc::new(AtomicBool::new(false)),
+            reconciled: Arc::new(AtomicBool::new(false)),
+            webhook_cert: Some(cert.clone()),
+        };
+        assert_eq!(
+            route(&health, "/readyz").status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let names = vec!["tollgate-webhook.tollgate-system.svc".to_owned()];
+        let s = certs::execute(
+            Plan::NewCa,
+            &Stored::default(),
+            jiff::Timestamp::now(),
+            &names,
+            Lifetimes::default(),
+        )
+        .unwrap();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        cert.store(
+            certified_key(
+                s.data[certs::TLS_CERT].as_bytes(),
+                s.data[certs::TLS_KEY].as_bytes(),
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            route(&health, "/readyz").status(),
+            StatusCode::OK,
+            "standby with a certificate"
+        );
+        health.leader.store(true, Ordering::Relaxed);
+        assert_eq!(
+            route(&health, "/readyz").status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "leader before reconciling"
+        );
+    }
 }

@@ -283,3 +283,49 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::certs::{Lifetimes, Plan};
+
+    fn write(dir: &std::path::Path, s: &Stored) {
+        std::fs::write(dir.join("tls.crt"), &s.data[certs::TLS_CERT]).unwrap();
+        std::fs::write(dir.join("tls.key"), &s.data[certs::TLS_KEY]).unwrap();
+    }
+
+    #[test]
+    fn files_mode_loads_and_reloads_only_on_change() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let cert = SwappableCert::default();
+        let mut last = Vec::new();
+        assert!(matches!(
+            files_round(dir.path(), &cert, &mut last),
+            Err(CertRoundError::Io { .. })
+        ));
+        assert!(!cert.is_loaded());
+        let names = vec!["tollgate-webhook.tollgate-system.svc".to_owned()];
+        let now = jiff::Timestamp::now();
+        let first =
+            certs::execute(Plan::NewCa, &Stored::default(), now, &names, Lifetimes::default()).unwrap();
+        write(dir.path(), &first);
+        assert!(files_round(dir.path(), &cert, &mut last).unwrap());
+        assert!(cert.is_loaded());
+        assert!(
+            !files_round(dir.path(), &cert, &mut last).unwrap(),
+            "unchanged files are not reloaded"
+        );
+        // cert-manager renewed the Secret: the new pair is served.
+        let renewed = certs::execute(Plan::Reissue, &first, now, &names, Lifetimes::default()).unwrap();
+        write(dir.path(), &renewed);
+        assert!(files_round(dir.path(), &cert, &mut last).unwrap());
+        // A half-written pair (key of another cert) is refused and the old one kept.
+        std::fs::write(dir.path().join("tls.key"), &first.data[certs::TLS_KEY]).unwrap();
+        assert!(matches!(
+            files_round(dir.path(), &cert, &mut last),
+            Err(CertRoundError::Tls(_))
+        ));
+        assert!(cert.is_loaded());
+    }
+}
