@@ -251,6 +251,14 @@ class Contents(unittest.TestCase):
         self.assertEqual(find(docs, "Service", f"{RELEASE}-gateway"), [])
         self.assertEqual(len(find(docs, "MutatingWebhookConfiguration")), 1)
 
+    def test_operator_pod_disruption_budget(self):
+        pdb = one(rendered("default"), "PodDisruptionBudget", f"{RELEASE}-operator")
+        self.assertEqual(pdb["spec"]["minAvailable"], 1)
+        deployment = one(rendered("default"), "Deployment", f"{RELEASE}-operator")
+        self.assertEqual(pdb["spec"]["selector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"])
+        single = render({"operator": {"replicas": 1}})
+        self.assertEqual(find(single, "PodDisruptionBudget"), [], "a PDB over one replica blocks every drain")
+
     def test_full_render_has_them(self):
         docs = rendered("full")
         for kind in self.OPTIONAL:
