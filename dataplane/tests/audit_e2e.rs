@@ -4,28 +4,15 @@
 //! Run `make test` (or `npm ci --prefix e2e`) first so `e2e/node_modules/.bin/claude` exists.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tollgate_tests::claude::{claude_bin, run_claude};
 use tollgate_tests::fake_anthropic::{FakeAnthropic, FakeConfig};
 use tollgate_tests::harness::Proxy;
 use tollgate_tests::policy::{KEY_ALICE, PROVIDER_KEY, PROVIDER_KEY_ENV, standard_policy};
 use tollgate_tests::sinks::{Format, Receiver};
-
-fn claude_bin() -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../e2e/node_modules/.bin/claude"
-    ));
-    if p.exists() {
-        return Some(p);
-    }
-    let msg = "Claude Code is not installed: run `npm ci --prefix e2e` (make test does)";
-    assert!(std::env::var_os("CI").is_none(), "{msg}");
-    println!("SKIPPED: {msg}");
-    None
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_session_is_audited_and_verifiable() {
@@ -65,57 +52,19 @@ async fn claude_code_session_is_audited_and_verifiable() {
     )
     .unwrap();
 
-    let home = tempfile::tempdir().unwrap();
-    let project = tempfile::tempdir().unwrap();
     let base = format!("{}/anthropic", proxy.base_url());
-    let out = tokio::task::block_in_place(|| {
-        let mut child = Command::new(&claude)
-            .args([
-                "-p",
-                "run echo TOOL_OK",
-                "--allowedTools",
-                "Bash(echo:*)",
-                "--output-format",
-                "json",
-            ])
-            .current_dir(project.path())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", home.path())
-            .env("TERM", "dumb")
-            .env("DISABLE_TELEMETRY", "1")
-            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-            .env("DISABLE_AUTOUPDATER", "1")
-            .env("CLAUDE_CODE_MAX_RETRIES", "0")
-            .env("ANTHROPIC_BASE_URL", &base)
-            .env("ANTHROPIC_AUTH_TOKEN", KEY_ALICE)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn claude");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("claude did not finish within 120 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child.wait_with_output().unwrap()
+    let run = tokio::task::block_in_place(|| {
+        run_claude(
+            &claude,
+            &["-p", "run echo TOOL_OK", "--allowedTools", "Bash(echo:*)"],
+            &[
+                ("ANTHROPIC_BASE_URL", base.as_str()),
+                ("ANTHROPIC_AUTH_TOKEN", KEY_ALICE),
+            ],
+            None,
+        )
     });
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let result = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<Value>(l).ok())
-        .unwrap_or(Value::Null);
-    assert_eq!(
-        result["is_error"],
-        false,
-        "stdout {stdout} stderr {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(!run.is_error(), "{}", run.output());
     let model_calls = fake
         .requests()
         .iter()

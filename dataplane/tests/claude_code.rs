@@ -3,93 +3,14 @@
 //! Run `make test` (or `npm ci --prefix e2e`) first so `e2e/node_modules/.bin/claude` exists.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use tollgate_tests::claude::{ClaudeRun, claude_bin, run_claude};
 use tollgate_tests::fake_anthropic::{DEFAULT_REPLY, FakeAnthropic, FakeConfig};
 use tollgate_tests::harness::{Proxy, send};
 use tollgate_tests::policy::{
     KEY_ALICE, KEY_HAIKU, PROVIDER_KEY, PROVIDER_KEY_ENV, standard_policy, write_atomically,
 };
-
-fn claude_bin() -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../e2e/node_modules/.bin/claude"
-    ));
-    if p.exists() {
-        return Some(p);
-    }
-    let msg = "Claude Code is not installed: run `npm ci --prefix e2e` (make test does)";
-    assert!(std::env::var_os("CI").is_none(), "{msg}");
-    println!("SKIPPED: {msg}");
-    None
-}
-
-/// What `claude -p ... --output-format json` printed, and its exit code.
-struct ClaudeRun {
-    code: Option<i32>,
-    json: Value,
-    stdout: String,
-    stderr: String,
-}
-
-impl ClaudeRun {
-    fn result(&self) -> &str {
-        self.json["result"].as_str().unwrap_or_default()
-    }
-    fn is_error(&self) -> bool {
-        self.json["is_error"].as_bool().unwrap_or(true)
-    }
-}
-
-/// Runs Claude Code headless in an empty project with an empty home, as an engineer's
-/// session configured only with ANTHROPIC_BASE_URL and ANTHROPIC_AUTH_TOKEN would.
-fn run_claude(claude: &Path, proxy: &Proxy, key: &str, args: &[&str]) -> ClaudeRun {
-    let home = tempfile::tempdir().unwrap();
-    let project = tempfile::tempdir().unwrap();
-    let mut child = Command::new(claude)
-        .args(args)
-        .args(["--output-format", "json"])
-        .current_dir(project.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("TERM", "dumb")
-        .env("DISABLE_TELEMETRY", "1")
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .env("DISABLE_AUTOUPDATER", "1")
-        .env("CLAUDE_CODE_MAX_RETRIES", "0")
-        .env("ANTHROPIC_BASE_URL", format!("{}/anthropic", proxy.base_url()))
-        .env("ANTHROPIC_AUTH_TOKEN", key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn claude");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("claude did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let json = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<Value>(l).ok())
-        .unwrap_or(Value::Null);
-    ClaudeRun {
-        code: out.status.code(),
-        json,
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 struct Rig {
     fake: FakeAnthropic,
@@ -126,9 +47,14 @@ async fn rig_with(extra: &str) -> Rig {
 async fn claude(claude: &Path, rig: &Rig, key: &str, args: &[&str]) -> ClaudeRun {
     let (c, key) = (claude.to_owned(), key.to_owned());
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let base = format!("{}/anthropic", rig.proxy.base_url());
     tokio::task::block_in_place(|| {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_claude(&c, &rig.proxy, &key, &a)
+        let env = [
+            ("ANTHROPIC_BASE_URL", base.as_str()),
+            ("ANTHROPIC_AUTH_TOKEN", key.as_str()),
+        ];
+        run_claude(&c, &a, &env, None)
     })
 }
 

@@ -774,7 +774,6 @@ fn run_claude(rig: &Rig, key: &str, prompt: &str, allowed: &str) -> (Value, Stri
         claude.exists(),
         "Claude Code is not installed: run `npm ci --prefix e2e` (make test does)"
     );
-    let home = tempfile::tempdir().unwrap();
     let project = tempfile::tempdir().unwrap();
     let config = project.path().join("mcp.json");
     let mcp = json!({"mcpServers": {"gw": {
@@ -783,51 +782,22 @@ fn run_claude(rig: &Rig, key: &str, prompt: &str, allowed: &str) -> (Value, Stri
         "headers": {"Authorization": format!("Bearer {key}")},
     }}});
     std::fs::write(&config, mcp.to_string()).unwrap();
-    let mut child = Command::new(claude)
-        .args(["-p", prompt, "--output-format", "json", "--allowedTools", allowed])
-        .arg("--mcp-config")
-        .arg(&config)
-        .current_dir(project.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home.path())
-        .env("TERM", "dumb")
-        .env("DISABLE_TELEMETRY", "1")
-        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-        .env("DISABLE_AUTOUPDATER", "1")
-        .env("CLAUDE_CODE_MAX_RETRIES", "0")
-        // Tool search would defer every tool behind `ToolSearch`; off, the tools array holds
-        // all of them, so the test sees what the model is offered.
-        .env("ENABLE_TOOL_SEARCH", "false")
-        .env(
-            "ANTHROPIC_BASE_URL",
-            format!("{}/anthropic", rig.proxy.base_url()),
-        )
-        .env("ANTHROPIC_AUTH_TOKEN", key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn claude");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("claude did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let json = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<Value>(l).ok())
-        .unwrap_or(Value::Null);
-    (
-        json,
-        format!("stdout {stdout}\nstderr {}", String::from_utf8_lossy(&out.stderr)),
-    )
+    let base = format!("{}/anthropic", rig.proxy.base_url());
+    let config = config.display().to_string();
+    let run = tollgate_tests::claude::run_claude(
+        &claude,
+        &["-p", prompt, "--allowedTools", allowed, "--mcp-config", &config],
+        &[
+            // Tool search would defer every tool behind `ToolSearch`; off, the tools array
+            // holds all of them, so the test sees what the model is offered.
+            ("ENABLE_TOOL_SEARCH", "false"),
+            ("ANTHROPIC_BASE_URL", &base),
+            ("ANTHROPIC_AUTH_TOKEN", key),
+        ],
+        Some(project.path()),
+    );
+    let output = run.output();
+    (run.json, output)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

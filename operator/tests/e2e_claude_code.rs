@@ -19,8 +19,9 @@ use tollgate_tests::fake_anthropic::{DEFAULT_REPLY, FakeAnthropic, FakeConfig};
 use tollgate_tests::harness::{Proxy, send};
 use tollgate_tests::policy::{PROVIDER_KEY, PROVIDER_KEY_ENV, write_atomically};
 
-use support::agents::{claude_bin, proxy_bin, run_claude};
+use support::agents::proxy_bin;
 use support::{ApiServer, eventually};
+use tollgate_tests::claude::{claude_bin, run_claude};
 
 const NS: &str = "tollgate-system";
 
@@ -57,11 +58,13 @@ async fn sync(client: &kube::Client, dir: &Path) -> bool {
 
 async fn claude(bin: &Path, base_url: &str, key: &str) -> (Option<i32>, Value, String) {
     let (b, u, k) = (bin.to_owned(), base_url.to_owned(), key.to_owned());
+    let base = format!("{u}/anthropic");
     let env = [
-        ("ANTHROPIC_BASE_URL".to_owned(), format!("{u}/anthropic")),
-        ("ANTHROPIC_AUTH_TOKEN".to_owned(), k),
+        ("ANTHROPIC_BASE_URL", base.as_str()),
+        ("ANTHROPIC_AUTH_TOKEN", k.as_str()),
     ];
-    tokio::task::block_in_place(|| run_claude(&b, &env))
+    let run = tokio::task::block_in_place(|| run_claude(&b, &["-p", "say hi"], &env, None));
+    (run.code, run.json, run.stdout)
 }
 
 fn manifests(upstream: &str) -> String {

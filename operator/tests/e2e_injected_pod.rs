@@ -27,8 +27,9 @@ use tollgate_tests::fake_anthropic::{DEFAULT_REPLY, FakeAnthropic, FakeConfig};
 use tollgate_tests::harness::send;
 use tollgate_tests::policy::PROVIDER_KEY;
 
-use support::agents::{claude_bin, proxy_bin, run_claude};
+use support::agents::proxy_bin;
 use support::{ApiServer, eventually};
+use tollgate_tests::claude::{claude_bin, run_claude};
 
 const NS: &str = "tollgate-system";
 const APP_NS: &str = "dev-tools";
@@ -387,21 +388,16 @@ async fn a_plain_claude_code_pod_in_a_labelled_namespace_is_governed_by_its_inje
         "provider key leaked to the agent"
     );
 
-    let (code, json, stdout) = tokio::task::block_in_place(|| run_claude(&claude, &agent_env));
-    assert_eq!(
-        json["is_error"],
-        Value::Bool(false),
-        "{stdout}\nsidecar logs:\n{}",
+    let env: Vec<(&str, &str)> = agent_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let run = tokio::task::block_in_place(|| run_claude(&claude, &["-p", "say hi"], &env, None));
+    assert!(
+        !run.is_error(),
+        "{}\nsidecar logs:\n{}",
+        run.output(),
         sidecar_proc.logs()
     );
-    assert_eq!(code, Some(0));
-    assert!(
-        json["result"]
-            .as_str()
-            .unwrap_or_default()
-            .contains(DEFAULT_REPLY),
-        "{stdout}"
-    );
+    assert_eq!(run.code, Some(0));
+    assert!(run.result().contains(DEFAULT_REPLY), "{}", run.stdout);
     let logs = sidecar_proc.logs();
     assert!(logs.contains("\"key_id\":\"dev-tools/alice\""), "{logs}");
     assert!(!logs.contains(PROVIDER_KEY), "provider key logged");

@@ -6,10 +6,12 @@
 //! * [`policy`]: the standard test policy and its keys.
 //! * [`harness`]: runs a real `tollgate-proxy` process on loopback, with a small HTTP client.
 //! * [`sinks`]: faithful fake receivers of the audit sinks' wire formats, and `moto` (S3).
+//! * [`claude`]: runs the real Claude Code headless against a proxy.
 //! * [`redis_server`]: runs a real `redis-server` on loopback for the Redis ledger's tests.
 
 #![warn(missing_docs)]
 
+pub mod claude;
 pub mod fake_anthropic;
 pub mod harness;
 pub mod policy;

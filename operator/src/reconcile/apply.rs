@@ -53,27 +53,50 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(MANAGER).force()
 }
 
-/// Server-side applies a policy ConfigMap with the operator's field manager.
-pub async fn apply_config_map(client: &Client, desired: &ConfigMap) -> Result<(), kube::Error> {
-    let ns = desired.metadata.namespace.as_deref().unwrap_or("default");
-    let name = desired.metadata.name.as_deref().unwrap_or_default();
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+/// Server-side applies a namespaced core/v1 object the operator owns, with its field manager.
+async fn apply_owned<K>(client: &Client, kind: &str, desired: &K) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let ns = desired.meta().namespace.as_deref().unwrap_or("default");
+    let name = desired.meta().name.as_deref().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
     let mut body = serde_json::to_value(desired).map_err(kube::Error::SerdeError)?;
     body["apiVersion"] = json!("v1");
-    body["kind"] = json!("ConfigMap");
+    body["kind"] = json!(kind);
     api.patch(name, &apply_params(), &Patch::Apply(body)).await?;
     Ok(())
 }
 
-/// Deletes a policy ConfigMap that is no longer part of the policy (a shard after the key
-/// set shrank). A ConfigMap already gone is fine.
-pub async fn delete_config_map(client: &Client, namespace: &str, name: &str) -> Result<(), kube::Error> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+/// Deletes a namespaced object the operator owns; one already gone is fine.
+async fn delete_owned<K>(client: &Client, namespace: &str, name: &str) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Server-side applies a policy ConfigMap with the operator's field manager.
+pub async fn apply_config_map(client: &Client, desired: &ConfigMap) -> Result<(), kube::Error> {
+    apply_owned(client, "ConfigMap", desired).await
+}
+
+/// Deletes a policy ConfigMap that is no longer part of the policy (a shard after the key
+/// set shrank, or a copy in a namespace no longer labelled). Already gone is fine.
+pub async fn delete_config_map(client: &Client, namespace: &str, name: &str) -> Result<(), kube::Error> {
+    delete_owned::<ConfigMap>(client, namespace, name).await
 }
 
 /// The data of a Secret, or `None` when it does not exist.
@@ -124,24 +147,12 @@ pub fn desired_credentials(
 
 /// Server-side applies a Secret the operator owns (the credentials Secret).
 pub async fn apply_secret(client: &Client, desired: &Secret) -> Result<(), kube::Error> {
-    let ns = desired.metadata.namespace.as_deref().unwrap_or("default");
-    let name = desired.metadata.name.as_deref().unwrap_or_default();
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let mut body = serde_json::to_value(desired).map_err(kube::Error::SerdeError)?;
-    body["apiVersion"] = json!("v1");
-    body["kind"] = json!("Secret");
-    api.patch(name, &apply_params(), &Patch::Apply(body)).await?;
-    Ok(())
+    apply_owned(client, "Secret", desired).await
 }
 
 /// Deletes a Secret the operator owns; already gone is fine.
 pub async fn delete_secret(client: &Client, namespace: &str, name: &str) -> Result<(), kube::Error> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
+    delete_owned::<Secret>(client, namespace, name).await
 }
 
 /// The API resource of a Tollgate kind.
