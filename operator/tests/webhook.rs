@@ -412,3 +412,70 @@ fn ca_bundle_patch_is_empty_when_every_webhook_already_trusts_the_ca() {
     let patch = certificates::ca_bundle_patch(&config, "REVG").unwrap();
     assert_eq!(patch.as_array().unwrap().len(), 3);
 }
+
+/// A measurement, not a check: `cargo test -p tollgate-operator --release --test webhook --
+/// --ignored --nocapture admission_latency`. Reviews of a Claude Code pod over one kept-alive
+/// TLS connection (as kube-apiserver reuses its connections), and over a new TLS connection each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn admission_latency() {
+    let stored = issue(&["tollgate-webhook.tollgate-system.svc"], &Stored::default());
+    let server = start(&stored).await;
+    let ca = certs::ca_bundle(&stored);
+    let body = admission_review("u", pod());
+
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let name = ServerName::try_from("tollgate-webhook.tollgate-system.svc").unwrap();
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let tls = connector.connect(name.clone(), tcp).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let percentiles = |mut v: Vec<std::time::Duration>| {
+        v.sort();
+        let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+        format!("p50 {:?}  p99 {:?}  max {:?}", at(0.5), at(0.99), v[v.len() - 1])
+    };
+    let n = 2000;
+    let mut kept = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        let req = Request::post("/mutate/enabled")
+            .header("host", "tollgate-webhook.tollgate-system.svc")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.clone())))
+            .unwrap();
+        sender.ready().await.unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        kept.push(t.elapsed());
+        assert!(bytes.len() > 100);
+    }
+    let mut fresh = Vec::with_capacity(200);
+    for _ in 0..200 {
+        let t = std::time::Instant::now();
+        post(server.addr, &ca, "/mutate/enabled", body.clone())
+            .await
+            .unwrap();
+        fresh.push(t.elapsed());
+    }
+    println!(
+        "admission review, {} byte request, kept-alive TLS ({n}): {}",
+        body.len(),
+        percentiles(kept)
+    );
+    println!(
+        "admission review, new TLS connection each (200): {}",
+        percentiles(fresh)
+    );
+}
