@@ -21,6 +21,9 @@ use tollgate_operator::webhook::tls::{SwappableCert, certified_key};
 use tollgate_operator::webhook::{SelfManaged, Webhook, certificates, serve};
 use tower_test::mock;
 
+mod support;
+use support::tls::{admission_review, post};
+
 fn issue(names: &[&str], base: &Stored) -> Stored {
     let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
     let plan = if base.data.is_empty() {
@@ -77,64 +80,6 @@ async fn start(stored: &Stored) -> Running {
         metrics,
         _stop: tx,
     }
-}
-
-/// POSTs `body` over HTTPS, trusting only `ca_pem`; returns status and JSON body.
-async fn post(
-    addr: std::net::SocketAddr,
-    ca_pem: &str,
-    path: &str,
-    body: Vec<u8>,
-) -> Result<(StatusCode, Value), String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    // The name the API server uses: the Service's DNS name.
-    let name = ServerName::try_from("tollgate-webhook.tollgate-system.svc").unwrap();
-    let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::post(path)
-        .header("content-type", "application/json")
-        .header("host", "tollgate-webhook.tollgate-system.svc")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
-}
-
-/// An AdmissionReview shaped as kube-apiserver 1.33 sends it for `kubectl apply` of a pod.
-fn admission_review(uid: &str, pod: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "kind": "AdmissionReview",
-        "apiVersion": "admission.k8s.io/v1",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": "claude",
-            "namespace": "dev-tools",
-            "operation": "CREATE",
-            "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
-            "object": pod,
-            "oldObject": null,
-            "dryRun": false,
-            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "kubectl-client-side-apply"}
-        }
-    }))
-    .unwrap()
 }
 
 fn pod() -> Value {

@@ -9,6 +9,7 @@ plus what it lacks for a controller (kmock 0.8):
   creates it (kmock answers 404);
 * label selectors (`key`, `key=value`, comma-separated) on lists and watches;
 * garbage collection of dependants (ownerReferences) when their owner is deleted;
+* JSON Patch (application/json-patch+json, RFC 6902, with `test` failures answered 422);
 * the Namespace resource itself (kmock 0.8 parses `/api/v1/namespaces[/NAME]` as a
   namespace prefix; see `_parse_path`).
 
@@ -26,6 +27,7 @@ import sys
 import uuid
 
 import attrs
+import jsonpatch
 import kmock
 from kmock._internal import enums, parsing
 
@@ -50,6 +52,7 @@ RESOURCES = [
     "tollgate.dev/v1alpha1/modelroutes", "tollgate.dev/v1alpha1/mcpservers",
     "tollgate.dev/v1alpha1/auditsinks", "v1/secrets", "v1/configmaps", "v1/namespaces",
     "coordination.k8s.io/v1/leases", "events.k8s.io/v1/events",
+    "admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
 ]
 
 
@@ -100,6 +103,17 @@ class Shim(kmock.KubernetesEmulator):
         action = request.action
         data = request.data if isinstance(request.data, dict) else None
         is_apply = "apply-patch" in request.headers.get("Content-Type", "")
+        if "json-patch" in request.headers.get("Content-Type", "") and request.name is not None:
+            current = self._stored(request)
+            if current is None:
+                raise kmock.KubernetesError(status=404, reason="NotFound", message="not found")
+            try:
+                patched = jsonpatch.apply_patch(current, request.data or [])
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
+                raise kmock.KubernetesError(status=422, reason="Invalid", message=str(e))
+            # The whole patched object replaces the stored one (lists included).
+            data = patched
+            request = self._evolve(request, data=data)
         if action == enums.action.UPDATE and data is not None:
             current = self._stored(request)
             if current is None and is_apply and request.subresource is None:

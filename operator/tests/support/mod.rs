@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agents;
+pub mod tls;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
