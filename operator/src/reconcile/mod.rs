@@ -142,6 +142,8 @@ pub struct Reconciler {
     /// has not reflected yet is not repeated.
     written_config_maps: HashMap<(String, String), (ConfigMap, Instant)>,
     written_credentials: HashMap<String, (String, Instant)>,
+    /// Referenced credential keys that were missing at the last reconcile.
+    missing_credentials: std::collections::BTreeSet<crate::credentials::SecretKey>,
     written_statuses: HashMap<(Kind, Option<String>, String), (serde_json::Value, Instant)>,
     /// Set after the first successful reconciliation (readiness).
     pub reconciled: Arc<std::sync::atomic::AtomicBool>,
@@ -172,6 +174,7 @@ impl Reconciler {
             created: BTreeMap::new(),
             written_config_maps: HashMap::new(),
             written_credentials: HashMap::new(),
+            missing_credentials: Default::default(),
             written_statuses: HashMap::new(),
             reconciled: Arc::default(),
         }
@@ -513,8 +516,13 @@ impl Reconciler {
             }
         }
         let assembled = crate::credentials::assemble(&wanted, &sources);
-        for (secret, key) in &assembled.missing {
-            warn!(secret = %secret, key = %key, namespace = %self.config.policy_namespace, "referenced credential not found; proxies will fail requests needing it");
+        // Logged when the set of missing credentials changes, not on every reconcile.
+        let missing: std::collections::BTreeSet<_> = assembled.missing.iter().cloned().collect();
+        if missing != self.missing_credentials {
+            for (secret, key) in missing.difference(&self.missing_credentials) {
+                warn!(secret = %secret, key = %key, namespace = %self.config.policy_namespace, "referenced credential not found; proxies will fail requests needing it");
+            }
+            self.missing_credentials = missing;
         }
         let hash = assembled.content_hash();
         let name = self.config.credentials_secret.clone();
