@@ -393,7 +393,7 @@ async fn policy_and_credentials_are_mirrored_into_labelled_namespaces() {
     let config = Config {
         policy_namespace: NS.into(),
         debounce: Duration::from_millis(50),
-        resync: Duration::from_millis(500),
+        resync: Duration::from_secs(300),
         inject_namespace_label: "tollgate.dev/inject".into(),
         extra_credentials: vec![("redis-ledger".into(), "url".into())],
         ..Config::default()
@@ -455,7 +455,7 @@ async fn policy_and_credentials_are_mirrored_into_labelled_namespaces() {
         "unlabelled namespace got the policy"
     );
 
-    // A rotated provider key reaches the copies (on the next resync at the latest).
+    // A rotated provider key reaches the copies (the policy namespace's Secrets are watched).
     let rotated = serde_json::json!({"data": {"api-key": "c2stYW50LXJvdGF0ZWQ="}}); // sk-ant-rotated
     system_secrets
         .patch("anthropic", &PatchParams::default(), &Patch::Merge(rotated))

@@ -211,7 +211,14 @@ impl Reconciler {
             watcher::Config::default().labels(&ours),
             strip_data,
         );
-        let mut all_triggers = vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10];
+        // Any Secret change in the policy namespace (a rotated provider key) reconciles at
+        // once, so the credentials copies follow; only metadata is cached.
+        let (_policy_secrets, t11) = cache(
+            Api::<Secret>::namespaced(c.clone(), &self.config.policy_namespace),
+            watcher::Config::default(),
+            strip_data,
+        );
+        let mut all_triggers = vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11];
         let namespaces = if self.config.inject_namespace_label.is_empty() {
             None
         } else {
