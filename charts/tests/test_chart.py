@@ -630,3 +630,29 @@ def tearDownModule():
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TollgateResources(unittest.TestCase):
+    """The resources users keep in Git beside the chart (examples/k8s) against the CRD schemas
+    the chart installs: the same check the chart's own tollgate.dev documents would get."""
+
+    def docs(self):
+        for path in sorted((ROOT / "examples" / "k8s").glob("*.yaml")):
+            for doc in yaml.safe_load_all(path.read_text()):
+                if doc and str(doc.get("apiVersion", "")).startswith("tollgate.dev/"):
+                    yield path.name, doc
+
+    def test_examples_validate_against_the_installed_crds(self):
+        schemas = crd_schemas()
+        seen = set()
+        for name, doc in self.docs():
+            with self.subTest(f"{name}: {doc['kind']} {doc['metadata']['name']}"):
+                jsonschema.validate(doc, schemas[(doc["apiVersion"], doc["kind"])])
+                seen.add(doc["kind"])
+        self.assertGreaterEqual(len(seen), 5, seen)
+
+    def test_a_wrong_type_is_rejected(self):
+        bad = {"apiVersion": "tollgate.dev/v1alpha1", "kind": "VirtualKey",
+               "metadata": {"name": "alice", "namespace": "dev-tools"}, "spec": {"enabled": "yes"}}
+        with self.assertRaises(jsonschema.ValidationError):
+            jsonschema.validate(bad, crd_schemas()[("tollgate.dev/v1alpha1", "VirtualKey")])
