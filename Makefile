@@ -20,8 +20,15 @@ e2e-deps: $(CLAUDE_CODE) $(PYTHON_E2E)
 $(PYTHON_E2E): e2e/requirements.txt e2e/setup-python.sh
 	bash e2e/setup-python.sh
 
-$(CLAUDE_CODE): e2e/package.json e2e/package-lock.json
+# The stamp is written only once the native binary really runs: npm skips a failed optional
+# platform package silently, leaving a `claude` that only prints an error.
+CLAUDE_OK := e2e/node_modules/.claude-code-ok
+
+$(CLAUDE_CODE): $(CLAUDE_OK)
+
+$(CLAUDE_OK): e2e/package.json e2e/package-lock.json
 	npm ci --prefix e2e --no-audit --no-fund
+	$(CLAUDE_CODE) --version
 	touch $@
 
 lint:
