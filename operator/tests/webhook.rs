@@ -4,6 +4,7 @@
 //! certificate round's API calls (Secret created, caBundle patched) with tower-test.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -422,5 +423,83 @@ async fn admission_latency() {
     println!(
         "admission review, new TLS connection each (200): {}",
         percentiles(fresh)
+    );
+}
+
+/// Two replicas renew at once: the loser's replace gets 409 Conflict, re-reads the Secret and
+/// serves what the winner wrote (and leaves the caBundle to the winner).
+#[tokio::test]
+async fn a_replica_that_loses_the_renewal_race_serves_the_winners_certificate() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let names = certs::service_dns_names("tollgate-webhook", "tollgate-system");
+    let long_ago = jiff::Timestamp::now() - certs::days(340);
+    let old = certs::execute(
+        Plan::NewCa,
+        &Stored::default(),
+        long_ago,
+        &names,
+        Lifetimes::default(),
+    )
+    .unwrap();
+    let winner = certs::execute(
+        Plan::Reissue,
+        &old,
+        jiff::Timestamp::now(),
+        &names,
+        Lifetimes::default(),
+    )
+    .unwrap();
+    let as_secret = |s: &Stored, rv: &str| {
+        let data: serde_json::Map<String, Value> = s
+            .data
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    json!(base64::engine::general_purpose::STANDARD.encode(v)),
+                )
+            })
+            .collect();
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+               "metadata": {"name": "tollgate-webhook-tls", "namespace": "tollgate-system",
+                            "resourceVersion": rv, "annotations": s.annotations},
+               "data": data})
+    };
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    let cfg = SelfManaged {
+        namespace: "tollgate-system".into(),
+        secret: "tollgate-webhook-tls".into(),
+        configuration: "tollgate-sidecar-injector".into(),
+        service: "tollgate-webhook".into(),
+        lifetimes: Lifetimes::default(),
+    };
+    let cert = Arc::new(SwappableCert::default());
+    let c2 = cert.clone();
+    let round = tokio::spawn(async move {
+        certificates::self_managed_round(&client, &cfg, &c2, jiff::Timestamp::now()).await
+    });
+    let path = "/api/v1/namespaces/tollgate-system/secrets/tollgate-webhook-tls";
+    next(&mut handle, Method::GET, path, 200, as_secret(&old, "10")).await;
+    let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+                          "message": "the object has been modified"});
+    let (_, replaced) = next(&mut handle, Method::PUT, &format!("{path}?"), 409, conflict).await;
+    assert_eq!(
+        replaced["metadata"]["resourceVersion"], "10",
+        "the replace is conditional"
+    );
+    assert_ne!(
+        replaced["data"]["tls.crt"],
+        as_secret(&old, "10")["data"]["tls.crt"],
+        "it tried a new certificate"
+    );
+    next(&mut handle, Method::GET, path, 200, as_secret(&winner, "11")).await;
+    assert!(round.await.unwrap().unwrap());
+    assert!(cert.is_loaded());
+    // No further calls: the winner owns the caBundle update.
+    let more = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
+    assert!(
+        matches!(more, Err(_) | Ok(None)),
+        "unexpected API call after losing the race"
     );
 }
