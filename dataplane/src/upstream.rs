@@ -118,6 +118,19 @@ pub fn build_request(
     Ok(req)
 }
 
+/// An error and its causes on one line, for logs and client-facing messages (transport
+/// errors only carry URLs and I/O reasons, never credentials).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

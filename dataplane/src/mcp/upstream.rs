@@ -247,7 +247,7 @@ impl UpstreamConn {
             .client
             .request(req)
             .await
-            .map_err(|e| UpstreamError::Unreachable(error_chain(&e)))?;
+            .map_err(|e| UpstreamError::Unreachable(crate::upstream::error_chain(&e)))?;
         let status = resp.status();
         if status == StatusCode::NOT_FOUND && session.is_some() {
             return Err(UpstreamError::SessionExpired);
@@ -424,18 +424,6 @@ async fn listen(
             }
         }
     }
-}
-
-/// The error and its causes on one line (URLs and I/O errors only, no secrets).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

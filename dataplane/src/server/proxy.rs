@@ -400,7 +400,7 @@ impl Gateway {
             Err(_) => Err(Denial::UpstreamTimeout {
                 provider: provider.id.clone(),
             }),
-            Ok(Err(e)) => Err(unavailable(error_chain(&e))),
+            Ok(Err(e)) => Err(unavailable(crate::upstream::error_chain(&e))),
             Ok(Ok(resp)) => Ok((resp, sent)),
         }
     }
@@ -408,18 +408,6 @@ impl Gateway {
 
 fn is_retryable(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
-}
-
-/// The error and its causes on one line (no secrets: URLs and I/O errors only).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 fn respond(

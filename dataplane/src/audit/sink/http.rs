@@ -24,7 +24,11 @@ pub(crate) async fn send(
         req = req.header(*k, v);
     }
     let req = req.body(Full::new(body)).map_err(|e| t.err(e.to_string()))?;
-    let resp = t.client.request(req).await.map_err(|e| t.err(error_chain(&e)))?;
+    let resp = t
+        .client
+        .request(req)
+        .await
+        .map_err(|e| t.err(crate::upstream::error_chain(&e)))?;
     let status = resp.status();
     let body = Limited::new(resp.into_body(), 1 << 20)
         .collect()
@@ -32,17 +36,6 @@ pub(crate) async fn send(
         .map_err(|e| t.err(format!("reading the response: {e}")))?
         .to_bytes();
     Ok((status, body))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 fn url(t: &Target, path: &str) -> String {
