@@ -55,6 +55,24 @@ fn ready_of(conditions: &[Condition]) -> Option<(String, String)> {
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
+/// The ModelProvider `anthropic` with `credential`.
+async fn create_anthropic_provider(client: &kube::Client, credential: CredentialRef) {
+    let provider = ModelProvider {
+        metadata: named("anthropic", None),
+        spec: ModelProviderSpec {
+            kind: ProviderKind::Anthropic,
+            endpoint: "https://api.anthropic.com".into(),
+            credential: Some(credential),
+            ..Default::default()
+        },
+        status: None,
+    };
+    Api::<ModelProvider>::all(client.clone())
+        .create(&PostParams::default(), &provider)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_compiles_resources_into_configmaps_and_reports_status() {
     let server = ApiServer::start();
@@ -72,25 +90,14 @@ async fn the_controller_compiles_resources_into_configmaps_and_reports_status() 
         )
         .await
         .unwrap();
-    Api::<ModelProvider>::all(client.clone())
-        .create(
-            &pp,
-            &ModelProvider {
-                metadata: named("anthropic", None),
-                spec: ModelProviderSpec {
-                    kind: ProviderKind::Anthropic,
-                    endpoint: "https://api.anthropic.com".into(),
-                    credential: Some(CredentialRef {
-                        env: Some("ANTHROPIC_API_KEY".into()),
-                        secret_key_ref: None,
-                    }),
-                    ..Default::default()
-                },
-                status: None,
-            },
-        )
-        .await
-        .unwrap();
+    create_anthropic_provider(
+        &client,
+        CredentialRef {
+            env: Some("ANTHROPIC_API_KEY".into()),
+            secret_key_ref: None,
+        },
+    )
+    .await;
     Api::<ModelRoute>::all(client.clone())
         .create(
             &pp,
@@ -367,28 +374,17 @@ async fn policy_and_credentials_are_mirrored_into_labelled_namespaces() {
         )
         .await
         .unwrap();
-    Api::<ModelProvider>::all(client.clone())
-        .create(
-            &pp,
-            &ModelProvider {
-                metadata: named("anthropic", None),
-                spec: ModelProviderSpec {
-                    kind: ProviderKind::Anthropic,
-                    endpoint: "https://api.anthropic.com".into(),
-                    credential: Some(CredentialRef {
-                        env: None,
-                        secret_key_ref: Some(SecretKeyRef {
-                            name: "anthropic".into(),
-                            key: "api-key".into(),
-                        }),
-                    }),
-                    ..Default::default()
-                },
-                status: None,
-            },
-        )
-        .await
-        .unwrap();
+    create_anthropic_provider(
+        &client,
+        CredentialRef {
+            env: None,
+            secret_key_ref: Some(SecretKeyRef {
+                name: "anthropic".into(),
+                key: "api-key".into(),
+            }),
+        },
+    )
+    .await;
 
     let config = Config {
         policy_namespace: NS.into(),

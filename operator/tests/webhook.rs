@@ -228,6 +228,31 @@ async fn clients_refuse_an_untrusted_certificate_and_a_swapped_one_is_served_at_
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
+/// Starts one self-managed certificate round against a tower-test mock API server; the test
+/// answers its requests through the handle.
+fn self_managed_round_on_mock() -> (
+    Handle,
+    Arc<SwappableCert>,
+    tokio::task::JoinHandle<Result<bool, certificates::CertRoundError>>,
+) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    let cfg = SelfManaged {
+        namespace: "tollgate-system".into(),
+        secret: "tollgate-webhook-tls".into(),
+        configuration: "tollgate-sidecar-injector".into(),
+        service: "tollgate-webhook".into(),
+        lifetimes: Lifetimes::default(),
+    };
+    let cert = Arc::new(SwappableCert::default());
+    let c2 = cert.clone();
+    let round = tokio::spawn(async move {
+        certificates::self_managed_round(&client, &cfg, &c2, jiff::Timestamp::now()).await
+    });
+    (handle, cert, round)
+}
+
 async fn next(
     handle: &mut Handle,
     method: Method,
@@ -256,20 +281,7 @@ async fn next(
 #[tokio::test]
 async fn self_managed_mode_creates_the_secret_and_patches_the_ca_bundle() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(svc, "default");
-    let cfg = SelfManaged {
-        namespace: "tollgate-system".into(),
-        secret: "tollgate-webhook-tls".into(),
-        configuration: "tollgate-sidecar-injector".into(),
-        service: "tollgate-webhook".into(),
-        lifetimes: Lifetimes::default(),
-    };
-    let cert = Arc::new(SwappableCert::default());
-    let c2 = cert.clone();
-    let round = tokio::spawn(async move {
-        certificates::self_managed_round(&client, &cfg, &c2, jiff::Timestamp::now()).await
-    });
+    let (mut handle, cert, round) = self_managed_round_on_mock();
 
     let not_found = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"});
     next(
@@ -465,20 +477,7 @@ async fn a_replica_that_loses_the_renewal_race_serves_the_winners_certificate() 
                             "resourceVersion": rv, "annotations": s.annotations},
                "data": data})
     };
-    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(svc, "default");
-    let cfg = SelfManaged {
-        namespace: "tollgate-system".into(),
-        secret: "tollgate-webhook-tls".into(),
-        configuration: "tollgate-sidecar-injector".into(),
-        service: "tollgate-webhook".into(),
-        lifetimes: Lifetimes::default(),
-    };
-    let cert = Arc::new(SwappableCert::default());
-    let c2 = cert.clone();
-    let round = tokio::spawn(async move {
-        certificates::self_managed_round(&client, &cfg, &c2, jiff::Timestamp::now()).await
-    });
+    let (mut handle, cert, round) = self_managed_round_on_mock();
     let path = "/api/v1/namespaces/tollgate-system/secrets/tollgate-webhook-tls";
     next(&mut handle, Method::GET, path, 200, as_secret(&old, "10")).await;
     let conflict = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
