@@ -132,21 +132,18 @@ fn validity(
     now: Timestamp,
     life: SignedDuration,
 ) -> Result<Timestamp, CertError> {
-    let to_date = |t: Timestamp| {
-        let d = t.to_zoned(jiff::tz::TimeZone::UTC).date();
-        // Month and day are 1..=12 and 1..=31 by construction.
-        date_time_ymd(i32::from(d.year()), d.month() as u8, d.day() as u8)
-    };
-    let start = now.checked_sub(days(1)).map_err(|e| CertError(e.to_string()))?;
-    let end = now.checked_add(life).map_err(|e| CertError(e.to_string()))?;
-    params.not_before = to_date(start);
-    params.not_after = to_date(end);
-    // The stored notAfter is the calendar date rcgen writes (midnight UTC).
-    let end_date = end.to_zoned(jiff::tz::TimeZone::UTC).date();
-    end_date
-        .to_zoned(jiff::tz::TimeZone::UTC)
+    let err = |e: jiff::Error| CertError(e.to_string());
+    let utc_date = |t: Timestamp| t.to_zoned(jiff::tz::TimeZone::UTC).date();
+    // Month and day are 1..=12 and 1..=31 by construction.
+    let ymd = |d: jiff::civil::Date| date_time_ymd(i32::from(d.year()), d.month() as u8, d.day() as u8);
+    let start = utc_date(now.checked_sub(days(1)).map_err(err)?);
+    let end = utc_date(now.checked_add(life).map_err(err)?);
+    params.not_before = ymd(start);
+    params.not_after = ymd(end);
+    // The notAfter rcgen writes: midnight UTC of that date.
+    end.to_zoned(jiff::tz::TimeZone::UTC)
         .map(|z| z.timestamp())
-        .map_err(|e| CertError(e.to_string()))
+        .map_err(err)
 }
 
 fn ca_params() -> CertificateParams {

@@ -17,11 +17,33 @@ pub enum ReviewError {
     Shape(&'static str),
 }
 
+/// The kind of answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Admitted with the sidecar patch.
+    Injected,
+    /// Admitted unchanged.
+    Skipped,
+    /// Refused.
+    Denied,
+}
+
+impl Verdict {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Injected => "injected",
+            Verdict::Skipped => "skipped",
+            Verdict::Denied => "denied",
+        }
+    }
+}
+
 /// What was decided, for logs and metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answered {
-    /// `injected`, `skipped` or `denied`.
-    pub result: &'static str,
+    /// The kind of answer.
+    pub verdict: Verdict,
     /// Why (skip reason or denial message); empty when injected.
     pub reason: String,
     /// Namespace of the pod.
@@ -65,22 +87,22 @@ pub fn answer(injector: &Injector, mode: Mode, body: &[u8]) -> Result<Answered, 
         Outcome::Skip("not a pod creation")
     };
     let mut response = json!({"uid": uid, "allowed": true});
-    let (result, reason) = match outcome {
+    let (verdict, reason) = match outcome {
         Outcome::Inject(patch) => {
             let bytes = serde_json::to_vec(&patch).map_err(|e| ReviewError::Json(e.to_string()))?;
             response["patchType"] = json!("JSONPatch");
             response["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
-            ("injected", String::new())
+            (Verdict::Injected, String::new())
         }
-        Outcome::Skip(why) => ("skipped", why.to_owned()),
+        Outcome::Skip(why) => (Verdict::Skipped, why.to_owned()),
         Outcome::Deny(message) => {
             response["allowed"] = json!(false);
             response["status"] = json!({"code": 403, "reason": "Forbidden", "message": message});
-            ("denied", message)
+            (Verdict::Denied, message)
         }
     };
     Ok(Answered {
-        result,
+        verdict,
         reason,
         namespace,
         pod: name,

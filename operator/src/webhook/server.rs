@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use super::review::{ReviewError, answer};
+use super::review::{ReviewError, Verdict, answer};
 use super::tls::{SwappableCert, server_config};
 use crate::inject::{Injector, Mode};
 use crate::metrics::{Metrics, ResultLabel};
@@ -70,11 +70,15 @@ async fn handle(hook: Webhook, req: Request<Incoming>) -> Response<Full<Bytes>> 
     };
     match answer(&hook.injector, mode, &body) {
         Ok(a) => {
-            count(&hook.metrics, a.result);
-            match a.result {
-                "denied" => warn!(namespace = %a.namespace, pod = %a.pod, reason = %a.reason, "pod refused"),
-                "injected" => info!(namespace = %a.namespace, pod = %a.pod, "sidecar injected"),
-                _ => debug!(namespace = %a.namespace, pod = %a.pod, reason = %a.reason, "injection skipped"),
+            count(&hook.metrics, a.verdict.as_str());
+            match a.verdict {
+                Verdict::Denied => {
+                    warn!(namespace = %a.namespace, pod = %a.pod, reason = %a.reason, "pod refused")
+                }
+                Verdict::Injected => info!(namespace = %a.namespace, pod = %a.pod, "sidecar injected"),
+                Verdict::Skipped => {
+                    debug!(namespace = %a.namespace, pod = %a.pod, reason = %a.reason, "injection skipped")
+                }
             }
             match serde_json::to_vec(&a.response) {
                 Ok(bytes) => reply(StatusCode::OK, bytes),
