@@ -3,6 +3,8 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::bounds;
+
 use super::common::CredentialRef;
 use super::provider::ResourceStatus;
 
@@ -27,6 +29,7 @@ pub struct AuditSinkSpec {
     pub kind: SinkKind,
     /// Endpoint URL, or a file path for kind `file`.
     #[x_kube(validation = Rule::new("size(self) > 0").message("must not be empty"))]
+    #[schemars(length(max = bounds::URL))]
     pub endpoint: String,
     /// Sink credential (copied into the credentials Secret, never into a ConfigMap).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,6 +3,8 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::bounds;
+
 use super::common::Condition;
 
 /// A budget. Cluster-scoped; its name is the budget id the ledger reports spend under.
@@ -33,6 +35,7 @@ pub struct BudgetSpec {
     /// The ceiling in US dollars as a decimal string with at most 6 decimals, e.g. `"250.00"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[0-9]{1,12}(\\\\.[0-9]{1,6})?$')").message("a decimal number of US dollars with at most 6 decimals, e.g. \"250.00\""))]
+    #[schemars(length(max = bounds::DECIMAL))]
     pub limit_usd: Option<String>,
     /// The ceiling in integer micro-USD (1 USD = 1,000,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,10 +48,12 @@ pub struct BudgetSpec {
     pub rolling_seconds: Option<u64>,
     /// IANA time zone the calendar periods align to, e.g. `Europe/Paris`; UTC when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::TIME_ZONE))]
     pub time_zone: Option<String>,
     /// Percentages of the limit that raise an alert when crossed, e.g. `[50, 80, 100]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(validation = Rule::new("self.all(t, t >= 1 && t <= 100)").message("thresholds are percentages from 1 to 100"))]
+    #[schemars(length(max = bounds::THRESHOLDS), extend("x-kubernetes-list-type" = "atomic"))]
     pub thresholds: Vec<u8>,
 }
 
@@ -62,9 +67,11 @@ pub struct BudgetScope {
     pub kind: ScopeKind,
     /// The organization name, Team name, user (a VirtualKey's owner) or VirtualKey name.
     #[serde(default)]
+    #[schemars(length(max = bounds::NAME))]
     pub name: String,
     /// The VirtualKey's namespace, for kind `key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::NAMESPACE))]
     pub namespace: Option<String>,
 }
 
@@ -109,15 +116,19 @@ pub struct BudgetStatus {
     pub observed_generation: Option<i64>,
     /// `Ready`: whether the budget is in the compiled policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = bounds::CONDITIONS), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The limit in US dollars, e.g. `$250.00`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::DECIMAL))]
     pub limit: Option<String>,
     /// Spent in the current window, in US dollars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::DECIMAL))]
     pub spent: Option<String>,
     /// Remaining in the current window (limit - spent - reserved), in US dollars.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::DECIMAL))]
     pub remaining: Option<String>,
     /// Spent in the current window, in micro-USD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,8 +141,10 @@ pub struct BudgetStatus {
     pub remaining_micro_usd: Option<u64>,
     /// Start of the current window (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::TIMESTAMP))]
     pub window_start: Option<String>,
     /// When the current window ends and spend resets (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::TIMESTAMP))]
     pub resets_at: Option<String>,
 }

@@ -4,6 +4,8 @@
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
+use super::bounds;
+
 /// Allow and deny globs for model names (`*` any run, `?` one character). An empty `allow`
 /// allows every routed model; `deny` always wins.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -11,10 +13,12 @@ use serde::{Deserialize, Serialize};
 pub struct ModelAccess {
     /// Model names or globs this subject may use, e.g. `claude-sonnet-*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = bounds::PATTERNS), inner(length(max = bounds::PATTERN)), extend("x-kubernetes-list-type" = "atomic"))]
     #[x_kube(validation = Rule::new("self.all(p, size(p) > 0)").message("patterns must not be empty"))]
     pub allow: Vec<String>,
     /// Model names or globs this subject may never use, even when `allow` matches.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = bounds::PATTERNS), inner(length(max = bounds::PATTERN)), extend("x-kubernetes-list-type" = "atomic"))]
     #[x_kube(validation = Rule::new("self.all(p, size(p) > 0)").message("patterns must not be empty"))]
     pub deny: Vec<String>,
 }
@@ -25,9 +29,11 @@ pub struct ModelAccess {
 pub struct PatternList {
     /// Tool name globs allowed (empty: all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = bounds::PATTERNS), inner(length(max = bounds::PATTERN)), extend("x-kubernetes-list-type" = "atomic"))]
     pub allow: Vec<String>,
     /// Tool name globs denied; deny wins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = bounds::PATTERNS), inner(length(max = bounds::PATTERN)), extend("x-kubernetes-list-type" = "atomic"))]
     pub deny: Vec<String>,
 }
 
@@ -54,10 +60,12 @@ pub struct RateLimits {
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Name of the Secret.
+    #[schemars(length(max = bounds::NAME))]
     #[x_kube(validation = Rule::new("size(self) > 0").message("must not be empty"))]
     pub name: String,
     /// Key inside the Secret's data.
     #[serde(default = "default_secret_key")]
+    #[schemars(length(max = bounds::SECRET_KEY))]
     pub key: String,
 }
 
@@ -80,6 +88,7 @@ pub struct CredentialRef {
     pub secret_key_ref: Option<SecretKeyRef>,
     /// An environment variable of the proxy container holding the credential.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::ENV_NAME))]
     pub env: Option<String>,
 }
 
@@ -102,14 +111,19 @@ pub enum CaptureMode {
 pub struct Condition {
     /// Condition type; Tollgate reports `Ready`.
     #[serde(rename = "type")]
+    #[schemars(length(max = bounds::CONDITION_TYPE))]
     pub type_: String,
     /// `True`, `False` or `Unknown`.
+    #[schemars(extend("enum" = ["True", "False", "Unknown"]))]
     pub status: String,
     /// A CamelCase machine-readable reason, e.g. `TeamNotFound`.
+    #[schemars(length(max = bounds::CONDITION_REASON))]
     pub reason: String,
     /// What happened, for a human.
+    #[schemars(length(max = bounds::CONDITION_MESSAGE))]
     pub message: String,
     /// When the status last changed (RFC 3339).
+    #[schemars(length(max = bounds::TIMESTAMP))]
     pub last_transition_time: String,
     /// The generation this condition was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,5 +139,6 @@ pub struct CommonStatus {
     pub observed_generation: Option<i64>,
     /// `Ready`: whether the resource is part of the compiled policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = bounds::CONDITIONS), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }

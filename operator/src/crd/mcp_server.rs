@@ -3,6 +3,8 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::bounds;
+
 use super::common::CredentialRef;
 use super::provider::ResourceStatus;
 
@@ -25,6 +27,7 @@ use super::provider::ResourceStatus;
 pub struct McpServerSpec {
     /// Streamable HTTP endpoint URL.
     #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("must be an http(s) URL"))]
+    #[schemars(length(max = bounds::URL))]
     pub url: String,
     /// Credential sent upstream as a Bearer token.
     #[serde(default, skip_serializing_if = "Option::is_none")]

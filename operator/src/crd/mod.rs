@@ -2,6 +2,7 @@
 //! from these types by `cargo run -p tollgate-operator --bin crdgen` and a test fails on drift.
 
 pub mod audit_sink;
+pub mod bounds;
 pub mod budget;
 pub mod common;
 pub mod mcp_server;
@@ -20,7 +21,9 @@ pub use provider::{
 pub use team::{Team, TeamSpec, TeamStatus};
 pub use virtual_key::{McpGrant, VirtualKey, VirtualKeySpec, VirtualKeyStatus};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSON, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
 
 /// The API group of every Tollgate resource.
@@ -31,14 +34,48 @@ pub const VERSION: &str = "v1alpha1";
 /// Every CRD with the file name it is generated into under `crds/`.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
-        ("auditsinks.yaml", AuditSink::crd()),
-        ("budgets.yaml", Budget::crd()),
-        ("mcpservers.yaml", McpServer::crd()),
-        ("modelproviders.yaml", ModelProvider::crd()),
-        ("modelroutes.yaml", ModelRoute::crd()),
-        ("teams.yaml", Team::crd()),
-        ("virtualkeys.yaml", VirtualKey::crd()),
+        ("auditsinks.yaml", admissible(AuditSink::crd())),
+        ("budgets.yaml", admissible(Budget::crd())),
+        ("mcpservers.yaml", admissible(McpServer::crd())),
+        ("modelproviders.yaml", admissible(ModelProvider::crd())),
+        ("modelroutes.yaml", admissible(ModelRoute::crd())),
+        ("teams.yaml", admissible(Team::crd())),
+        ("virtualkeys.yaml", admissible(VirtualKey::crd())),
     ]
+}
+
+/// Adjusts a generated CRD to what the API server accepts: an `Option` of an enum becomes a
+/// nullable enum, and the API server checks `enum` before `nullable`, so `null` must be listed
+/// for `field: null` (what some GitOps tools write for an unset field) to be accepted.
+fn admissible(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            list_null_in_nullable_enums(schema);
+        }
+    }
+    crd
+}
+
+fn list_null_in_nullable_enums(schema: &mut JSONSchemaProps) {
+    if schema.nullable == Some(true)
+        && let Some(values) = schema.enum_.as_mut()
+        && !values.iter().any(|v| v.0.is_null())
+    {
+        values.push(JSON(serde_json::Value::Null));
+    }
+    for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        list_null_in_nullable_enums(child);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = schema.items.as_mut() {
+        list_null_in_nullable_enums(items);
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(values)) = schema.additional_properties.as_mut() {
+        list_null_in_nullable_enums(values);
+    }
 }
 
 /// The YAML `crdgen` writes for one CRD (a header comment, then the document).

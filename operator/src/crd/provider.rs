@@ -4,6 +4,8 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::bounds;
+
 use super::common::{Condition, CredentialRef};
 
 /// A model provider. Cluster-scoped; its name is the provider id routes refer to.
@@ -27,12 +29,15 @@ pub struct ModelProviderSpec {
     pub kind: ProviderKind,
     /// Base URL, e.g. `https://api.anthropic.com` (`http://` only for local tests).
     #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("must be an http(s) URL"))]
+    #[schemars(length(max = bounds::URL))]
     pub endpoint: String,
     /// Cloud region (Bedrock, Vertex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::CLOUD_ID))]
     pub region: Option<String>,
     /// Cloud project (Vertex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::CLOUD_ID))]
     pub project: Option<String>,
     /// The provider credential (copied into the credentials Secret, never into a ConfigMap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,12 +101,14 @@ pub struct ModelRouteSpec {
     /// The requested model name served: exact (`gw-opus`) or a glob (`claude-*`).
     #[serde(rename = "match")]
     #[x_kube(validation = Rule::new("size(self) > 0").message("must not be empty"))]
+    #[schemars(length(max = bounds::MODEL))]
     pub match_: String,
     /// Lower priorities are tried first (default 100).
     #[serde(default = "default_priority")]
     pub priority: i32,
     /// Ordered targets; the first is used, later ones are fallbacks.
     #[x_kube(validation = Rule::new("size(self) > 0").message("needs at least one target"))]
+    #[schemars(length(max = bounds::ROUTE_TARGETS), extend("x-kubernetes-list-type" = "atomic"))]
     pub targets: Vec<RouteTarget>,
 }
 
@@ -114,9 +121,11 @@ fn default_priority() -> i32 {
 #[serde(rename_all = "camelCase")]
 pub struct RouteTarget {
     /// The ModelProvider's name.
+    #[schemars(length(max = bounds::NAME))]
     pub provider: String,
     /// The upstream model id; absent keeps the requested name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::MODEL))]
     pub model: Option<String>,
 }
 
@@ -129,5 +138,6 @@ pub struct ResourceStatus {
     pub observed_generation: Option<i64>,
     /// `Ready`: whether the resource is in the compiled policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = bounds::CONDITIONS), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }

@@ -3,6 +3,8 @@
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::bounds;
+
 use super::common::{Condition, ModelAccess, RateLimits};
 
 /// A team. Cluster-scoped: its name is the team id keys and budgets refer to.
@@ -39,6 +41,7 @@ pub struct TeamStatus {
     pub observed_generation: Option<i64>,
     /// `Ready`: whether the team is in the compiled policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = bounds::CONDITIONS), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// How many compiled virtual keys belong to the team.
     #[serde(default)]

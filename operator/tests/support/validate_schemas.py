@@ -15,6 +15,10 @@ import jsonschema
 
 def strict(schema: dict, root: bool = False) -> dict:
     s = dict(schema)
+    # OpenAPI's `nullable` is JSON Schema's null type; `enum` still applies to null, as in the
+    # API server (it checks enum before nullable), so a nullable enum must list null itself.
+    if s.pop("nullable", False) and "type" in s:
+        s["type"] = [s["type"], "null"]
     if "properties" in s:
         s["properties"] = {k: strict(v) for k, v in s["properties"].items()}
         if root:

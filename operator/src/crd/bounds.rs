@@ -1,0 +1,52 @@
+//! Size bounds on every string, list and map the CRDs declare.
+//!
+//! kube-apiserver estimates the worst-case cost of each `x-kubernetes-validations` rule when a
+//! CRD is created, and refuses the CRD when a rule (times the cardinality of the lists around
+//! it) could cost more than 10,000,000 units or all rules together more than 100,000,000. A
+//! string without `maxLength`, a list without `maxItems` or a map without `maxProperties` is
+//! costed as if it filled a whole 3 MiB request, so every variable-size field carries a bound
+//! chosen from its domain here. `operator/tests/crd_admission` fails on a field without one and
+//! re-estimates every rule with the Kubernetes cost model.
+
+/// A Kubernetes object name (DNS-1123 subdomain): Secrets, Teams, McpServers, providers.
+pub const NAME: u32 = 253;
+/// A namespace name (DNS-1123 label).
+pub const NAMESPACE: u32 = 63;
+/// A key inside a Secret's data (the API server allows 253).
+pub const SECRET_KEY: u32 = 253;
+/// An environment variable name.
+pub const ENV_NAME: u32 = 256;
+/// An engineer's identity: an e-mail address is at most 320 characters (RFC 3696 errata).
+pub const OWNER: u32 = 320;
+/// One model or tool name glob.
+pub const PATTERN: u32 = 256;
+/// Globs in one allow or deny list.
+pub const PATTERNS: u32 = 64;
+/// MCP servers granted to one key.
+pub const MCP_GRANTS: u32 = 32;
+/// Alert thresholds of one budget.
+pub const THRESHOLDS: u32 = 10;
+/// A URL (the common browser and proxy limit).
+pub const URL: u32 = 2048;
+/// A requested or upstream model id (Bedrock ARNs included).
+pub const MODEL: u32 = 256;
+/// Targets of one route: the primary and its fallbacks.
+pub const ROUTE_TARGETS: u32 = 16;
+/// A cloud region or project id.
+pub const CLOUD_ID: u32 = 128;
+/// An IANA time zone name (the longest today has 30 characters).
+pub const TIME_ZONE: u32 = 64;
+/// A US-dollar decimal string: 12 integer digits, a point and 6 decimals.
+pub const DECIMAL: u32 = 32;
+/// An RFC 3339 timestamp.
+pub const TIMESTAMP: u32 = 64;
+/// A key id `<namespace>/<name>`.
+pub const KEY_ID: u32 = NAMESPACE + 1 + NAME;
+/// Conditions on one status (as many as `metav1.Condition` lists usually hold).
+pub const CONDITIONS: u32 = 32;
+/// `metav1.Condition.type`.
+pub const CONDITION_TYPE: u32 = 316;
+/// `metav1.Condition.reason`.
+pub const CONDITION_REASON: u32 = 1024;
+/// `metav1.Condition.message`.
+pub const CONDITION_MESSAGE: u32 = 32768;
