@@ -21,6 +21,8 @@ import copy
 import hashlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,18 +33,25 @@ import helm_python
 import jsonschema
 import kubernetes_validate
 import yaml
+from helm_python import _native
 from helm_python.errors import HelmError
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "tollgate"
 CRDS = ROOT / "crds"
+DEPLOY_RBAC = ROOT / "operator" / "deploy" / "rbac.yaml"
 FULL_VALUES = CHART / "ci" / "full-values.yaml"
 RELEASE = "tollgate"
 NAMESPACE = "tollgate-system"
 
 # kubernetes-validate 1.37.0 bundles the schemas of Kubernetes 1.25 .. 1.37. 1.33 is the
 # oldest minor still supported upstream when this was written and has native sidecars GA.
+# The chart is rendered for it too (.Capabilities.KubeVersion), as `helm install` would on
+# such a cluster.
 K8S_VERSION = "1.33.0"
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion); below 1.29 the sidecar
+# is a plain container.
+OLDEST_K8S_VERSION = "1.25.0"
 
 # Kinds whose schema kubernetes-validate does not bundle (they come from other projects'
 # CRDs): only their required top-level fields are checked.
@@ -77,9 +86,24 @@ def full_values() -> dict:
     return yaml.safe_load(FULL_VALUES.read_text())
 
 
-def render(values: dict | None = None) -> list[dict]:
+def render_manifests(values: dict | None = None, kube_version: str = K8S_VERSION, the_chart: helm_python.Chart | None = None) -> dict[str, str]:
+    """Template path -> rendered text, for a cluster of `kube_version`.
+
+    helm-python-sdk's Chart.render does not expose the kube_version option its native call
+    takes (the one `helm template --kube-version` sets), so the native call is made here.
+    """
+    opts = {"name": RELEASE, "namespace": NAMESPACE, "kube_version": f"v{kube_version}"}
+    payload = None if values is None else json.dumps(values)
+    return json.loads(_native.call_string("helm_render", (the_chart or chart())._raw(), payload, json.dumps(opts)))
+
+
+def notes(values: dict | None = None, the_chart: helm_python.Chart | None = None) -> str:
+    return next(text for path, text in render_manifests(values, the_chart=the_chart).items() if path.endswith("NOTES.txt"))
+
+
+def render(values: dict | None = None, kube_version: str = K8S_VERSION, the_chart: helm_python.Chart | None = None) -> list[dict]:
     """Renders the chart and returns its documents (NOTES.txt left out)."""
-    manifests = chart().render(values, name=RELEASE, namespace=NAMESPACE)
+    manifests = render_manifests(values, kube_version, the_chart)
     docs = []
     for template, text in sorted(manifests.items()):
         if template.endswith("NOTES.txt"):
@@ -169,8 +193,8 @@ class Lint(unittest.TestCase):
 class Validate(unittest.TestCase):
     """Every rendered document of both values files, each against the schema that fits it."""
 
-    def validate_all(self, label: str):
-        docs = rendered(label)
+    def validate_all(self, label: str, docs: list[dict] | None = None, kube_version: str = K8S_VERSION):
+        docs = rendered(label) if docs is None else docs
         schemas = crd_schemas()
         repo = repo_crds()
         counts = {"documents": len(docs), "kubernetes-validate strict": 0, "CRD openAPIV3Schema": 0,
@@ -193,7 +217,7 @@ class Validate(unittest.TestCase):
                     counts["required fields only"] += 1
                 else:
                     try:
-                        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+                        kubernetes_validate.validate(obj, kube_version, strict=True)
                     except kubernetes_validate.SchemaNotFoundError as e:
                         self.fail(f"{where}: no schema and not a known third-party kind: {e.message}")
                     except kubernetes_validate.ValidationError as e:
@@ -216,6 +240,12 @@ class Validate(unittest.TestCase):
 
     def test_full_values(self):
         self.validate_all("full")
+
+    def test_oldest_supported_version(self):
+        """What the chart renders for the oldest Kubernetes it claims, against that version's schemas."""
+        for label, values in (("default", None), ("full", full_values())):
+            with self.subTest(values=label):
+                self.validate_all(f"{label} on {OLDEST_K8S_VERSION}", render(values, OLDEST_K8S_VERSION), OLDEST_K8S_VERSION)
 
 
 class Crds(unittest.TestCase):
@@ -302,7 +332,9 @@ class Contents(unittest.TestCase):
                     self.assertEqual(hook["rules"], [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}])
                     self.assertEqual(hook["sideEffects"], "None")
                     self.assertEqual(hook["admissionReviewVersions"], ["v1"])
-                    self.assertEqual(hook["reinvocationPolicy"], "Never")
+                    # Containers a later webhook adds get the environment too: the webhook is
+                    # called again, and its patch is idempotent (operator/src/inject/tests.rs).
+                    self.assertEqual(hook["reinvocationPolicy"], "IfNeeded")
                     self.assertEqual(hook["clientConfig"]["service"], {"name": f"{RELEASE}-webhook", "namespace": NAMESPACE, "path": path, "port": 443})
                     self.assertNotIn("caBundle", hook["clientConfig"])
                     exprs = {e["key"]: e for e in hook["namespaceSelector"]["matchExpressions"]}
@@ -340,8 +372,9 @@ class Contents(unittest.TestCase):
 class Operator(unittest.TestCase):
     COMMON = {
         "--policy-namespace": NAMESPACE,
-        "--listen": "0.0.0.0:8080",
-        "--webhook-listen": "0.0.0.0:9443",
+        "--listen": "[::]:8080",
+        "--webhook-listen": "[::]:9443",
+        "--max-key-shards": "16",
         "--webhook-secret": f"{RELEASE}-webhook-tls",
         "--webhook-configuration": f"{RELEASE}-sidecar-injector",
         "--webhook-service": f"{RELEASE}-webhook",
@@ -417,7 +450,8 @@ class Injection(unittest.TestCase):
         self.assertEqual(config["image"], "ghcr.io/tollgate-dev/tollgate-proxy:0.1.0")
         self.assertEqual(config["imagePullPolicy"], "IfNotPresent")
         self.assertIs(config["nativeSidecar"], True)
-        self.assertEqual((config["port"], config["adminPort"]), (8080, 9090))
+        # Clear of the ports agents' own servers take (8080, 9090, ...).
+        self.assertEqual((config["port"], config["adminPort"]), (16080, 16090))
         self.assertEqual(config["resources"], {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}})
         self.assertTrue(config["securityContext"]["runAsNonRoot"])
         self.assertEqual(config["ledger"], {"url": "", "secretKey": ""})
@@ -443,7 +477,7 @@ class Injection(unittest.TestCase):
         with self.assertRaisesRegex(HelmError, "not both"):
             render({"ledger": {"redis": {"url": "redis://r:6379", "existingSecret": {"name": "s"}}}})
         with self.assertRaisesRegex(HelmError, "must differ"):
-            render({"injection": {"port": 9090}})
+            render({"injection": {"port": 16090}})
 
     @unittest.skipUnless(os.environ.get("TOLLGATE_OPERATOR_BIN"), "TOLLGATE_OPERATOR_BIN is not set (make chart-test sets it)")
     def test_operator_accepts_rendered_configs(self):
@@ -476,8 +510,8 @@ class Gateway(unittest.TestCase):
     def test_full_gateway_pod(self):
         pod = one(rendered("full"), "Deployment", f"{RELEASE}-gateway")["spec"]["template"]["spec"]
         container = pod["containers"][0]
-        self.assertEqual(container["args"], ["--policy", "/etc/tollgate/policy", "--listen", "0.0.0.0:8080",
-                                             "--admin-listen", "0.0.0.0:9090", "--audit-dir", "/var/lib/tollgate/audit"])
+        self.assertEqual(container["args"], ["--policy", "/etc/tollgate/policy", "--listen", "[::]:8080",
+                                             "--admin-listen", "[::]:9090", "--audit-dir", "/var/lib/tollgate/audit"])
         self.assertEqual(container["image"], "ghcr.io/tollgate-dev/tollgate-proxy:0.1.0")
         env = {e["name"]: e for e in container["env"]}
         self.assertEqual(env["TOLLGATE_LEDGER"]["valueFrom"]["secretKeyRef"], {"name": "tollgate-redis", "key": "url"})
@@ -588,9 +622,14 @@ class Rbac(unittest.TestCase):
         self.assertIn({"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["tollgate-credentials"], "verbs": ["patch", "delete"]}, rules)
         self.assertIn({"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
                        "resourceNames": [f"{RELEASE}-sidecar-injector"], "verbs": ["get", "patch"]}, rules)
+        # ownerReferences with blockOwnerDeletion on the generated key Secrets: where the
+        # OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift), setting one
+        # needs update on the owner's finalizers.
+        self.assertIn({"apiGroups": ["tollgate.dev"], "resources": ["virtualkeys/finalizers"], "verbs": ["update"]}, rules)
         role = one(docs, "Role", f"{RELEASE}-operator")
         self.assertEqual(role["metadata"]["namespace"], NAMESPACE)
-        self.assertIn({"apiGroups": [""], "resources": ["secrets"], "resourceNames": [f"{RELEASE}-webhook-tls"], "verbs": ["get", "update", "patch"]}, role["rules"])
+        # The operator replaces (update) the certificate Secret; it never patches it.
+        self.assertIn({"apiGroups": [""], "resources": ["secrets"], "resourceNames": [f"{RELEASE}-webhook-tls"], "verbs": ["get", "update"]}, role["rules"])
         for kind in ("ClusterRoleBinding", "RoleBinding"):
             binding = one(docs, kind, f"{RELEASE}-operator")
             self.assertEqual(binding["subjects"], [{"kind": "ServiceAccount", "name": f"{RELEASE}-operator", "namespace": NAMESPACE}])
@@ -619,6 +658,167 @@ class Rbac(unittest.TestCase):
             self.assertEqual(set(rule["resources"]), resources)
         docs = render({"rbac": {"aggregateClusterRoles": False}})
         self.assertEqual(find(docs, "ClusterRole", f"{RELEASE}-view"), [])
+
+
+def grants(rules: list[dict]) -> set[tuple[str, str, str, str | None]]:
+    """Each (apiGroup, resource, verb, resourceName or None) that a list of rules grants."""
+    return {(group, resource, verb, name)
+            for rule in rules
+            for group in rule.get("apiGroups", [])
+            for resource in rule.get("resources", [])
+            for verb in rule.get("verbs", [])
+            for name in (rule.get("resourceNames") or [None])}
+
+
+def policy_configmaps(shards: int) -> list[str]:
+    return ["tollgate-policy"] + [f"tollgate-policy-keys-{i:02d}" for i in range(shards)]
+
+
+class RbacByHand(unittest.TestCase):
+    def test_deploy_rbac_grants_what_the_chart_grants(self):
+        """operator/deploy/rbac.yaml (the operator run by hand) and the chart's default render."""
+        docs = rendered("default")
+        by_hand = [d for d in yaml.safe_load_all(DEPLOY_RBAC.read_text()) if d]
+        for kind in ("ClusterRole", "Role"):
+            with self.subTest(kind=kind):
+                (role,) = [d for d in by_hand if d["kind"] == kind]
+                self.assertEqual(grants(role["rules"]), grants(one(docs, kind, f"{RELEASE}-operator")["rules"]))
+        (cluster_role,) = [d for d in by_hand if d["kind"] == "ClusterRole"]
+        self.assertTrue(("tollgate.dev", "virtualkeys/finalizers", "update", None) in grants(cluster_role["rules"]),
+                        "operator/deploy/rbac.yaml: no update on virtualkeys/finalizers")
+
+
+class KeyShards(unittest.TestCase):
+    """The operator writes at most --max-key-shards key shards; RBAC names each one, and the
+    gateway mounts each one: all three follow operator.maxKeyShards."""
+
+    def test_names_follow_max_key_shards(self):
+        for shards in (1, 16, 20, 40):
+            with self.subTest(shards=shards):
+                docs = render({"operator": {"maxKeyShards": shards}, "gateway": {"enabled": True}})
+                self.assertEqual(flag_values(operator_args(docs), "--max-key-shards"), [str(shards)])
+                rules = one(docs, "ClusterRole", f"{RELEASE}-operator")["rules"]
+                (named,) = [r for r in rules if r["resources"] == ["configmaps"] and "resourceNames" in r]
+                self.assertEqual(named["resourceNames"], policy_configmaps(shards))
+                pod = one(docs, "Deployment", f"{RELEASE}-gateway")["spec"]["template"]["spec"]
+                sources = next(v for v in pod["volumes"] if v["name"] == "policy")["projected"]["sources"]
+                self.assertEqual([s["configMap"]["name"] for s in sources], policy_configmaps(shards))
+
+    def test_the_flag_is_set_only_through_the_value(self):
+        for args in (["--max-key-shards", "20"], ["--max-key-shards=20"]):
+            with self.subTest(args=args):
+                with self.assertRaisesRegex(HelmError, "operator.maxKeyShards"):
+                    render({"operator": {"extraArgs": args}})
+
+    def test_schema_bounds(self):
+        for bad in (0, 101, "16"):
+            with self.subTest(maxKeyShards=bad):
+                with self.assertRaisesRegex(HelmError, "maxKeyShards"):
+                    chart().validate_schema({"operator": {"maxKeyShards": bad}})
+
+
+class SidecarMode(unittest.TestCase):
+    """Native sidecars need Kubernetes 1.29 (1.28 only with the SidecarContainers feature gate,
+    off by default). Below, the API server drops restartPolicy: Always from the injected init
+    container, whose probes then fail pod validation: every pod of a governed namespace would
+    be refused. So by default the chart picks the mode from the cluster's version."""
+
+    def test_the_chart_supports_versions_below_native_sidecars(self):
+        meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+        self.assertEqual(meta["kubeVersion"], f">={OLDEST_K8S_VERSION}-0")
+        self.assertEqual(yaml.safe_load((CHART / "values.yaml").read_text())["injection"]["nativeSidecar"], "auto")
+
+    def test_auto_follows_the_cluster_version(self):
+        for version, native in (("1.25.0", False), ("1.28.9", False), ("1.28.3-gke.1286000", False),
+                                ("1.29.0", True), ("1.29.1-eks-508b6b3", True), ("1.33.0", True)):
+            with self.subTest(kube_version=version):
+                self.assertIs(injection_config(render(kube_version=version))["nativeSidecar"], native)
+
+    def test_an_explicit_choice_wins(self):
+        # 1.28 with the feature gate turned on; a newer cluster that wants plain containers.
+        on = injection_config(render({"injection": {"nativeSidecar": True}}, kube_version="1.28.5"))
+        self.assertIs(on["nativeSidecar"], True)
+        off = injection_config(render({"injection": {"nativeSidecar": False}}))
+        self.assertIs(off["nativeSidecar"], False)
+        with self.assertRaisesRegex(HelmError, "nativeSidecar"):
+            chart().validate_schema({"injection": {"nativeSidecar": "sometimes"}})
+
+
+class Listeners(unittest.TestCase):
+    FLAGS = ("--listen", "--admin-listen", "--webhook-listen")
+
+    def test_every_pod_listener_covers_ipv4_and_ipv6(self):
+        """Probes, the API server's webhook calls and Service traffic reach the pod IP, IPv4 or
+        IPv6: every listener the chart configures is `[::]` (dual-stack in both binaries,
+        dataplane/src/server/listen.rs). The sidecar's admin listener: operator/src/inject."""
+        for label in ("default", "full"):
+            seen = []
+            for doc in find(rendered(label), "Deployment"):
+                for container in doc["spec"]["template"]["spec"]["containers"]:
+                    for flag in self.FLAGS:
+                        for addr in flag_values(container.get("args", []), flag):
+                            host, _, port = addr.rpartition(":")
+                            where = f"{label}: {doc['metadata']['name']}/{container['name']} {flag} {addr}"
+                            self.assertEqual(host, "[::]", where)
+                            self.assertTrue(port.isdigit(), where)
+                            seen.append(where)
+            self.assertGreaterEqual(len(seen), 2 if label == "default" else 4, seen)
+
+
+# Namespaces a stand-in cluster has, for the lookup-dependent templates.
+CLUSTER_NAMESPACES = ["kube-system", NAMESPACE, "ci-agents"]
+
+
+def chart_on_a_cluster(tmp: str) -> helm_python.Chart:
+    """The chart with `lookup` of Namespaces answered from CLUSTER_NAMESPACES, as `helm install`
+    against a cluster would (the SDK renders offline, where lookup finds nothing)."""
+    copy_dir = Path(tmp) / "tollgate"
+    shutil.copytree(CHART, copy_dir)
+    helpers = copy_dir / "templates" / "_helpers.tpl"
+    text = helpers.read_text()
+    call = 'lookup "v1" "Namespace" ""'
+    assert call in text, f"{call} not in _helpers.tpl"
+    stub = "get (dict " + " ".join(f'"{n}" (dict "kind" "Namespace")' for n in CLUSTER_NAMESPACES) + ")"
+    helpers.write_text(text.replace(call, stub))
+    return helm_python.Chart.load(copy_dir)
+
+
+class NetworkPolicyNamespaces(unittest.TestCase):
+    """A NetworkPolicy lives in the namespace it restricts, and the API server refuses an object
+    in a namespace that does not exist: one missing agent namespace used to fail the install."""
+
+    VALUES = {"gateway": {"enabled": True},
+              "networkPolicy": {"enabled": True, "agentNamespaces": ["ci-agents", "not-created-yet"]}}
+
+    def namespaces(self, docs):
+        return sorted(p["metadata"]["namespace"] for p in find(docs, "NetworkPolicy"))
+
+    def test_an_install_skips_missing_namespaces_and_says_so(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            on_cluster = chart_on_a_cluster(tmp)
+            self.assertEqual(self.namespaces(render(self.VALUES, the_chart=on_cluster)), ["ci-agents"])
+            text = notes(self.VALUES, the_chart=on_cluster)
+        self.assertIn("not-created-yet", text)
+        self.assertIn("helm upgrade", text)
+        self.assertNotIn("ci-agents", text)
+
+    def test_an_offline_render_keeps_every_namespace(self):
+        # helm template, --dry-run=client, Argo CD: no cluster to ask, so nothing is dropped.
+        self.assertEqual(self.namespaces(render(self.VALUES)), ["ci-agents", "not-created-yet"])
+        self.assertNotIn("not-created-yet", notes(self.VALUES))
+
+
+class ReadmeKindQuickStart(unittest.TestCase):
+    def test_documented_values_exist(self):
+        """Every `--set KEY=` in README.md names a value of the chart's schema."""
+        schema = json.loads((CHART / "values.schema.json").read_text())
+        keys = re.findall(r"--set ([A-Za-z0-9_.]+)=", (ROOT / "README.md").read_text())
+        self.assertGreaterEqual(len(keys), 4, keys)
+        for key in keys:
+            node = schema
+            for part in key.split("."):
+                self.assertIn(part, node.get("properties", {}), f"README.md: --set {key}")
+                node = node["properties"][part]
 
 
 def tearDownModule():

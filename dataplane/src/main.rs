@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use tokio::net::TcpListener;
 use tollgate_dataplane::audit::{self, Audit};
 use tollgate_dataplane::ledger::Ledger;
 use tollgate_dataplane::ledger::memory::MemoryLedger;
@@ -61,10 +60,11 @@ struct ServeArgs {
     /// Policy file or directory (a mounted ConfigMap).
     #[arg(long, env = "TOLLGATE_POLICY", default_value = "examples/policy.yaml")]
     policy: PathBuf,
-    /// Address of the proxy listener.
+    /// Address of the proxy listener; `[::]:PORT` is every address of both IPv4 and IPv6.
     #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Address of the admin listener (health, readiness, metrics).
+    /// Address of the admin listener (health, readiness, metrics); `[::]:PORT` is every
+    /// address of both IPv4 and IPv6 (what the kubelet's probes need on any cluster).
     #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     admin_listen: SocketAddr,
     /// Price table in LiteLLM's JSON shape (default: the built-in table).
@@ -200,10 +200,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (ledger, journal) = open_ledger(&args.ledger)?;
     let client = build_client()?;
     let audit = audit::cli::open_for(args.audit_dir.as_deref(), &store, &first, &metrics, &client)?;
-    let proxy = TcpListener::bind(args.listen)
+    let proxy = server::listen::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    let admin = TcpListener::bind(args.admin_listen)
+    let admin = server::listen::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding {}", args.admin_listen))?;
     tracing::info!(

@@ -11,6 +11,31 @@ use sha2::{Digest, Sha256};
 use crate::compile::World;
 use crate::crd::CredentialRef;
 
+/// Label a Secret in the release namespace must carry, with the value `true`, before a
+/// ModelProvider, McpServer or AuditSink may reference it. Without it, any credential
+/// reference could name any Secret there (the webhook's CA key, the ledger password) and have
+/// it copied out.
+pub const CREDENTIAL_LABEL: &str = "tollgate.dev/credential";
+
+/// Whether a Secret's labels allow it to be referenced as a credential.
+pub fn is_credential(labels: Option<&BTreeMap<String, String>>) -> bool {
+    labels
+        .and_then(|l| l.get(CREDENTIAL_LABEL))
+        .is_some_and(|v| v == "true")
+}
+
+/// Why a credential reference is refused, when it is: the Secret is not among the labelled
+/// ones (`allowed`, by name).
+pub fn refusal(c: &CredentialRef, allowed: &BTreeSet<String>) -> Option<String> {
+    let r = c.secret_key_ref.as_ref()?;
+    (!allowed.contains(&r.name)).then(|| {
+        format!(
+            "credential Secret {:?} does not exist in the release namespace or is not labelled {CREDENTIAL_LABEL}=true; only labelled Secrets may be referenced",
+            r.name
+        )
+    })
+}
+
 /// Annotation carrying the SHA-256 of a mirrored object's content (so unchanged content is
 /// not rewritten and the cache need not hold the values).
 pub const CONTENT_HASH_ANNOTATION: &str = "tollgate.dev/content-sha256";
@@ -29,7 +54,8 @@ pub fn parse_secret_key(s: &str) -> Option<SecretKey> {
     (!name.is_empty() && !key.is_empty() && !name.contains('_')).then(|| (name.to_owned(), key.to_owned()))
 }
 
-/// Every Secret key the world's providers, MCP servers and audit sinks reference.
+/// Every Secret key the world's providers, MCP servers and audit sinks reference, among the
+/// Secrets labelled as credentials.
 pub fn referenced(world: &World) -> BTreeSet<SecretKey> {
     let refs = world
         .providers
@@ -48,6 +74,7 @@ pub fn referenced(world: &World) -> BTreeSet<SecretKey> {
                 .filter_map(|a| a.spec.credential.as_ref()),
         );
     refs.filter_map(|c: &CredentialRef| c.secret_key_ref.as_ref())
+        .filter(|s| world.credential_secrets.contains(&s.name))
         .map(|s| (s.name.clone(), s.key.clone()))
         .collect()
 }

@@ -12,6 +12,14 @@ pub enum Error {
     /// A key could not be generated.
     #[error(transparent)]
     Key(#[from] crate::secrets::KeyError),
+    /// Some objects could not be written; the others were.
+    #[error("{count} write(s) failed, the rest applied; first: {first}")]
+    Partial {
+        /// How many writes failed.
+        count: usize,
+        /// The first failure, with what it concerned.
+        first: String,
+    },
     /// The caches never synced.
     #[error("the resource caches did not sync: {0}")]
     NotSynced(String),

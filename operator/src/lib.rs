@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod error;
 pub mod inject;
 pub mod metrics;
+pub mod names;
 pub mod reconcile;
 pub mod secrets;
 pub mod spend;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use kube_lease_manager::LeaseManagerBuilder;
 use signals::shutdown_signal;
+use tollgate_dataplane::server::listen;
 use tollgate_operator::compile::{Settings, ShardLimits};
 use tollgate_operator::inject::{InjectionConfig, Injector};
 use tollgate_operator::metrics::Metrics;
@@ -47,9 +48,10 @@ struct Args {
     /// Seconds between full reconciliations even without changes.
     #[arg(long, default_value_t = 300)]
     resync_secs: u64,
-    /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    listen: String,
+    /// Address of /healthz, /readyz and /metrics; `[::]:PORT` is every address of both
+    /// IPv4 and IPv6 (the kubelet probes the pod IP, whichever family it is).
+    #[arg(long, default_value = "[::]:8080")]
+    listen: std::net::SocketAddr,
     /// Run without leader election (a single replica only).
     #[arg(long)]
     no_leader_election: bool,
@@ -62,9 +64,10 @@ struct Args {
     /// Log format: json or text.
     #[arg(long, default_value = "json")]
     log_format: String,
-    /// Address of the sidecar injection webhook (HTTPS); unset: no webhook.
+    /// Address of the sidecar injection webhook (HTTPS), e.g. `[::]:9443` (both IPv4 and
+    /// IPv6); unset: no webhook.
     #[arg(long, env = "TOLLGATE_WEBHOOK_LISTEN")]
-    webhook_listen: Option<String>,
+    webhook_listen: Option<std::net::SocketAddr>,
     /// Where the webhook certificate comes from: `self-managed` (a CA and certificate the
     /// operator keeps in --webhook-secret, with caBundle patched) or `files` (tls.crt and
     /// tls.key in --webhook-cert-dir, e.g. from cert-manager).
@@ -153,7 +156,7 @@ async fn start_webhook(
     cert: Arc<SwappableCert>,
     stopped: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let Some(addr) = &args.webhook_listen else {
+    let Some(addr) = args.webhook_listen else {
         return Ok(Vec::new());
     };
     let injector = Injector {
@@ -182,7 +185,7 @@ async fn start_webhook(
         Duration::from_secs(600),
         stopped(),
     ));
-    let listener = tokio::net::TcpListener::bind(addr)
+    let listener = listen::bind(addr)
         .await
         .with_context(|| format!("binding the webhook on {addr}"))?;
     let hook = Webhook {
@@ -270,7 +273,7 @@ async fn main() -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let listener = listen::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let http = tokio::spawn(server::serve(listener, health, stopped(stop_rx.clone())));

@@ -14,8 +14,11 @@ use crate::crd::VirtualKey;
 use crate::crd::common::DEFAULT_SECRET_KEY;
 
 /// Label every virtual-key Secret carries (the operator only watches Secrets with it); on a
-/// generated Secret its value is the VirtualKey's name.
+/// generated Secret its value is the VirtualKey's name, or a hash of a name too long or odd
+/// for a label value (see [`crate::names::label_value`]).
 pub const KEY_LABEL: &str = "tollgate.dev/virtual-key";
+/// Annotation on a generated Secret holding the VirtualKey's full name.
+pub const KEY_NAME_ANNOTATION: &str = "tollgate.dev/virtual-key-name";
 /// The standard label naming the tool that manages an object.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// This operator's name: the `managed-by` value and the server-side apply field manager.
@@ -70,9 +73,10 @@ pub fn generated_secret(vk: &VirtualKey, key: &str) -> Secret {
             name: Some(generated_name(&vk.name_any())),
             namespace: vk.namespace(),
             labels: Some(BTreeMap::from([
-                (KEY_LABEL.to_owned(), vk.name_any()),
+                (KEY_LABEL.to_owned(), crate::names::label_value(&vk.name_any())),
                 (MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned()),
             ])),
+            annotations: Some(BTreeMap::from([(KEY_NAME_ANNOTATION.to_owned(), vk.name_any())])),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
@@ -149,6 +153,39 @@ mod tests {
         assert!(a.starts_with("tg_") && a.len() == 67, "{a}");
         assert!(a[3..].bytes().all(|c| c.is_ascii_hexdigit()));
         assert_eq!(key_sha256(&a).len(), 64);
+    }
+
+    /// Every name, label and annotation the operator writes on a generated Secret is valid for
+    /// its field, whatever VirtualKey name the CRD admits (up to 200 characters, DNS-1123).
+    #[test]
+    fn generated_secrets_are_valid_objects_for_long_and_odd_names() {
+        use crate::names::{is_dns1123_subdomain, is_label_value, is_qualified_name};
+        let names = [
+            "a".to_owned(),
+            "a".repeat(63),
+            "a".repeat(64),
+            "a".repeat(200),
+            format!("{}.{}", "x".repeat(100), "y-z.".repeat(24) + "q"),
+            "1.2.3".to_owned(),
+        ];
+        for name in names {
+            let mut vk = VirtualKey::new(&name, Default::default());
+            vk.metadata.namespace = Some("team-a".into());
+            vk.metadata.uid = Some("uid".into());
+            let s = generated_secret(&vk, "tg_x");
+            let meta = &s.metadata;
+            assert!(
+                is_dns1123_subdomain(meta.name.as_deref().unwrap_or_default()),
+                "{name}"
+            );
+            for (k, v) in meta.labels.iter().flatten() {
+                assert!(is_qualified_name(k) && is_label_value(v), "{name}: label {k}={v}");
+            }
+            for k in meta.annotations.iter().flatten().map(|(k, _)| k) {
+                assert!(is_qualified_name(k), "{name}: annotation {k}");
+            }
+            assert_eq!(meta.annotations.as_ref().unwrap()[KEY_NAME_ANNOTATION], name);
+        }
     }
 
     #[test]

@@ -218,7 +218,12 @@ async fn the_controller_compiles_resources_into_configmaps_and_reports_status() 
     );
     let labels = secret.metadata.labels.clone().unwrap_or_default();
     assert!(!labels.contains_key("app.kubernetes.io/instance"), "{labels:?}");
-    assert!(secret.metadata.annotations.unwrap_or_default().is_empty());
+    let annotations = secret.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        annotations.keys().collect::<Vec<_>>(),
+        [tollgate_operator::secrets::KEY_NAME_ANNOTATION],
+        "only the operator's own annotation"
+    );
 
     // The policy ConfigMaps: alice's hash, never her key; no Argo CD metadata.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
@@ -335,6 +340,16 @@ fn secret(name: &str, ns: &str, data: &[(&str, &str)]) -> Secret {
     }
 }
 
+/// A Secret labelled as a credential (`tollgate.dev/credential=true`).
+fn credential_secret(name: &str, ns: &str, data: &[(&str, &str)]) -> Secret {
+    let mut s = secret(name, ns, data);
+    s.metadata.labels = Some(BTreeMap::from([(
+        tollgate_operator::credentials::CREDENTIAL_LABEL.to_owned(),
+        "true".to_owned(),
+    )]));
+    s
+}
+
 /// Sidecars in app namespaces need the policy and credentials next to them: the operator
 /// copies both into every namespace labelled for injection, keeps the copies current, and
 /// removes them when the label goes.
@@ -359,7 +374,7 @@ async fn policy_and_credentials_are_mirrored_into_labelled_namespaces() {
     system_secrets
         .create(
             &pp,
-            &secret(
+            &credential_secret(
                 "anthropic",
                 NS,
                 &[("api-key", "sk-ant-first"), ("unrelated", "do-not-copy")],
@@ -483,6 +498,183 @@ async fn policy_and_credentials_are_mirrored_into_labelled_namespaces() {
     })
     .await;
     assert!(metrics.mirror_writes.get() >= 5);
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// One namespace refusing writes (a ResourceQuota) does not stop the others, the statuses, or
+/// a key whose name is too long for a label value; a credential reference naming an
+/// unlabelled Secret (the webhook's CA key, say) is refused on the resource's status and the
+/// Secret is never copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_refusing_namespace_does_not_stop_the_rest_and_unlabelled_secrets_stay_put() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let server = ApiServer::start();
+    let client = server.client();
+    let pp = PostParams::default();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(&pp, &labelled_namespace("good", Some("enabled")))
+        .await
+        .unwrap();
+    let mut quota = labelled_namespace("quota", Some("enabled"));
+    quota.metadata.annotations = Some(BTreeMap::from([(
+        "kmock.test/refuse".to_owned(),
+        "configmaps,secrets".to_owned(),
+    )]));
+    namespaces.create(&pp, &quota).await.unwrap();
+    let system_secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    system_secrets
+        .create(
+            &pp,
+            &credential_secret("anthropic", NS, &[("api-key", "sk-ant-ok")]),
+        )
+        .await
+        .unwrap();
+    system_secrets
+        .create(&pp, &secret("webhook-ca", NS, &[("tls.key", "CA-PRIVATE-KEY")]))
+        .await
+        .unwrap();
+    create_anthropic_provider(
+        &client,
+        CredentialRef {
+            env: None,
+            secret_key_ref: Some(SecretKeyRef {
+                name: "anthropic".into(),
+                key: "api-key".into(),
+            }),
+        },
+    )
+    .await;
+    let sneaky = ModelProvider {
+        metadata: named("sneaky", None),
+        spec: ModelProviderSpec {
+            kind: ProviderKind::Anthropic,
+            endpoint: "https://attacker.example".into(),
+            credential: Some(CredentialRef {
+                env: None,
+                secret_key_ref: Some(SecretKeyRef {
+                    name: "webhook-ca".into(),
+                    key: "tls.key".into(),
+                }),
+            }),
+            ..Default::default()
+        },
+        status: None,
+    };
+    Api::<ModelProvider>::all(client.clone())
+        .create(&pp, &sneaky)
+        .await
+        .unwrap();
+    // 200 characters: too long for a label value (63), fine for the Secret name (212).
+    let long_name = format!("{}.{}", "a".repeat(120), "b".repeat(79));
+    let key = VirtualKey {
+        metadata: named(&long_name, Some("good")),
+        spec: VirtualKeySpec {
+            enabled: true,
+            ..Default::default()
+        },
+        status: None,
+    };
+    Api::<VirtualKey>::namespaced(client.clone(), "good")
+        .create(&pp, &key)
+        .await
+        .unwrap();
+
+    let config = Config {
+        policy_namespace: NS.into(),
+        debounce: Duration::from_millis(50),
+        resync: Duration::from_secs(300),
+        inject_namespace_label: "tollgate.dev/inject".into(),
+        ..Config::default()
+    };
+    let metrics = Arc::new(Metrics::new());
+    let reconciler = Reconciler::new(client.clone(), config, metrics.clone(), None);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(reconciler.run(async move {
+        let _ = stopped.await;
+    }));
+
+    // The key, despite its name, reaches the policy and reports Ready.
+    let keys: Api<VirtualKey> = Api::namespaced(client.clone(), "good");
+    eventually("the long-named key Ready", WAIT, || async {
+        let k = keys.get(&long_name).await.unwrap();
+        let ready = ready_of(&k.status?.conditions)?;
+        (ready.0 == "True").then_some(())
+    })
+    .await;
+    let generated = Api::<Secret>::namespaced(client.clone(), "good")
+        .get(&format!("tollgate-vk-{long_name}"))
+        .await
+        .unwrap();
+    let labels = generated.metadata.labels.unwrap_or_default();
+    let label = &labels[tollgate_operator::secrets::KEY_LABEL];
+    assert!(tollgate_operator::names::is_label_value(label), "{label}");
+    assert_eq!(
+        generated.metadata.annotations.unwrap_or_default()[tollgate_operator::secrets::KEY_NAME_ANNOTATION],
+        long_name
+    );
+
+    // The good namespace gets its copies although the quota namespace refuses them.
+    let good_cms: Api<ConfigMap> = Api::namespaced(client.clone(), "good");
+    eventually("the policy in good", WAIT, || async {
+        good_cms.get_opt("tollgate-policy").await.unwrap()
+    })
+    .await;
+    let creds = eventually("credentials in good", WAIT, || async {
+        Api::<Secret>::namespaced(client.clone(), "good")
+            .get_opt("tollgate-credentials")
+            .await
+            .unwrap()
+    })
+    .await;
+    let data = creds.data.unwrap_or_default();
+    assert!(data.contains_key("anthropic_api-key"), "{:?}", data.keys());
+    assert!(
+        !data.contains_key("webhook-ca_tls.key"),
+        "an unlabelled Secret was copied"
+    );
+    let quota_cms: Api<ConfigMap> = Api::namespaced(client.clone(), "quota");
+    assert!(quota_cms.get_opt("tollgate-policy").await.unwrap().is_none());
+
+    // The refusal is on the provider's status, with the reason.
+    let providers: Api<ModelProvider> = Api::all(client.clone());
+    let status = eventually("sneaky refused", WAIT, || async {
+        let p = providers.get("sneaky").await.unwrap();
+        let c = p.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+        (c.reason == "CredentialNotAllowed").then_some(c)
+    })
+    .await;
+    assert_eq!(status.status, "False");
+    assert!(
+        status.message.contains("tollgate.dev/credential=true"),
+        "{}",
+        status.message
+    );
+    let policy = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .get("tollgate-policy")
+        .await
+        .unwrap();
+    assert!(!policy.data.unwrap_or_default()["policy.json"].contains("attacker.example"));
+
+    // And the failing namespace is named in an Event.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(client.clone());
+    eventually("an Event on the quota namespace", WAIT, || async {
+        let list = events.list(&Default::default()).await.unwrap();
+        list.items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("PolicyMirrorFailed")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("quota")
+            })
+            .map(|e| assert!(e.note.unwrap_or_default().contains("exceeded quota")))
+    })
+    .await;
 
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(5), task)

@@ -61,8 +61,13 @@ async fn create_world(client: &kube::Client, upstream: &str) {
         .create(&pp, &ns)
         .await
         .unwrap();
+    let mut provider_meta = meta("fake-provider", Some(NS));
+    provider_meta.labels = Some(BTreeMap::from([(
+        tollgate_operator::credentials::CREDENTIAL_LABEL.to_owned(),
+        "true".to_owned(),
+    )]));
     let provider_secret = Secret {
-        metadata: meta("fake-provider", Some(NS)),
+        metadata: provider_meta,
         data: Some(BTreeMap::from([(
             "api-key".into(),
             k8s_openapi::ByteString(PROVIDER_KEY.as_bytes().to_vec()),

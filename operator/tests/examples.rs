@@ -75,8 +75,7 @@ fn examples_validate_against_the_crd_schemas_and_cel_rules() {
     bad["object"]["spec"]["tyop"] = json!(1);
     assert!(!validate(&[bad]).0);
 
-    // Bounds (operator/src/crd/bounds.rs) refuse an over-long list or glob with the field named,
-    // and a nullable enum takes an explicit null.
+    // Bounds (operator/src/crd/bounds.rs) refuse an over-long list or glob with the field named.
     let key = |spec: Value| {
         json!({"name": "vk", "schema": schemas["VirtualKey"], "object": {
             "apiVersion": "tollgate.dev/v1alpha1", "kind": "VirtualKey",
@@ -87,7 +86,7 @@ fn examples_validate_against_the_crd_schemas_and_cel_rules() {
     assert!(!ok && out.contains("models.allow"), "{out}");
     let (ok, out) = validate(&[key(json!({"mcp": [{"server": "gh", "deny": ["x".repeat(257)]}]}))]);
     assert!(!ok && out.contains("mcp.0.deny.0"), "{out}");
-    let (ok, out) = validate(&[key(json!({"capture": null, "owner": "a".repeat(320)}))]);
+    let (ok, out) = validate(&[key(json!({"capture": "full", "owner": "a".repeat(320)}))]);
     assert!(ok, "{out}");
 }
 
@@ -163,6 +162,9 @@ fn examples_compile_with_every_resource_ready() {
             other => panic!("{name}: unexpected kind {other}"),
         }
     }
+    // The credential Secrets the examples name, created and labelled
+    // `tollgate.dev/credential=true` by the platform team as examples/k8s/README.md says.
+    w.credential_secrets = ["anthropic-api", "siem-token"].map(String::from).into();
     let settings = Settings {
         organization: Some("acme".into()),
         ..Settings::default()

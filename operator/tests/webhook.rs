@@ -53,12 +53,17 @@ struct Running {
 }
 
 async fn start(stored: &Stored) -> Running {
+    start_with(stored, "image: ghcr.io/tollgate-dev/tollgate-proxy:0.1.0").await
+}
+
+/// Starts the webhook with this injection config file's text.
+async fn start_with(stored: &Stored, config: &str) -> Running {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cert = Arc::new(SwappableCert::default());
     load(&cert, stored);
     let metrics = Arc::new(Metrics::new());
     let injector = Injector {
-        config: InjectionConfig::parse("image: ghcr.io/tollgate-dev/tollgate-proxy:0.1.0").unwrap(),
+        config: InjectionConfig::parse(config).unwrap(),
         policy_name: "tollgate-policy".into(),
         max_key_shards: 4,
         credentials_secret: "tollgate-credentials".into(),
@@ -124,7 +129,7 @@ async fn a_real_admission_review_over_tls_gets_the_sidecar_patch() {
     let env = patched["spec"]["containers"][0]["env"].as_array().unwrap();
     assert!(
         env.iter()
-            .any(|e| e["name"] == "ANTHROPIC_BASE_URL" && e["value"] == "http://127.0.0.1:8080/anthropic")
+            .any(|e| e["name"] == "ANTHROPIC_BASE_URL" && e["value"] == "http://127.0.0.1:16080/anthropic")
     );
     assert!(env.iter().any(|e| e["name"] == "ANTHROPIC_AUTH_TOKEN"
         && e["valueFrom"]["secretKeyRef"]["name"] == "tollgate-vk-alice"));
@@ -138,7 +143,7 @@ async fn a_real_admission_review_over_tls_gets_the_sidecar_patch() {
 
     // A pod that cannot be governed is refused with a message kubectl shows.
     let mut clash = pod();
-    clash["spec"]["containers"][0]["ports"] = json!([{"containerPort": 8080}]);
+    clash["spec"]["containers"][0]["ports"] = json!([{"containerPort": 16080}]);
     let (_, review) = post(server.addr, &ca, "/mutate/enabled", admission_review("u3", clash))
         .await
         .unwrap();
@@ -180,6 +185,105 @@ async fn a_real_admission_review_over_tls_gets_the_sidecar_patch() {
     ] {
         assert!(metrics.contains(want), "missing {want} in\n{metrics}");
     }
+}
+
+/// The JSON Patch of an admitted AdmissionReview response, if it carries one.
+fn patch_of(review: &Value) -> Option<json_patch::Patch> {
+    let encoded = review["response"]["patch"].as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+#[tokio::test]
+async fn a_reinvocation_completes_containers_added_later_and_is_otherwise_a_no_op() {
+    let stored = issue(&["tollgate-webhook.tollgate-system.svc"], &Stored::default());
+    let server = start(&stored).await;
+    let ca = certs::ca_bundle(&stored);
+    let (_, first) = post(server.addr, &ca, "/mutate/enabled", admission_review("r1", pod()))
+        .await
+        .unwrap();
+    let mut injected = pod();
+    json_patch::patch(&mut injected, &patch_of(&first).expect("first patch")).unwrap();
+
+    // reinvocationPolicy IfNeeded: the API server sends our own result back.
+    let (_, again) = post(
+        server.addr,
+        &ca,
+        "/mutate/enabled",
+        admission_review("r2", injected.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again["response"]["allowed"], true);
+    assert!(again["response"].get("patch").is_none(), "{again}");
+
+    // A later webhook added a container: only it gets the environment.
+    let mut later = injected.clone();
+    later["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "added-later", "image": "node:20-slim"}));
+    let (_, review) = post(
+        server.addr,
+        &ca,
+        "/mutate/enabled",
+        admission_review("r3", later.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(review["response"]["allowed"], true);
+    let patch = patch_of(&review).expect("an env patch");
+    assert!(
+        patch
+            .0
+            .iter()
+            .all(|op| op.path().to_string().starts_with("/spec/containers/1/env")),
+        "{patch:?}"
+    );
+    json_patch::patch(&mut later, &patch).unwrap();
+    let env = later["spec"]["containers"][1]["env"].as_array().unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "ANTHROPIC_BASE_URL" && e["value"] == "http://127.0.0.1:16080/anthropic")
+    );
+    let init = later["spec"]["initContainers"].as_array().unwrap();
+    assert_eq!(init.len(), 1, "still one sidecar");
+}
+
+#[tokio::test]
+async fn a_plain_sidecar_refuses_a_job_pod_with_the_reason_and_the_way_out() {
+    let stored = issue(&["tollgate-webhook.tollgate-system.svc"], &Stored::default());
+    let server = start_with(
+        &stored,
+        "image: ghcr.io/tollgate-dev/tollgate-proxy:0.1.0\nnativeSidecar: false",
+    )
+    .await;
+    let ca = certs::ca_bundle(&stored);
+    let mut job = pod();
+    job["spec"]["restartPolicy"] = json!("OnFailure");
+    let (status, review) = post(server.addr, &ca, "/mutate/enabled", admission_review("j1", job))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let response = &review["response"];
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["code"], 403);
+    let message = response["status"]["message"].as_str().unwrap();
+    for want in [
+        "restartPolicy OnFailure",
+        "never exits",
+        "Kubernetes 1.29+",
+        "tollgate.dev/inject",
+    ] {
+        assert!(message.contains(want), "'{want}' not in: {message}");
+    }
+    // A long-running pod still gets the plain sidecar.
+    let (_, review) = post(server.addr, &ca, "/mutate/enabled", admission_review("j2", pod()))
+        .await
+        .unwrap();
+    let mut patched = pod();
+    json_patch::patch(&mut patched, &patch_of(&review).expect("patch")).unwrap();
+    assert_eq!(patched["spec"]["containers"][1]["name"], "tollgate-proxy");
 }
 
 #[tokio::test]

@@ -61,12 +61,63 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "tollgate.webhookConfiguration" -}}{{ include "tollgate.fullname" . }}-sidecar-injector{{- end }}
 {{- define "tollgate.injectionConfigMap" -}}{{ include "tollgate.fullname" . }}-injection{{- end }}
 
-{{/* The policy ConfigMaps the operator writes: tollgate-policy and 16 key shards. */}}
+{{/*
+The policy ConfigMaps the operator writes: tollgate-policy and operator.maxKeyShards key
+shards (named as the operator's shard_name does). RBAC and the policy volumes list them all.
+*/}}
 {{- define "tollgate.policyConfigMaps" -}}
 - tollgate-policy
-{{- range $i := until 16 }}
+{{- range $i := until (int .Values.operator.maxKeyShards) }}
 - {{ printf "tollgate-policy-keys-%02d" $i }}
 {{- end }}
+{{- end }}
+
+{{/* Fails the render when extraArgs would set --max-key-shards behind RBAC's back. */}}
+{{- define "tollgate.validateKeyShards" -}}
+{{- range .Values.operator.extraArgs }}
+{{- if hasPrefix "--max-key-shards" (toString .) }}
+{{- fail "operator.extraArgs: set operator.maxKeyShards instead of --max-key-shards (RBAC and the policy volumes name every shard ConfigMap from it)" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the sidecar is a native one: injection.nativeSidecar, or with "auto" whether the
+cluster is 1.29+ (below, the API server drops restartPolicy: Always from init containers,
+and the sidecar's probes then fail pod validation). Renders "true" or "false".
+*/}}
+{{- define "tollgate.nativeSidecar" -}}
+{{- $native := .Values.injection.nativeSidecar }}
+{{- if eq (toString $native) "auto" }}
+{{- semverCompare ">=1.29.0-0" .Capabilities.KubeVersion.Version }}
+{{- else }}
+{{- $native }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the namespace named by the context exists: "yes", "no", or "unknown" when Helm
+renders without a cluster (helm template, --dry-run=client, Argo CD), where lookup finds
+nothing, not even kube-system.
+*/}}
+{{- define "tollgate.namespaceExists" -}}
+{{- if not (lookup "v1" "Namespace" "" "kube-system") }}unknown
+{{- else if lookup "v1" "Namespace" "" . }}yes
+{{- else }}no
+{{- end }}
+{{- end }}
+
+{{/* The networkPolicy.agentNamespaces a reachable cluster does not have, as a YAML list. */}}
+{{- define "tollgate.missingAgentNamespaces" -}}
+{{- $missing := list }}
+{{- if .Values.networkPolicy.enabled }}
+{{- range .Values.networkPolicy.agentNamespaces }}
+{{- if eq (include "tollgate.namespaceExists" .) "no" }}
+{{- $missing = append $missing . }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml $missing }}
 {{- end }}
 
 {{/* Fails the render on contradictory ledger settings; returns nothing. */}}

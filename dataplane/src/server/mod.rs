@@ -1,9 +1,10 @@
 //! The two listeners: the proxy (Anthropic API) and the admin port (health, readiness,
-//! metrics), both HTTP/1.1 with keep-alive and graceful shutdown.
+//! metrics), both HTTP/1.1 with keep-alive and graceful shutdown, bound by [`listen::bind`].
 
 pub mod accounting;
 pub mod admin;
 pub mod admission;
+pub mod listen;
 pub mod metered;
 pub mod proxy;
 

@@ -96,6 +96,9 @@ pub struct World {
     pub audit_sinks: Vec<AuditSink>,
     /// Virtual-key Secrets by (namespace, name).
     pub secrets: BTreeMap<(String, String), SecretDigest>,
+    /// Names of the Secrets in the release namespace labelled
+    /// [`crate::credentials::CREDENTIAL_LABEL`]`=true`: the only ones a credential may name.
+    pub credential_secrets: std::collections::BTreeSet<String>,
     /// Ledger spend by budget id; absent budgets show no spend.
     pub spend: BTreeMap<String, BudgetSpend>,
 }

@@ -12,7 +12,7 @@ use crate::crd::{
     self, AuditSink, Budget, BudgetStatus, CaptureMode, CredentialRef, McpServer, ModelProvider, ModelRoute,
     Period, ProviderKind, ResourceStatus, ScopeKind, TeamStatus, VirtualKey, VirtualKeyStatus,
 };
-use crate::secrets;
+use crate::{credentials, secrets};
 
 /// Identifies a resource: kind, namespace (VirtualKeys only), name.
 pub(super) type ResourceId = (Kind, Option<String>, String);
@@ -136,13 +136,18 @@ pub(super) fn compile_resources(world: &World, settings: &Settings) -> Output {
             providers: vec![entry.clone()],
             ..Default::default()
         });
-        let r = match check {
-            Some((field, msg)) if field.ends_with(".kind") => Readiness::fail("UnsupportedKind", msg),
-            Some((field, msg)) => Readiness::fail(
+        let refused = s
+            .credential
+            .as_ref()
+            .and_then(|c| credentials::refusal(c, &world.credential_secrets));
+        let r = match (refused, check) {
+            (Some(why), _) => Readiness::fail("CredentialNotAllowed", why),
+            (None, Some((field, msg))) if field.ends_with(".kind") => Readiness::fail("UnsupportedKind", msg),
+            (None, Some((field, msg))) => Readiness::fail(
                 "InvalidSpec",
                 format!("{}: {msg}", field.trim_start_matches("providers[0].")),
             ),
-            None => {
+            (None, None) => {
                 providers.insert(name.clone());
                 document.providers.push(entry);
                 Readiness::ok("Compiled", "in the policy")
@@ -211,12 +216,18 @@ pub(super) fn compile_resources(world: &World, settings: &Settings) -> Output {
             mcp_servers: vec![entry.clone()],
             ..Default::default()
         });
-        let res = match check {
-            Some((field, msg)) => Readiness::fail(
+        let refused = m
+            .spec
+            .credential
+            .as_ref()
+            .and_then(|c| credentials::refusal(c, &world.credential_secrets));
+        let res = match (refused, check) {
+            (Some(why), _) => Readiness::fail("CredentialNotAllowed", why),
+            (None, Some((field, msg))) => Readiness::fail(
                 "InvalidSpec",
                 format!("{}: {msg}", field.trim_start_matches("mcp_servers[0].")),
             ),
-            None => {
+            (None, None) => {
                 servers.insert(name.clone());
                 document.mcp_servers.push(entry);
                 Readiness::ok("Compiled", "in the policy")
@@ -229,7 +240,14 @@ pub(super) fn compile_resources(world: &World, settings: &Settings) -> Output {
     let mut sinks = Vec::new();
     for a in sorted(&world.audit_sinks) {
         let name = a.name_any();
-        let res = if a.spec.endpoint.trim().is_empty() {
+        let refused = a
+            .spec
+            .credential
+            .as_ref()
+            .and_then(|c| credentials::refusal(c, &world.credential_secrets));
+        let res = if let Some(why) = refused {
+            Readiness::fail("CredentialNotAllowed", why)
+        } else if a.spec.endpoint.trim().is_empty() {
             Readiness::fail("InvalidSpec", "endpoint must not be empty")
         } else if a
             .spec

@@ -124,6 +124,7 @@ fn world() -> World {
         routes: vec![route("claude", "claude-*", "anthropic", 100)],
         budgets: vec![budget("platform-monthly", ScopeKind::Team, "platform", None)],
         mcp_servers: vec![mcp("github", "https://mcp.github.example/mcp")],
+        credential_secrets: ["anthropic".to_owned()].into(),
         ..Default::default()
     };
     for k in [
@@ -654,4 +655,67 @@ fn compile_time() {
         let bytes: usize = c.config_maps.iter().map(|m| m.content.len()).sum();
         println!("{n:>6} {:>8} {bytes:>10} {ms:>12.1}", c.config_maps.len() - 1);
     }
+}
+
+/// A credential may only name a Secret labelled `tollgate.dev/credential=true`: anything else
+/// in the release namespace (the webhook's CA key, the ledger password) is refused on the
+/// resource's status, left out of the policy, and never among the keys to copy.
+#[test]
+fn credentials_must_name_labelled_secrets() {
+    let mut w = world();
+    let mut p = provider("sneaky", ProviderKind::Anthropic);
+    if let Some(c) = p.spec.credential.as_mut() {
+        c.secret_key_ref = Some(SecretKeyRef {
+            name: "webhook-ca".into(),
+            key: "tls.key".into(),
+        });
+    }
+    w.providers.push(p);
+    let sink = AuditSink {
+        metadata: meta(None, "siem"),
+        spec: AuditSinkSpec {
+            kind: SinkKind::Webhook,
+            endpoint: "https://siem.example".into(),
+            credential: Some(CredentialRef {
+                secret_key_ref: Some(SecretKeyRef {
+                    name: "redis".into(),
+                    key: "password".into(),
+                }),
+                env: None,
+            }),
+        },
+        status: None,
+    };
+    w.audit_sinks.push(sink);
+    let c = compile(&w, &settings()).unwrap();
+    for (kind, name) in [(Kind::ModelProvider, "sneaky"), (Kind::AuditSink, "siem")] {
+        let s = c
+            .statuses
+            .iter()
+            .find(|s| s.kind == kind && s.name == name)
+            .unwrap();
+        assert_eq!(
+            (s.readiness.ready, s.readiness.reason),
+            (false, "CredentialNotAllowed"),
+            "{name}"
+        );
+        assert!(
+            s.readiness.message.contains("tollgate.dev/credential=true"),
+            "{}",
+            s.readiness.message
+        );
+    }
+    assert!(ready(&c, Kind::ModelProvider, "anthropic").0);
+    assert!(c.document.providers.iter().all(|p| p.id != "sneaky"));
+    let wanted = crate::credentials::referenced(&w);
+    assert_eq!(
+        wanted.into_iter().collect::<Vec<_>>(),
+        [("anthropic".to_owned(), "api-key".to_owned())]
+    );
+    // Labelled, the same references compile.
+    w.credential_secrets
+        .extend(["webhook-ca".to_owned(), "redis".to_owned()]);
+    let c = compile(&w, &settings()).unwrap();
+    assert!(ready(&c, Kind::ModelProvider, "sneaky").0);
+    assert!(ready(&c, Kind::AuditSink, "siem").0);
 }

@@ -22,7 +22,7 @@ pub use team::{Team, TeamSpec, TeamStatus};
 pub use virtual_key::{McpGrant, VirtualKey, VirtualKeySpec, VirtualKeyStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSON, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
 use kube::CustomResourceExt;
 
@@ -45,8 +45,10 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
 }
 
 /// Adjusts a generated CRD to what the API server accepts: an `Option` of an enum becomes a
-/// nullable enum, and the API server checks `enum` before `nullable`, so `null` must be listed
-/// for `field: null` (what some GitOps tools write for an unset field) to be accepted.
+/// nullable enum, and the API server checks `enum` even for `null` (kube-openapi skips a `null`
+/// enum entry, so listing it does not help). Without `nullable`, the API server drops an
+/// explicit `field: null` (what some GitOps tools write for an unset field) before validating,
+/// and the operator reads the field as absent.
 fn admissible(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     for version in &mut crd.spec.versions {
         if let Some(schema) = version
@@ -54,27 +56,24 @@ fn admissible(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
             .as_mut()
             .and_then(|s| s.open_api_v3_schema.as_mut())
         {
-            list_null_in_nullable_enums(schema);
+            enums_not_nullable(schema);
         }
     }
     crd
 }
 
-fn list_null_in_nullable_enums(schema: &mut JSONSchemaProps) {
-    if schema.nullable == Some(true)
-        && let Some(values) = schema.enum_.as_mut()
-        && !values.iter().any(|v| v.0.is_null())
-    {
-        values.push(JSON(serde_json::Value::Null));
+fn enums_not_nullable(schema: &mut JSONSchemaProps) {
+    if schema.enum_.is_some() && schema.nullable == Some(true) {
+        schema.nullable = None;
     }
     for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
-        list_null_in_nullable_enums(child);
+        enums_not_nullable(child);
     }
     if let Some(JSONSchemaPropsOrArray::Schema(items)) = schema.items.as_mut() {
-        list_null_in_nullable_enums(items);
+        enums_not_nullable(items);
     }
     if let Some(JSONSchemaPropsOrBool::Schema(values)) = schema.additional_properties.as_mut() {
-        list_null_in_nullable_enums(values);
+        enums_not_nullable(values);
     }
 }
 

@@ -105,6 +105,7 @@ pub struct ModelRouteSpec {
     pub match_: String,
     /// Lower priorities are tried first (default 100).
     #[serde(default = "default_priority")]
+    #[schemars(range(min = i32::MIN, max = i32::MAX))]
     pub priority: i32,
     /// Ordered targets; the first is used, later ones are fallbacks.
     #[x_kube(validation = Rule::new("size(self) > 0").message("needs at least one target"))]

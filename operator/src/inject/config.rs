@@ -15,13 +15,19 @@ pub struct InjectionConfig {
     pub image_pull_policy: String,
     /// `true`: a native sidecar (an init container with `restartPolicy: Always`, Kubernetes
     /// 1.29+), which starts and is ready before the agent's containers and stops after them.
-    /// `false`: a plain extra container for older clusters (no start ordering).
+    /// `false`: a plain extra container for older clusters (no start ordering; pods that run
+    /// to completion, `restartPolicy: Never` or `OnFailure`, are refused, since a plain
+    /// sidecar never exits and the pod would never complete).
     #[serde(default = "yes")]
     pub native_sidecar: bool,
     /// Loopback port of the proxy listener; agents use `http://127.0.0.1:PORT/anthropic`.
+    /// The default, [`DEFAULT_PORT`], is chosen to stay clear of the ports agents' own
+    /// servers usually take (8080, 3000, 8000, ...).
     #[serde(default = "default_port")]
     pub port: u16,
-    /// Port of the admin listener (health, readiness, metrics) on all interfaces.
+    /// Port of the admin listener (health, readiness, metrics) on all interfaces of both
+    /// address families (`[::]`), so the kubelet's probes reach it on IPv4, IPv6 and
+    /// dual-stack pod IPs. Default [`DEFAULT_ADMIN_PORT`].
     #[serde(default = "default_admin_port")]
     pub admin_port: u16,
     /// Requests and limits of the sidecar.
@@ -69,11 +75,16 @@ fn default_pull_policy() -> String {
 fn yes() -> bool {
     true
 }
+/// Default loopback port of the injected proxy (not 8080: agents' own dev servers use it).
+pub const DEFAULT_PORT: u16 = 16080;
+/// Default admin port of the injected proxy (not 9090: Prometheus and friends use it).
+pub const DEFAULT_ADMIN_PORT: u16 = 16090;
+
 fn default_port() -> u16 {
-    8080
+    DEFAULT_PORT
 }
 fn default_admin_port() -> u16 {
-    9090
+    DEFAULT_ADMIN_PORT
 }
 fn default_mcp_env() -> String {
     "TOLLGATE_MCP_URL".to_owned()

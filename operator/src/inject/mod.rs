@@ -1,6 +1,9 @@
 //! Sidecar injection, the pure part: given a pod as the API server sent it (raw JSON, so
 //! fields this build does not know survive untouched) decide whether to inject, and build the
 //! JSON Patch that adds the tollgate-proxy sidecar, its volumes and the agent's environment.
+//! A pod that already carries the sidecar (the webhook re-invoked after a later webhook, or a
+//! pod created from an injected spec) gets no second one, only the agent environment on
+//! containers that lack it; on its own result the review changes nothing.
 //!
 //! The webhook ([`crate::webhook`]) only parses the AdmissionReview, calls [`review`] and
 //! encodes the answer.
@@ -10,8 +13,8 @@ mod patch;
 #[cfg(test)]
 mod tests;
 
-pub use config::{ConfigError, InjectionConfig, Injector, LedgerConfig};
-pub use patch::{SIDECAR_NAME, build_patch};
+pub use config::{ConfigError, DEFAULT_ADMIN_PORT, DEFAULT_PORT, InjectionConfig, Injector, LedgerConfig};
+pub use patch::{SIDECAR_NAME, build_env_patch, build_patch};
 
 use serde_json::Value;
 
@@ -63,7 +66,19 @@ fn already_injected(pod: &Value) -> bool {
     annotation(pod, STATUS_ANNOTATION).is_some() || named("/spec/initContainers") || named("/spec/containers")
 }
 
-/// Decides and, when injecting, builds the patch.
+/// An already-injected pod: only containers added since (by a later webhook, before this
+/// one is re-invoked) may lack the agent environment.
+fn complete(injector: &Injector, pod: &Value) -> Outcome {
+    match build_env_patch(injector, pod) {
+        Ok(Some(p)) => Outcome::Inject(p),
+        Ok(None) => Outcome::Skip("already injected"),
+        Err(e) => Outcome::Deny(format!("tollgate sidecar injection: {e}")),
+    }
+}
+
+/// Decides and, when injecting, builds the patch. Idempotent: reviewing a pod this produced
+/// (the API server re-invokes the webhook when a later webhook changed the pod) yields at most
+/// the agent environment for containers added since, never a second sidecar.
 pub fn review(injector: &Injector, mode: Mode, pod: &Value) -> Outcome {
     let wish = annotation(pod, INJECT_ANNOTATION).map(str::to_ascii_lowercase);
     match (mode, wish.as_deref()) {
@@ -73,7 +88,7 @@ pub fn review(injector: &Injector, mode: Mode, pod: &Value) -> Outcome {
         (Mode::Enabled, _) => {}
     }
     if already_injected(pod) {
-        return Outcome::Skip("already injected");
+        return complete(injector, pod);
     }
     match build_patch(injector, pod) {
         Ok(p) => Outcome::Inject(p),

@@ -45,6 +45,12 @@ pub enum PatchError {
         "pods with hostNetwork cannot get the sidecar; opt the pod out with tollgate.dev/inject: \"false\""
     )]
     HostNetwork,
+    /// A plain (non-native) sidecar never exits, so a pod meant to run to completion (a Job's)
+    /// would never complete.
+    #[error(
+        "the pod has restartPolicy {0}, but on this cluster the tollgate-proxy sidecar is a plain container (injection.nativeSidecar is off: native sidecars need Kubernetes 1.29+), which never exits, so the pod would never complete; run it on Kubernetes 1.29+ with native sidecars, or opt the pod out with the annotation tollgate.dev/inject: \"false\" and point it at the shared gateway"
+    )]
+    RunsToCompletion(String),
     /// An annotation has an unusable value.
     #[error("annotation {name}: {message}")]
     BadAnnotation {
@@ -62,10 +68,61 @@ pub fn build_patch(injector: &Injector, pod: &Value) -> Result<json_patch::Patch
     Ok(json_patch::diff(pod, &mutated))
 }
 
+/// The JSON Patch for a pod that already carries the sidecar: the webhook re-invoked
+/// (`reinvocationPolicy: IfNeeded`) after a later webhook added containers, or a pod created
+/// from an injected pod's spec. Every agent container gets the agent environment, pointing at
+/// the port the existing sidecar listens on; nothing else changes. `None` when nothing is
+/// missing (so a re-invocation on its own result changes nothing) or when the sidecar's port
+/// cannot be read from its `--listen` argument.
+pub fn build_env_patch(injector: &Injector, pod: &Value) -> Result<Option<json_patch::Patch>, PatchError> {
+    let Some(port) = existing_sidecar_port(pod) else {
+        return Ok(None);
+    };
+    let agent_env = agent_env(injector, port, key_secret(pod)?);
+    let mut mutated = pod.clone();
+    let containers = mutated
+        .pointer_mut("/spec/containers")
+        .and_then(Value::as_array_mut)
+        .ok_or(PatchError::NotAPod)?;
+    for c in containers.iter_mut().filter(|c| c["name"] != SIDECAR_NAME) {
+        set_env(c, &agent_env);
+    }
+    let patch = json_patch::diff(pod, &mutated);
+    Ok((!patch.0.is_empty()).then_some(patch))
+}
+
+/// The port in the `--listen` argument of the pod's sidecar container, if it has one.
+fn existing_sidecar_port(pod: &Value) -> Option<u16> {
+    let sidecar = ["/spec/initContainers", "/spec/containers"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .find(|c| c["name"] == SIDECAR_NAME)?;
+    let args = sidecar["args"].as_array()?;
+    let listen = args
+        .windows(2)
+        .find(|w| w[0] == "--listen")
+        .and_then(|w| w[1].as_str())?;
+    listen.parse::<std::net::SocketAddr>().ok().map(|a| a.port())
+}
+
+/// A plain sidecar keeps a pod that should run to completion alive forever.
+fn check_restart_policy(injector: &Injector, pod: &Value) -> Result<(), PatchError> {
+    if injector.config.native_sidecar {
+        return Ok(());
+    }
+    // The API server defaults restartPolicy to Always before mutating admission runs.
+    match pod.pointer("/spec/restartPolicy").and_then(Value::as_str) {
+        Some(p @ ("Never" | "OnFailure")) => Err(PatchError::RunsToCompletion(p.to_owned())),
+        _ => Ok(()),
+    }
+}
+
 fn inject(injector: &Injector, pod: &mut Value) -> Result<(), PatchError> {
     if pod.pointer("/spec/hostNetwork") == Some(&Value::Bool(true)) {
         return Err(PatchError::HostNetwork);
     }
+    check_restart_policy(injector, pod)?;
     let port = proxy_port(injector, pod)?;
     let key_secret = key_secret(pod)?;
     let spec = pod
@@ -323,8 +380,9 @@ fn sidecar(injector: &Injector, port: u16) -> Container {
         POLICY_DIR,
         "--listen",
         &format!("127.0.0.1:{port}"),
+        // Every address of both families: the kubelet probes the pod IP, IPv4 or IPv6.
         "--admin-listen",
-        &format!("0.0.0.0:{}", c.admin_port),
+        &format!("[::]:{}", c.admin_port),
         "--log-format",
         &c.log_format,
     ]

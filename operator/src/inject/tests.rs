@@ -82,7 +82,7 @@ fn injects_a_native_sidecar_first_with_volumes_and_agent_env() {
         .filter_map(Value::as_str)
         .collect();
     assert!(
-        args.windows(2).any(|w| w == ["--listen", "127.0.0.1:8080"]),
+        args.windows(2).any(|w| w == ["--listen", "127.0.0.1:16080"]),
         "{args:?}"
     );
     assert!(args.windows(2).any(|w| w == ["--policy", "/etc/tollgate/policy"]));
@@ -97,11 +97,11 @@ fn injects_a_native_sidecar_first_with_volumes_and_agent_env() {
     let claude = &out["spec"]["containers"][0];
     assert_eq!(
         env_of(claude, "ANTHROPIC_BASE_URL").unwrap()["value"],
-        "http://127.0.0.1:8080/anthropic"
+        "http://127.0.0.1:16080/anthropic"
     );
     assert_eq!(
         env_of(claude, "TOLLGATE_MCP_URL").unwrap()["value"],
-        "http://127.0.0.1:8080/mcp"
+        "http://127.0.0.1:16080/mcp"
     );
     assert_eq!(
         env_of(claude, "HOME").unwrap()["value"],
@@ -181,7 +181,7 @@ fn every_container_gets_the_env_and_existing_values_are_replaced() {
     for c in out["spec"]["containers"].as_array().unwrap() {
         assert_eq!(
             env_of(c, "ANTHROPIC_BASE_URL").unwrap()["value"],
-            "http://127.0.0.1:8080/anthropic"
+            "http://127.0.0.1:16080/anthropic"
         );
     }
     let env = out["spec"]["containers"][0]["env"].as_array().unwrap();
@@ -302,9 +302,9 @@ fn decisions() {
 fn pods_that_cannot_be_governed_are_refused_with_a_reason() {
     let inj = injector(true);
     let mut port_clash = claude_pod();
-    port_clash["spec"]["containers"][0]["ports"] = json!([{"containerPort": 8080}]);
+    port_clash["spec"]["containers"][0]["ports"] = json!([{"containerPort": 16080}]);
     let mut admin_clash = claude_pod();
-    admin_clash["spec"]["containers"][0]["ports"] = json!([{"containerPort": 9090}]);
+    admin_clash["spec"]["containers"][0]["ports"] = json!([{"containerPort": 16090}]);
     let mut volume_clash = claude_pod();
     volume_clash["spec"]["volumes"] = json!([{"name": "tollgate-data", "emptyDir": {}}]);
     let mut host = claude_pod();
@@ -312,8 +312,8 @@ fn pods_that_cannot_be_governed_are_refused_with_a_reason() {
     let mut no_containers = claude_pod();
     no_containers["spec"] = json!({});
     let cases = [
-        ("port clash", port_clash, "uses port 8080"),
-        ("admin port clash", admin_clash, "uses port 9090"),
+        ("port clash", port_clash, "uses port 16080"),
+        ("admin port clash", admin_clash, "uses port 16090"),
         ("volume clash", volume_clash, "volume named 'tollgate-data'"),
         ("host network", host, "hostNetwork"),
         (
@@ -323,7 +323,7 @@ fn pods_that_cannot_be_governed_are_refused_with_a_reason() {
         ),
         (
             "admin port as proxy port",
-            annotate(claude_pod(), PORT_ANNOTATION, "9090"),
+            annotate(claude_pod(), PORT_ANNOTATION, "16090"),
             "admin port",
         ),
         (
@@ -341,7 +341,7 @@ fn pods_that_cannot_be_governed_are_refused_with_a_reason() {
     }
     // A clash with the default port is solved by the annotation.
     let mut moved = claude_pod();
-    moved["spec"]["containers"][0]["ports"] = json!([{"containerPort": 8080}]);
+    moved["spec"]["containers"][0]["ports"] = json!([{"containerPort": 16080}]);
     let moved = annotate(moved, PORT_ANNOTATION, "15080");
     assert!(matches!(review(&inj, Mode::Enabled, &moved), Outcome::Inject(_)));
 }
@@ -351,7 +351,7 @@ fn config_files_are_checked() {
     let bad = [
         ("image: ''", "image"),
         ("image: x\nimagePullPolicy: Sometimes", "imagePullPolicy"),
-        ("image: x\nport: 9090", "port"),
+        ("image: x\nport: 16090", "port"),
         ("image: x\nlogFormat: xml", "logFormat"),
         ("image: x\nledger: {url: 'redis://:pw@redis:6379'}", "ledger.url"),
         ("image: x\nledger: {url: 'redis://r', secretKey: k}", "ledger"),
@@ -364,7 +364,7 @@ fn config_files_are_checked() {
     let c = InjectionConfig::parse("image: x").unwrap();
     assert_eq!(
         (c.port, c.admin_port, c.native_sidecar, c.audit),
-        (8080, 9090, true, true)
+        (16080, 16090, true, true)
     );
     assert_eq!(c.ledger, LedgerConfig::default());
 }
@@ -377,4 +377,198 @@ fn without_a_shared_ledger_the_sidecar_journals_on_its_empty_dir() {
     let out = apply(&pod, &review(&inj, Mode::Enabled, &pod));
     let ledger = env_of(&out["spec"]["initContainers"][0], "TOLLGATE_LEDGER").unwrap();
     assert_eq!(ledger["value"], "file:/var/lib/tollgate/ledger.journal");
+}
+
+fn args_of(container: &Value) -> Vec<&str> {
+    container["args"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// The injected container, wherever the mode put it.
+fn sidecar_of(pod: &Value) -> &Value {
+    ["/spec/initContainers", "/spec/containers"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .find(|c| c["name"] == SIDECAR_NAME)
+        .expect("the sidecar")
+}
+
+fn flag<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+    let args = args_of(container);
+    args.windows(2).find(|w| w[0] == name).map(|w| w[1])
+}
+
+#[test]
+fn default_ports_stay_clear_of_the_ports_agents_use() {
+    // Dev servers, notebooks and Prometheus exporters in agent containers take these.
+    const COMMON: [u16; 8] = [3000, 5000, 8000, 8080, 8443, 8888, 9090, 9100];
+    let c = InjectionConfig::parse("image: x").unwrap();
+    assert!(!COMMON.contains(&c.port), "proxy port {}", c.port);
+    assert!(!COMMON.contains(&c.admin_port), "admin port {}", c.admin_port);
+    assert_eq!((c.port, c.admin_port), (DEFAULT_PORT, DEFAULT_ADMIN_PORT));
+
+    let pod = claude_pod();
+    let out = apply(&pod, &review(&injector(true), Mode::Enabled, &pod));
+    let sidecar = &out["spec"]["initContainers"][0];
+    assert_eq!(flag(sidecar, "--listen"), Some("127.0.0.1:16080"));
+    assert_eq!(
+        env_of(&out["spec"]["containers"][0], "ANTHROPIC_BASE_URL").unwrap()["value"],
+        "http://127.0.0.1:16080/anthropic"
+    );
+    assert_eq!(sidecar["ports"][0]["containerPort"], 16090);
+    assert_eq!(sidecar["readinessProbe"]["httpGet"]["port"], 16090);
+    // An agent that listens on 8080 or 9090 is now injected without any annotation.
+    let mut busy = claude_pod();
+    busy["spec"]["containers"][0]["ports"] = json!([{"containerPort": 8080}, {"containerPort": 9090}]);
+    assert!(matches!(
+        review(&injector(true), Mode::Enabled, &busy),
+        Outcome::Inject(_)
+    ));
+}
+
+#[test]
+fn the_admin_listener_covers_ipv4_and_ipv6_pod_ips() {
+    // The kubelet probes the pod IP, which is IPv6 on IPv6-only and may be on dual-stack
+    // clusters: `0.0.0.0` would refuse those probes. `[::]` is dual-stack in the proxy.
+    let pod = claude_pod();
+    for native in [true, false] {
+        let out = apply(&pod, &review(&injector(native), Mode::Enabled, &pod));
+        let sidecar = sidecar_of(&out);
+        let admin: std::net::SocketAddr = flag(sidecar, "--admin-listen")
+            .expect("--admin-listen")
+            .parse()
+            .expect("a socket address");
+        assert!(
+            admin.is_ipv6() && admin.ip().is_unspecified(),
+            "native {native}: admin listens on {admin}, not on every address of both families"
+        );
+        assert_eq!(admin.port(), DEFAULT_ADMIN_PORT);
+        // The proxy itself stays on loopback: only the pod's own containers reach it.
+        assert_eq!(flag(sidecar, "--listen"), Some("127.0.0.1:16080"));
+    }
+}
+
+#[test]
+fn a_plain_sidecar_refuses_pods_that_run_to_completion() {
+    for policy in ["Never", "OnFailure"] {
+        let mut job = claude_pod();
+        job["spec"]["restartPolicy"] = json!(policy);
+        match review(&injector(false), Mode::Enabled, &job) {
+            Outcome::Deny(msg) => {
+                for want in [policy, "never exits", "1.29", "tollgate.dev/inject: \"false\""] {
+                    assert!(msg.contains(want), "{policy}: '{want}' not in: {msg}");
+                }
+            }
+            other => panic!("{policy}: expected a denial, got {other:?}"),
+        }
+        // A native sidecar stops after the agent's containers: the Job completes.
+        assert!(
+            matches!(review(&injector(true), Mode::Enabled, &job), Outcome::Inject(_)),
+            "{policy} with a native sidecar"
+        );
+    }
+    // Long-running pods get the plain sidecar as before.
+    let pod = claude_pod();
+    assert!(matches!(
+        review(&injector(false), Mode::Enabled, &pod),
+        Outcome::Inject(_)
+    ));
+}
+
+/// A container a later mutating webhook added (a log shipper, another agent).
+fn added_by_a_later_webhook(mut pod: Value) -> Value {
+    let late = json!({"name": "late-agent", "image": "node:20", "env": [{"name": "A", "value": "1"}]});
+    pod["spec"]["containers"]
+        .as_array_mut()
+        .expect("containers")
+        .insert(1, late);
+    pod
+}
+
+#[test]
+fn reinvocation_is_idempotent_and_completes_containers_added_later() {
+    for native in [true, false] {
+        let inj = injector(native);
+        let pod = annotate(claude_pod(), KEY_SECRET_ANNOTATION, "tollgate-vk-alice");
+        let injected = apply(&pod, &review(&inj, Mode::Enabled, &pod));
+        // Re-invoked on its own result: nothing to change.
+        assert_eq!(
+            review(&inj, Mode::Enabled, &injected),
+            Outcome::Skip("already injected"),
+            "native {native}"
+        );
+
+        let later = added_by_a_later_webhook(injected.clone());
+        let outcome = review(&inj, Mode::Enabled, &later);
+        let Outcome::Inject(patch) = &outcome else {
+            panic!("native {native}: expected an env patch, got {outcome:?}")
+        };
+        for op in &patch.0 {
+            let path = op.path().to_string();
+            assert!(
+                path.starts_with("/spec/containers/1/env"),
+                "native {native}: the re-invocation touches {path}"
+            );
+        }
+        let out = apply(&later, &outcome);
+        let late = &out["spec"]["containers"][1];
+        assert_eq!(
+            env_of(late, "ANTHROPIC_BASE_URL").unwrap()["value"],
+            "http://127.0.0.1:16080/anthropic"
+        );
+        assert_eq!(
+            env_of(late, "TOLLGATE_MCP_URL").unwrap()["value"],
+            "http://127.0.0.1:16080/mcp"
+        );
+        assert_eq!(
+            env_of(late, "ANTHROPIC_AUTH_TOKEN").unwrap()["valueFrom"]["secretKeyRef"]["name"],
+            "tollgate-vk-alice"
+        );
+        assert_eq!(env_of(late, "A").unwrap()["value"], "1", "its own env kept");
+        // Once completed, a further re-invocation changes nothing.
+        assert_eq!(
+            review(&inj, Mode::Enabled, &out),
+            Outcome::Skip("already injected")
+        );
+        let sidecars = ["/spec/initContainers", "/spec/containers"]
+            .iter()
+            .filter_map(|p| out.pointer(p).and_then(Value::as_array))
+            .flatten()
+            .filter(|c| c["name"] == SIDECAR_NAME)
+            .count();
+        assert_eq!(sidecars, 1, "native {native}: one sidecar");
+        assert!(
+            env_of(sidecar_of(&out), "ANTHROPIC_BASE_URL").is_none(),
+            "native {native}: the sidecar got the agent's env"
+        );
+    }
+}
+
+#[test]
+fn reinvocation_points_added_containers_at_the_existing_sidecar_port() {
+    let inj = injector(true);
+    // Injected with the annotation's port ...
+    let pod = annotate(claude_pod(), PORT_ANNOTATION, "18080");
+    let injected = apply(&pod, &review(&inj, Mode::Enabled, &pod));
+    let out = apply(
+        &added_by_a_later_webhook(injected.clone()),
+        &review(&inj, Mode::Enabled, &added_by_a_later_webhook(injected)),
+    );
+    assert_eq!(
+        env_of(&out["spec"]["containers"][1], "ANTHROPIC_BASE_URL").unwrap()["value"],
+        "http://127.0.0.1:18080/anthropic"
+    );
+    // ... or by an older release whose default port differed: the sidecar's own --listen wins.
+    let mut old = claude_pod();
+    old["metadata"]["annotations"] = json!({STATUS_ANNOTATION: "injected"});
+    old["spec"]["initContainers"] = json!([{"name": SIDECAR_NAME, "image": "x", "restartPolicy": "Always",
+        "args": ["--policy", "/etc/tollgate/policy", "--listen", "127.0.0.1:8080"]}]);
+    let out = apply(&old, &review(&inj, Mode::Enabled, &old));
+    assert_eq!(
+        env_of(&out["spec"]["containers"][0], "ANTHROPIC_BASE_URL").unwrap()["value"],
+        "http://127.0.0.1:8080/anthropic"
+    );
 }

@@ -8,6 +8,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, Resource};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::compile::{Kind, PolicyConfigMap, StatusUpdate};
 use crate::crd::{GROUP, VERSION, VirtualKey};
@@ -16,11 +17,16 @@ use crate::secrets::{self, MANAGED_BY_LABEL, MANAGER};
 /// Label on policy ConfigMaps naming the policy they belong to.
 pub const POLICY_LABEL: &str = "tollgate.dev/policy";
 
+/// Annotation the operator's cache puts on an observed ConfigMap: the SHA-256 of its data,
+/// which is dropped, so the cache holds no policy content (policy size times namespaces).
+pub const OBSERVED_HASH_ANNOTATION: &str = "tollgate.dev/observed-sha256";
+
 /// The labels of every policy ConfigMap (the operator's own; nothing copied from resources).
+/// The policy name is a label value only when it is a valid one (else its hash).
 pub fn config_map_labels(policy_name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned()),
-        (POLICY_LABEL.to_owned(), policy_name.to_owned()),
+        (POLICY_LABEL.to_owned(), crate::names::label_value(policy_name)),
     ])
 }
 
@@ -38,7 +44,38 @@ pub fn desired_config_map(cm: &PolicyConfigMap, namespace: &str, policy_name: &s
     }
 }
 
-/// Whether the observed ConfigMap already holds exactly what would be applied.
+/// SHA-256 (hex) of a ConfigMap's data and binary data, length-prefixed so no two contents
+/// share a hash.
+pub fn config_map_content_hash(cm: &ConfigMap) -> String {
+    let mut h = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    for (k, v) in cm.data.iter().flatten() {
+        field(k.as_bytes());
+        field(v.as_bytes());
+    }
+    for (k, v) in cm.binary_data.iter().flatten() {
+        field(b"binary");
+        field(k.as_bytes());
+        field(&v.0);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Replaces an observed ConfigMap's content by its hash before it is cached.
+pub fn strip_config_map(cm: &mut ConfigMap) {
+    let hash = config_map_content_hash(cm);
+    cm.data = None;
+    cm.binary_data = None;
+    cm.metadata.managed_fields = None;
+    cm.metadata.annotations = Some(BTreeMap::from([(OBSERVED_HASH_ANNOTATION.to_owned(), hash)]));
+}
+
+/// Whether the observed (stripped) ConfigMap already holds exactly what would be applied:
+/// the operator's labels and the same content. An edit by anyone else shows as a different
+/// hash and is corrected.
 pub fn config_map_up_to_date(current: &ConfigMap, desired: &ConfigMap) -> bool {
     let labels_ok = desired
         .metadata
@@ -46,7 +83,12 @@ pub fn config_map_up_to_date(current: &ConfigMap, desired: &ConfigMap) -> bool {
         .iter()
         .flatten()
         .all(|(k, v)| current.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v));
-    labels_ok && current.data == desired.data && current.binary_data.is_none()
+    let observed = current
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(OBSERVED_HASH_ANNOTATION));
+    labels_ok && observed == Some(&config_map_content_hash(desired))
 }
 
 fn apply_params() -> PatchParams {
@@ -99,21 +141,26 @@ pub async fn delete_config_map(client: &Client, namespace: &str, name: &str) -> 
     delete_owned::<ConfigMap>(client, namespace, name).await
 }
 
-/// The data of a Secret, or `None` when it does not exist.
+/// The labels and data of a Secret, or `None` when it does not exist.
 pub async fn read_secret_data(
     client: &Client,
     namespace: &str,
     name: &str,
-) -> Result<Option<BTreeMap<String, Vec<u8>>>, kube::Error> {
+) -> Result<Option<SecretContent>, kube::Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     Ok(api.get_opt(name).await?.map(|s| {
-        s.data
+        let data = s
+            .data
             .unwrap_or_default()
             .into_iter()
             .map(|(k, v)| (k, v.0))
-            .collect()
+            .collect();
+        (s.metadata.labels.unwrap_or_default(), data)
     }))
 }
+
+/// A Secret's labels and its data by key.
+pub type SecretContent = (BTreeMap<String, String>, BTreeMap<String, Vec<u8>>);
 
 /// The credentials Secret for one namespace: the assembled data, labelled as the operator's
 /// and annotated with its content hash.
@@ -215,5 +262,53 @@ pub async fn create_key_secret(client: &Client, vk: &VirtualKey) -> Result<Secre
         Ok(_) => Ok(SecretCreated::Created(secrets::key_sha256(&key))),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(SecretCreated::AlreadyExists),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(content: &str) -> PolicyConfigMap {
+        PolicyConfigMap {
+            name: "tollgate-policy".into(),
+            file: "policy.json".into(),
+            content: content.into(),
+        }
+    }
+
+    /// The cache keeps no policy content, yet an edit by anyone else is still seen as drift.
+    #[test]
+    fn stripped_config_maps_still_show_drift() {
+        let desired = desired_config_map(&shard("{\"version\":1}"), "dev", "tollgate-policy");
+        let mut observed = desired.clone();
+        strip_config_map(&mut observed);
+        assert!(observed.data.is_none());
+        assert!(config_map_up_to_date(&observed, &desired));
+        let mut edited = desired.clone();
+        if let Some(d) = edited.data.as_mut() {
+            d.insert("policy.json".into(), "{\"version\":1,\"keys\":[\"mine\"]}".into());
+        }
+        strip_config_map(&mut edited);
+        assert!(
+            !config_map_up_to_date(&edited, &desired),
+            "a tenant's edit must be corrected"
+        );
+        let mut extra = desired.clone();
+        extra.binary_data = Some(BTreeMap::from([("x".into(), k8s_openapi::ByteString(vec![1]))]));
+        strip_config_map(&mut extra);
+        assert!(!config_map_up_to_date(&extra, &desired));
+    }
+
+    #[test]
+    fn policy_labels_are_valid_for_any_policy_name() {
+        for name in ["tollgate-policy", &"p".repeat(64), "odd name!"] {
+            for (k, v) in config_map_labels(name) {
+                assert!(
+                    crate::names::is_qualified_name(&k) && crate::names::is_label_value(&v),
+                    "{k}={v}"
+                );
+            }
+        }
     }
 }

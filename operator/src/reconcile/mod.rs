@@ -84,6 +84,8 @@ struct Stores {
     credentials: Store<Secret>,
     /// Namespaces carrying the injection label (none watched when it is unset).
     namespaces: Option<Store<Namespace>>,
+    /// Secrets of the policy namespace, metadata only (which are labelled credentials).
+    policy_secrets: Store<Secret>,
 }
 
 type Trigger = std::pin::Pin<Box<dyn Stream<Item = ()> + Send>>;
@@ -140,7 +142,7 @@ pub struct Reconciler {
     created: BTreeMap<(String, String), SecretDigest>,
     /// What was last written, by ConfigMap name and by status key, so a write that the cache
     /// has not reflected yet is not repeated.
-    written_config_maps: HashMap<(String, String), (ConfigMap, Instant)>,
+    written_config_maps: HashMap<(String, String), (String, Instant)>,
     written_credentials: HashMap<String, (String, Instant)>,
     /// Referenced credential keys that were missing at the last reconcile.
     missing_credentials: std::collections::BTreeSet<crate::credentials::SecretKey>,
@@ -199,12 +201,13 @@ impl Reconciler {
         );
         let ours = format!(
             "{MANAGED_BY_LABEL}={MANAGER},{POLICY_LABEL}={}",
-            self.config.settings.policy_name
+            crate::names::label_value(&self.config.settings.policy_name)
         );
+        // Content is replaced by its hash: the cache holds no copy of the policy per namespace.
         let (config_maps, t9) = cache(
             Api::<ConfigMap>::all(c.clone()),
             watcher::Config::default().labels(&ours),
-            keep,
+            apply::strip_config_map,
         );
         let (credentials, t10) = cache(
             Api::<Secret>::all(c.clone()),
@@ -213,7 +216,7 @@ impl Reconciler {
         );
         // Any Secret change in the policy namespace (a rotated provider key) reconciles at
         // once, so the credentials copies follow; only metadata is cached.
-        let (_policy_secrets, t11) = cache(
+        let (policy_secrets, t11) = cache(
             Api::<Secret>::namespaced(c.clone(), &self.config.policy_namespace),
             watcher::Config::default(),
             strip_data,
@@ -242,6 +245,7 @@ impl Reconciler {
             config_maps,
             credentials,
             namespaces,
+            policy_secrets,
         };
         let mut triggers = futures::stream::select_all(all_triggers);
 
@@ -335,29 +339,49 @@ impl Reconciler {
             mcp_servers: owned(&s.mcp_servers),
             audit_sinks: owned(&s.audit_sinks),
             secrets: digests,
+            credential_secrets: s
+                .policy_secrets
+                .state()
+                .iter()
+                .filter(|sec| crate::credentials::is_credential(sec.metadata.labels.as_ref()))
+                .map(|sec| sec.name_any())
+                .collect(),
             spend: self.last_spend.clone(),
         }
     }
 
-    /// One reconciliation: generate missing key Secrets, compile, apply the difference.
+    /// One reconciliation: generate missing key Secrets, compile, apply the difference. A
+    /// failure writing one object (a quota in one namespace, a policy engine refusing a label)
+    /// is reported on the objects it concerns and the rest carries on; the reconciliation
+    /// then ends in [`Error::Partial`] and is retried with backoff.
     async fn reconcile(&mut self, s: &Stores) -> Result<(), Error> {
         let started = Instant::now();
         let span = info_span!("reconcile");
         let result = async {
-            self.generate_secrets(s).await?;
+            let mut failures = Failures::default();
+            self.generate_secrets(s, &mut failures).await;
             let world = self.world(s);
             let t = Instant::now();
             let compiled = compile::compile(&world, &self.config.settings)?;
             self.metrics.compile_seconds.observe(t.elapsed().as_secs_f64());
             let targets = self.target_namespaces(s);
             for ns in &targets {
-                self.apply_config_maps(s, &compiled, ns).await?;
+                if let Err(e) = self.apply_config_maps(s, &compiled, ns).await {
+                    failures.record(format!("policy ConfigMaps in namespace {ns}"), &e);
+                    if *ns == self.config.policy_namespace {
+                        return Err(e);
+                    }
+                    self.namespace_event(ns, "PolicyMirrorFailed", &e).await;
+                }
             }
-            self.apply_credentials(s, &world, &targets).await?;
-            self.delete_stale_mirrors(s, &targets).await?;
-            self.apply_statuses(&world, &compiled).await?;
+            // The proxies in the policy namespace have the policy: the operator is ready even
+            // if a mirror elsewhere keeps failing.
+            self.reconciled.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.apply_credentials(s, &world, &targets, &mut failures).await;
+            self.delete_stale_mirrors(s, &targets, &mut failures).await;
+            self.apply_statuses(&world, &compiled, &mut failures).await;
             self.record(&compiled);
-            Ok(())
+            failures.into_result()
         }
         .instrument(span)
         .await;
@@ -371,13 +395,22 @@ impl Reconciler {
         self.metrics
             .reconcile_seconds
             .observe(started.elapsed().as_secs_f64());
-        if result.is_ok() {
-            self.reconciled.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
         result
     }
 
-    async fn generate_secrets(&mut self, s: &Stores) -> Result<(), Error> {
+    /// A Warning Event on a namespace whose copy of the policy could not be written.
+    async fn namespace_event(&self, ns: &str, reason: &str, e: &Error) {
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("Namespace".to_owned()),
+            name: Some(ns.to_owned()),
+            ..Default::default()
+        };
+        self.event(&reference, EventType::Warning, reason, e.to_string())
+            .await;
+    }
+
+    async fn generate_secrets(&mut self, s: &Stores, failures: &mut Failures) {
         for vk in s.keys.state() {
             if vk.spec.secret_ref.is_some() || vk.meta().deletion_timestamp.is_some() {
                 continue;
@@ -394,7 +427,7 @@ impl Reconciler {
                 continue;
             }
             let span = info_span!("generate_key", virtual_key = %format!("{ns}/{name}"), secret = %secret);
-            async {
+            let result = async {
                 match apply::create_key_secret(&self.client, &vk).await? {
                     SecretCreated::Created(sha256) => {
                         self.metrics.secrets_generated.inc();
@@ -424,9 +457,18 @@ impl Reconciler {
                 Ok::<_, Error>(())
             }
             .instrument(span)
-            .await?;
+            .await;
+            if let Err(e) = result {
+                failures.record(format!("key Secret {ns}/{secret}"), &e);
+                self.event(
+                    &vk.object_ref(&()),
+                    EventType::Warning,
+                    "KeySecretFailed",
+                    e.to_string(),
+                )
+                .await;
+            }
         }
-        Ok(())
     }
 
     async fn apply_config_maps(&mut self, s: &Stores, compiled: &Compiled, ns: &str) -> Result<(), Error> {
@@ -435,7 +477,7 @@ impl Reconciler {
             .config_maps
             .state()
             .into_iter()
-            .filter(|cm| cm.labels().get(POLICY_LABEL) == Some(&policy))
+            .filter(|cm| cm.labels().get(POLICY_LABEL) == Some(&crate::names::label_value(&policy)))
             .filter(|cm| cm.namespace().as_deref() == Some(ns))
             .map(|cm| (cm.name_any(), cm))
             .collect();
@@ -454,7 +496,8 @@ impl Reconciler {
                 continue;
             }
             let written_key = (ns.to_owned(), cm.name.clone());
-            if recently_written(&self.written_config_maps, &written_key, &desired) {
+            let hash = apply::config_map_content_hash(&desired);
+            if recently_written(&self.written_config_maps, &written_key, &hash) {
                 // Written moments ago; the cache has not caught up yet.
                 continue;
             }
@@ -470,7 +513,7 @@ impl Reconciler {
                 self.metrics.mirror_writes.inc();
             }
             self.written_config_maps
-                .insert(written_key, (desired, Instant::now()));
+                .insert(written_key, (hash, Instant::now()));
         }
         let wanted: std::collections::HashSet<&str> =
             compiled.config_maps.iter().map(|c| c.name.as_str()).collect();
@@ -510,16 +553,31 @@ impl Reconciler {
         s: &Stores,
         world: &World,
         targets: &std::collections::BTreeSet<String>,
-    ) -> Result<(), Error> {
+        failures: &mut Failures,
+    ) {
         let mut wanted = crate::credentials::referenced(world);
         wanted.extend(self.config.extra_credentials.iter().cloned());
         let names: std::collections::BTreeSet<&String> = wanted.iter().map(|(n, _)| n).collect();
         let mut sources = BTreeMap::new();
         for name in names {
-            if let Some(secret) =
-                apply::read_secret_data(&self.client, &self.config.policy_namespace, name).await?
-            {
-                sources.insert(name.clone(), secret);
+            let extra = self.config.extra_credentials.iter().any(|(n, _)| n == name);
+            match apply::read_secret_data(&self.client, &self.config.policy_namespace, name).await {
+                // Checked again as read: the label may have gone since the cache saw it. The
+                // operator's own --extra-credential flags are the platform team's, not a
+                // resource's, and need no label.
+                Ok(Some((labels, data))) if extra || crate::credentials::is_credential(Some(&labels)) => {
+                    sources.insert(name.clone(), data);
+                }
+                Ok(Some(_)) => {
+                    warn!(secret = %name, "referenced Secret is not labelled {}=true; not copied", crate::credentials::CREDENTIAL_LABEL)
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Writing without this Secret would remove a working credential: keep
+                    // every copy as it is until it can be read.
+                    failures.record(format!("reading Secret {name}"), &e.into());
+                    return;
+                }
             }
         }
         let assembled = crate::credentials::assemble(&wanted, &sources);
@@ -556,15 +614,20 @@ impl Reconciler {
                 &assembled.data,
                 &hash,
             );
-            apply::apply_secret(&self.client, &desired)
+            let written = apply::apply_secret(&self.client, &desired)
                 .instrument(info_span!("apply_credentials", namespace = %ns, secret = %name))
-                .await?;
+                .await;
+            if let Err(e) = written {
+                let e = Error::from(e);
+                failures.record(format!("credentials Secret in namespace {ns}"), &e);
+                self.namespace_event(ns, "CredentialsMirrorFailed", &e).await;
+                continue;
+            }
             info!(namespace = %ns, secret = %name, keys = assembled.data.len(), "credentials Secret written");
             self.metrics.mirror_writes.inc();
             self.written_credentials
                 .insert(ns.clone(), (hash.clone(), Instant::now()));
         }
-        Ok(())
     }
 
     /// Deletes copies in namespaces that are no longer labelled.
@@ -572,30 +635,38 @@ impl Reconciler {
         &mut self,
         s: &Stores,
         targets: &std::collections::BTreeSet<String>,
-    ) -> Result<(), Error> {
+        failures: &mut Failures,
+    ) {
         for cm in s.config_maps.state() {
             let ns = cm.namespace().unwrap_or_default();
             if targets.contains(&ns) {
                 continue;
             }
-            apply::delete_config_map(&self.client, &ns, &cm.name_any()).await?;
-            info!(namespace = %ns, config_map = %cm.name_any(), "policy copy deleted (namespace no longer labelled)");
-            self.metrics.mirror_writes.inc();
+            match apply::delete_config_map(&self.client, &ns, &cm.name_any()).await {
+                Ok(()) => {
+                    info!(namespace = %ns, config_map = %cm.name_any(), "policy copy deleted (namespace no longer labelled)");
+                    self.metrics.mirror_writes.inc();
+                }
+                Err(e) => failures.record(format!("deleting ConfigMap {ns}/{}", cm.name_any()), &e.into()),
+            }
         }
         for sec in s.credentials.state() {
             let ns = sec.namespace().unwrap_or_default();
             if targets.contains(&ns) && sec.name_any() == self.config.credentials_secret {
                 continue;
             }
-            apply::delete_secret(&self.client, &ns, &sec.name_any()).await?;
-            self.written_credentials.remove(&ns);
-            info!(namespace = %ns, secret = %sec.name_any(), "credentials copy deleted");
-            self.metrics.mirror_writes.inc();
+            match apply::delete_secret(&self.client, &ns, &sec.name_any()).await {
+                Ok(()) => {
+                    self.written_credentials.remove(&ns);
+                    info!(namespace = %ns, secret = %sec.name_any(), "credentials copy deleted");
+                    self.metrics.mirror_writes.inc();
+                }
+                Err(e) => failures.record(format!("deleting Secret {ns}/{}", sec.name_any()), &e.into()),
+            }
         }
-        Ok(())
     }
 
-    async fn apply_statuses(&mut self, world: &World, compiled: &Compiled) -> Result<(), Error> {
+    async fn apply_statuses(&mut self, world: &World, compiled: &Compiled, failures: &mut Failures) {
         for update in compiled.changed_statuses() {
             let key = (update.kind, update.namespace.clone(), update.name.clone());
             if recently_written(&self.written_statuses, &key, &update.status) {
@@ -603,7 +674,13 @@ impl Reconciler {
             }
             let span =
                 info_span!("apply_status", kind = update.kind.as_str(), resource = %update.display_name());
-            apply::apply_status(&self.client, update).instrument(span).await?;
+            if let Err(e) = apply::apply_status(&self.client, update).instrument(span).await {
+                failures.record(
+                    format!("status of {} {}", update.kind.as_str(), update.display_name()),
+                    &e.into(),
+                );
+                continue;
+            }
             self.metrics.status_writes.inc();
             self.written_statuses
                 .insert(key, (update.status.clone(), Instant::now()));
@@ -638,7 +715,6 @@ impl Reconciler {
                 }
             }
         }
-        Ok(())
     }
 
     /// Publishes an Event; failing to is logged, never fatal.
@@ -652,12 +728,13 @@ impl Reconciler {
         let ev = Event {
             type_,
             reason: reason.to_owned(),
-            note: Some(note),
+            // events.k8s.io/v1 refuses notes over 1 KiB.
+            note: Some(crate::names::truncate(&note, MAX_EVENT_NOTE)),
             action: "Reconcile".to_owned(),
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&ev, reference).await {
-            debug!(error = %e, "publishing an event failed");
+            warn!(error = %e, reason, "publishing an event failed");
         }
     }
 
@@ -685,6 +762,31 @@ impl Reconciler {
                     kind: kind.as_str().to_owned(),
                 })
                 .set(i64::try_from(n).unwrap_or(0));
+        }
+    }
+}
+
+/// The longest Event note the API server accepts (bytes).
+const MAX_EVENT_NOTE: usize = 1024;
+
+/// What failed during one reconciliation, while the rest carried on.
+#[derive(Debug, Default)]
+struct Failures(Vec<String>);
+
+impl Failures {
+    /// Logs one failure (once, with what it concerns) and keeps it for the result.
+    fn record(&mut self, what: String, e: &Error) {
+        warn!(object = %what, error = %e, "write failed; carrying on with the rest");
+        self.0.push(format!("{what}: {e}"));
+    }
+
+    fn into_result(self) -> Result<(), Error> {
+        match self.0.first() {
+            None => Ok(()),
+            Some(first) => Err(Error::Partial {
+                count: self.0.len(),
+                first: first.clone(),
+            }),
         }
     }
 }
@@ -743,6 +845,7 @@ impl Stores {
         self.secrets.wait_until_ready().await.map_err(e)?;
         self.config_maps.wait_until_ready().await.map_err(e)?;
         self.credentials.wait_until_ready().await.map_err(e)?;
+        self.policy_secrets.wait_until_ready().await.map_err(e)?;
         if let Some(n) = &self.namespaces {
             n.wait_until_ready().await.map_err(e)?;
         }

@@ -38,8 +38,10 @@ pub const PER_CRD_LIMIT: u64 = 100_000_000;
 const STRING_TRAVERSAL: f64 = 0.1;
 /// cel-go's `RegexStringLengthCostFactor`.
 const REGEX_LENGTH: f64 = 0.25;
-/// `MaxDatetimeSizeJSON` (a quoted RFC 3339 timestamp with nanoseconds and an offset).
-const MAX_DATETIME_SIZE: u64 = 37;
+/// `MaxDatetimeSizeJSON` and `MaxDurationSizeJSON` (apiserver/pkg/cel/limits.go).
+const MAX_DATETIME_SIZE: u64 = 32;
+/// `JSONDateSize`.
+const DATE_SIZE: u64 = 12;
 
 /// One rule's estimate.
 #[derive(Debug, Clone)]
@@ -132,7 +134,9 @@ pub fn max_elements(node: &Value) -> u64 {
             (MAX_REQUEST_BYTES - 2) / (value + 6)
         }),
         "string" => match node.get("format").and_then(Value::as_str) {
-            Some("date-time") => MAX_DATETIME_SIZE,
+            Some("date-time" | "duration") => MAX_DATETIME_SIZE,
+            Some("date") => DATE_SIZE,
+            Some("byte") => bound("maxLength").unwrap_or(MAX_REQUEST_BYTES - 2),
             _ => bound("maxLength").map_or(MAX_REQUEST_BYTES - 2, |n| n.saturating_mul(4)),
         },
         _ => 1,
@@ -148,6 +152,9 @@ fn type_of(node: &Value) -> &str {
 
 /// `MinSerializedSize` of the CEL declaration type the API server derives from a node.
 pub fn min_serialized_size(node: &Value) -> u64 {
+    if node.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
+        return 1;
+    }
     match type_of(node) {
         "string" => 2,
         "boolean" => 4,
@@ -320,6 +327,14 @@ impl<'s> Scope<'s> {
                 let size = l.size().saturating_add(r.size());
                 (factor(size, STRING_TRAVERSAL), Shape::Sized(size))
             }
+            ("_+_", None, [l, r])
+                if matches!(l, Shape::List(..))
+                    || matches!(r, Shape::List(..))
+                    || is_list(l)
+                    || is_list(r) =>
+            {
+                (1, Shape::Sized(l.size().saturating_add(r.size())))
+            }
             ("_+_", None, [_, _]) => (1, Shape::Sized(1)),
             ("@in", None, [_, list]) => (list.size(), Shape::Sized(1)),
             (
@@ -353,6 +368,10 @@ impl<'s> Scope<'s> {
         };
         Ok((sum.saturating_add(own).saturating_add(arg_sum), shape))
     }
+}
+
+fn is_list(shape: &Shape) -> bool {
+    matches!(shape, Shape::Node(n) if type_of(n) == "array")
 }
 
 fn literal_size(lit: &LiteralValue) -> u64 {

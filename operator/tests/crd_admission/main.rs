@@ -95,11 +95,16 @@ fn status_conditions_merge_by_type() {
 }
 
 #[test]
-fn nullable_enums_accept_null() {
+fn no_enum_is_nullable_and_narrow_integers_are_bounded() {
     let found = report(
         schemas()
             .into_iter()
-            .map(|(n, s)| (n, structural::nullable_enum_violations(&s)))
+            .map(|(n, s)| {
+                let mut f = structural::nullable_enum_violations(&s);
+                f.extend(structural::unbounded_narrow_integers(&s));
+                f.extend(structural::message_expressions(&s));
+                (n, f)
+            })
             .collect(),
     );
     assert!(found.is_empty(), "{found}");
@@ -266,7 +271,8 @@ fn the_structural_checks_catch_what_the_api_server_refuses() {
             "list": {"type": "array", "items": {"type": "object", "properties": {"k": {"type": "string"}}},
                      "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["k"]},
             "tags": {"type": "array", "items": {"type": "object"}, "x-kubernetes-list-type": "set"},
-            "mode": {"type": "string", "enum": ["a"], "nullable": true}
+            "mode": {"type": "string", "enum": ["a", null], "nullable": true},
+            "rank": {"type": "integer", "format": "int32"}
         }
     });
     let found = structural::structural_violations(&schema).join("\n");
@@ -290,7 +296,15 @@ fn the_structural_checks_catch_what_the_api_server_refuses() {
         "{lists}"
     );
     let enums = structural::nullable_enum_violations(&schema);
-    assert_eq!(enums, vec![".mode: nullable enum without null".to_owned()]);
+    assert_eq!(
+        enums,
+        vec![".mode: nullable enum (null would be refused)".to_owned()]
+    );
+    let ints = structural::unbounded_narrow_integers(&schema);
+    assert_eq!(
+        ints,
+        vec![".rank: a narrow integer without minimum and maximum".to_owned()]
+    );
 }
 
 /// The estimator against costs worked out by hand from cel-go's table.

@@ -11,7 +11,10 @@ plus what it lacks for a controller (kmock 0.8):
 * garbage collection of dependants (ownerReferences) when their owner is deleted;
 * JSON Patch (application/json-patch+json, RFC 6902, with `test` failures answered 422);
 * the Namespace resource itself (kmock 0.8 parses `/api/v1/namespaces[/NAME]` as a
-  namespace prefix; see `_parse_path`).
+  namespace prefix; see `_parse_path`);
+* a ResourceQuota's refusal, for failure tests: a Namespace annotated
+  `kmock.test/refuse: configmaps,secrets` refuses creating those kinds in it with the 403
+  Forbidden "exceeded quota" the quota admission plugin answers.
 
 Not emulated (say so in reviews): field ownership / managedFields and apply conflicts (every
 patch is a recursive dict merge, lists replaced), optimistic concurrency (resourceVersion
@@ -97,6 +100,16 @@ class Shim(kmock.KubernetesEmulator):
                 self._requests[i] = new
         return new
 
+    def _refused_by_quota(self, request) -> bool:
+        """Whether the request's namespace refuses creating this kind (`kmock.test/refuse`)."""
+        if request.namespace is None or request.resource.plural in (None, "namespaces"):
+            return False
+        for (resource, _, name), obj in self.objects.items():
+            if resource.plural == "namespaces" and name == request.namespace and not obj.deleted:
+                notes = (obj.raw.get("metadata") or {}).get("annotations") or {}
+                return request.resource.plural in notes.get("kmock.test/refuse", "").split(",")
+        return False
+
     async def _handle(self, request):
         if request.resource is None:
             return await super()._handle(request)
@@ -134,6 +147,10 @@ class Shim(kmock.KubernetesEmulator):
                 data = {**data, "metadata": meta}
                 # Lists are replaced, not merged: send them whole (kmock would merge dicts only).
                 request = self._evolve(request, data=data)
+        if action == enums.action.CREATE and data is not None and self._refused_by_quota(request):
+            raise kmock.KubernetesError(
+                status=403, reason="Forbidden",
+                message=f"{request.resource.plural} is forbidden: exceeded quota: compute-quota")
         if action == enums.action.CREATE and data is not None:
             meta = dict(data.get("metadata") or {})
             meta.setdefault("namespace", request.namespace)
