@@ -91,16 +91,9 @@ pub fn generated_secret(vk: &VirtualKey, key: &str) -> Secret {
 
 /// Replaces a Secret's values by their SHA-256 digests (and drops annotations and managed
 /// fields, where `kubectl apply` may have left a copy of the value). Run on every watched
-/// Secret before it is cached.
+/// Secret before it is cached, always: whatever annotations the object carries (a tenant can
+/// set any), its data is digested here.
 pub fn digest_in_place(secret: &mut Secret) {
-    let meta = &secret.metadata;
-    if meta
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(DIGESTED))
-    {
-        return;
-    }
     let mut digests = BTreeMap::new();
     let data = secret.data.take().unwrap_or_default();
     for (k, v) in data {
@@ -123,22 +116,34 @@ pub fn digest_in_place(secret: &mut Secret) {
     secret.metadata.annotations = Some(BTreeMap::from([(DIGESTED.to_owned(), "true".to_owned())]));
 }
 
-/// What the compiler needs from a cached (digested) Secret.
+/// What the compiler needs from a Secret as read from the API (its values still in it).
 pub fn digest_of(secret: &Secret) -> SecretDigest {
     let mut copy = secret.clone();
     digest_in_place(&mut copy);
+    cached_digest(&copy)
+}
+
+/// What the compiler needs from a cached Secret, already digested by [`digest_in_place`]. A
+/// value that is not a lower-case hex SHA-256 counts as unusable, never as a hash.
+pub fn cached_digest(secret: &Secret) -> SecretDigest {
     SecretDigest {
-        digests: copy
+        digests: secret
             .data
-            .unwrap_or_default()
-            .into_iter()
+            .iter()
+            .flatten()
             .map(|(k, v)| {
-                let hex = String::from_utf8(v.0).unwrap_or_default();
-                (k, (!hex.is_empty()).then_some(hex))
+                let hex = String::from_utf8(v.0.clone()).unwrap_or_default();
+                (k.clone(), is_sha256_hex(&hex).then_some(hex))
             })
             .collect(),
         owner_uids: secret.owner_references().iter().map(|o| o.uid.clone()).collect(),
     }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]
@@ -204,14 +209,46 @@ mod tests {
             ])),
             ..Default::default()
         };
+        let original = s.clone();
         digest_in_place(&mut s);
         let text = serde_json::to_string(&s).unwrap();
         assert!(!text.contains("tg_secret"), "{text}");
-        let d = digest_of(&s);
+        let d = cached_digest(&s);
         assert_eq!(d.digests["key"], Some(key_sha256("tg_secret")));
         assert_eq!(d.digests["empty"], None);
-        // Idempotent: digesting twice keeps the digest.
+        // Digesting a Secret as read gives what the cache's copy gives.
+        assert_eq!(digest_of(&original), d);
+    }
+
+    /// A tenant's own `tollgate.dev/digested` annotation does not stop digesting: the raw
+    /// value never passes for a hash (it could name another tenant's key hash, or break the
+    /// compile of every key with a malformed one).
+    #[test]
+    fn a_forged_digested_annotation_changes_nothing() {
+        let victim = key_sha256("tg_victim");
+        let mut s = Secret {
+            metadata: ObjectMeta {
+                annotations: Some(BTreeMap::from([(DIGESTED.to_owned(), "true".to_owned())])),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([
+                ("key".to_owned(), ByteString(victim.clone().into_bytes())),
+                ("bad".to_owned(), ByteString(b"not-a-hash".to_vec())),
+            ])),
+            ..Default::default()
+        };
         digest_in_place(&mut s);
-        assert_eq!(digest_of(&s), d);
+        let d = cached_digest(&s);
+        assert_eq!(
+            d.digests["key"],
+            Some(key_sha256(&victim)),
+            "hashed like any value"
+        );
+        assert_ne!(d.digests["key"], Some(victim));
+        assert_eq!(d.digests["bad"], Some(key_sha256("not-a-hash")));
+        // And a cached value that is not a SHA-256 is unusable, not a hash.
+        let mut raw = s.clone();
+        raw.data = Some(BTreeMap::from([("key".to_owned(), ByteString(b"xyz".to_vec()))]));
+        assert_eq!(cached_digest(&raw).digests["key"], None);
     }
 }

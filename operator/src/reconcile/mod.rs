@@ -129,6 +129,24 @@ fn strip_data(s: &mut Secret) {
     }
 }
 
+/// Mirrored credentials Secrets are cached as the hash of their actual data, which replaces
+/// every annotation: a copy edited (or pre-created) with a forged hash annotation still shows
+/// as drift and is rewritten.
+fn strip_credentials(s: &mut Secret) {
+    let data = s.data.take().unwrap_or_default();
+    let observed = crate::credentials::Assembled {
+        data: data.into_iter().map(|(k, v)| (k, v.0)).collect(),
+        missing: Vec::new(),
+    }
+    .content_hash();
+    strip_data(s);
+    s.metadata.managed_fields = None;
+    s.metadata.annotations = Some(BTreeMap::from([(
+        crate::credentials::CONTENT_HASH_ANNOTATION.to_owned(),
+        observed,
+    )]));
+}
+
 /// The operator's reconcile loop.
 pub struct Reconciler {
     client: Client,
@@ -212,7 +230,7 @@ impl Reconciler {
         let (credentials, t10) = cache(
             Api::<Secret>::all(c.clone()),
             watcher::Config::default().labels(&ours),
-            strip_data,
+            strip_credentials,
         );
         // Any Secret change in the policy namespace (a rotated provider key) reconciles at
         // once, so the credentials copies follow; only metadata is cached.
@@ -321,7 +339,7 @@ impl Reconciler {
             .map(|sec| {
                 (
                     (sec.namespace().unwrap_or_default(), sec.name_any()),
-                    secrets::digest_of(sec),
+                    secrets::cached_digest(sec),
                 )
             })
             .collect();
@@ -850,5 +868,41 @@ impl Stores {
             n.wait_until_ready().await.map_err(e)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+
+    use super::strip_credentials;
+    use crate::credentials::{Assembled, CONTENT_HASH_ANNOTATION};
+
+    /// A tenant edits a mirrored credentials Secret but keeps (or forges) its hash annotation:
+    /// the cached hash is that of the data actually there, so the edit is seen.
+    #[test]
+    fn a_forged_content_hash_on_a_credentials_copy_is_not_believed() {
+        let genuine = Assembled {
+            data: BTreeMap::from([("anthropic_api-key".to_owned(), b"sk-ant".to_vec())]),
+            missing: vec![],
+        };
+        let mut copy = Secret {
+            data: Some(BTreeMap::from([(
+                "anthropic_api-key".to_owned(),
+                ByteString(b"sk-evil".to_vec()),
+            )])),
+            ..Default::default()
+        };
+        copy.metadata.annotations = Some(BTreeMap::from([(
+            CONTENT_HASH_ANNOTATION.to_owned(),
+            genuine.content_hash(),
+        )]));
+        strip_credentials(&mut copy);
+        assert!(copy.data.is_none());
+        let cached = &copy.metadata.annotations.as_ref().unwrap()[CONTENT_HASH_ANNOTATION];
+        assert_ne!(cached, &genuine.content_hash());
     }
 }
