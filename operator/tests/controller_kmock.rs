@@ -642,6 +642,43 @@ async fn one_refusing_namespace_does_not_stop_the_rest_and_unlabelled_secrets_st
     let quota_cms: Api<ConfigMap> = Api::namespaced(client.clone(), "quota");
     assert!(quota_cms.get_opt("tollgate-policy").await.unwrap().is_none());
 
+    // A tenant makes its copy of the key shard immutable and labels an object of its own like
+    // the operator's: a revocation still reaches the copy, and the foreign object is left be.
+    let shard = "tollgate-policy-keys-00";
+    let freeze = serde_json::json!({"immutable": true});
+    good_cms
+        .patch(shard, &PatchParams::default(), &Patch::Merge(freeze))
+        .await
+        .unwrap();
+    let mut foreign = ConfigMap {
+        metadata: named("tenant-notes", Some("good")),
+        ..Default::default()
+    };
+    foreign.metadata.labels = Some(BTreeMap::from([
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "tollgate-operator".to_owned(),
+        ),
+        ("tollgate.dev/policy".to_owned(), "tollgate-policy".to_owned()),
+    ]));
+    good_cms.create(&pp, &foreign).await.unwrap();
+    let off = serde_json::json!({"spec": {"enabled": false}});
+    keys.patch(&long_name, &PatchParams::default(), &Patch::Merge(off))
+        .await
+        .unwrap();
+    eventually("the revocation in good's immutable copy", WAIT, || async {
+        let cm = good_cms.get(shard).await.unwrap();
+        cm.data?
+            .get("keys-00.json")?
+            .contains("\"enabled\":false")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        good_cms.get_opt("tenant-notes").await.unwrap().is_some(),
+        "not the operator's to delete"
+    );
+
     // The refusal is on the provider's status, with the reason.
     let providers: Api<ModelProvider> = Api::all(client.clone());
     let status = eventually("sneaky refused", WAIT, || async {

@@ -179,8 +179,24 @@ impl Kubelet {
                     .unwrap();
                 match cm {
                     Some(cm) => {
-                        for (file, content) in cm.data.unwrap_or_default() {
-                            std::fs::write(dir.join(file), content).unwrap();
+                        let data = cm.data.unwrap_or_default();
+                        // As the kubelet: with `items`, only the listed keys, at their paths.
+                        match src["configMap"]["items"].as_array() {
+                            Some(items) => {
+                                for item in items {
+                                    let (key, path) =
+                                        (item["key"].as_str().unwrap(), item["path"].as_str().unwrap());
+                                    match data.get(key) {
+                                        Some(content) => std::fs::write(dir.join(path), content).unwrap(),
+                                        None => assert!(optional, "ConfigMap {name} has no key {key}"),
+                                    }
+                                }
+                            }
+                            None => {
+                                for (file, content) in data {
+                                    std::fs::write(dir.join(file), content).unwrap();
+                                }
+                            }
                         }
                     }
                     None => assert!(optional, "required ConfigMap {name} is missing"),

@@ -19,7 +19,7 @@ use tollgate_dataplane::policy::document::{self as doc, PolicyDocument};
 use tollgate_dataplane::policy::validate::{ValidationErrors, validate};
 
 use crate::crd::{AuditSink, Budget, McpServer, ModelProvider, ModelRoute, Team, VirtualKey};
-pub use shard::{ShardError, ShardLimits};
+pub use shard::{ShardError, ShardLimits, Sharded};
 pub use status::{Kind, Readiness, StatusUpdate};
 
 /// Operator-wide settings that shape the document.
@@ -161,18 +161,47 @@ pub enum CompileError {
 /// The file name of the main document.
 pub const MAIN_FILE: &str = "policy.json";
 
+/// The data key (file name) of key shard `i`.
+pub fn shard_file(i: usize) -> String {
+    format!("keys-{i:02}.json")
+}
+
 /// The ConfigMap name of key shard `i`.
 pub fn shard_name(policy_name: &str, i: usize) -> String {
     format!("{policy_name}-keys-{i:02}")
 }
 
+/// Whether `name` is one of the policy ConfigMaps the operator writes: the main one or a key
+/// shard below `max_shards`.
+pub fn is_policy_config_map(policy_name: &str, max_shards: usize, name: &str) -> bool {
+    name == policy_name || (0..max_shards).any(|i| shard_name(policy_name, i) == name)
+}
+
 /// Compiles the world into policy ConfigMaps and statuses.
 pub fn compile(world: &World, settings: &Settings) -> Result<Compiled, CompileError> {
-    let out = resources::compile_resources(world, settings);
-    let mut keys = out.keys;
+    let mut out = resources::compile_resources(world, settings, &BTreeMap::new());
+    let mut keys = std::mem::take(&mut out.keys);
     keys.sort_by(|a, b| a.key.id.cmp(&b.key.id));
-    let doc_keys: Vec<doc::VirtualKey> = keys.iter().map(|k| k.key.clone()).collect();
-    let shards = shard::shard_keys(&doc_keys, settings.limits)?;
+    let mut doc_keys: Vec<doc::VirtualKey> = keys.iter().map(|k| k.key.clone()).collect();
+    let mut sharded = shard::shard_keys(&doc_keys, settings.limits)?;
+    if !sharded.dropped.is_empty() {
+        // The policy is full: those keys (and budgets naming them) are left out with a reason,
+        // and everything else still compiles, rather than no change applying anywhere.
+        let full: BTreeMap<String, Readiness> = sharded
+            .dropped
+            .iter()
+            .map(|id| (id.clone(), Readiness::fail("PolicyFull", format!(
+                "the policy's {} key ConfigMaps are full and this is among the largest keys of its shard; shrink its patterns or raise --max-key-shards",
+                settings.limits.max_shards
+            ))))
+            .collect();
+        out = resources::compile_resources(world, settings, &full);
+        keys = std::mem::take(&mut out.keys);
+        keys.sort_by(|a, b| a.key.id.cmp(&b.key.id));
+        doc_keys = keys.iter().map(|k| k.key.clone()).collect();
+        sharded = shard::shard_keys(&doc_keys, settings.limits)?;
+    }
+    let shards = sharded.docs;
 
     let main = PolicyDocument {
         version: doc::POLICY_VERSION,
@@ -193,7 +222,7 @@ pub fn compile(world: &World, settings: &Settings) -> Result<Compiled, CompileEr
     for (i, content) in shards.into_iter().enumerate() {
         config_maps.push(PolicyConfigMap {
             name: shard_name(&settings.policy_name, i),
-            file: format!("keys-{i:02}.json"),
+            file: shard_file(i),
             content,
         });
     }

@@ -32,6 +32,10 @@ pub(super) struct Output {
     pub readiness: BTreeMap<ResourceId, Readiness>,
 }
 
+/// The most bytes one compiled key may take in a shard (a realistic key takes about 400; the
+/// CRD's bounds alone would allow a megabyte of MCP grant patterns).
+pub const MAX_KEY_BYTES: usize = 32 * 1024;
+
 /// The policy id of a VirtualKey: `<namespace>/<name>`.
 pub fn key_id(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
@@ -99,7 +103,13 @@ fn proxy_check(doc: PolicyDocument) -> Option<(String, String)> {
 // `..Default::default()` on policy-document structs keeps this compiling as the document
 // gains optional sections (audit, MCP); clippy flags it while a struct has no other field.
 #[allow(clippy::needless_update)]
-pub(super) fn compile_resources(world: &World, settings: &Settings) -> Output {
+/// Compiles every resource; keys whose id is in `refused` are left out with that readiness
+/// (the second pass after the policy turned out too large to shard).
+pub(super) fn compile_resources(
+    world: &World,
+    settings: &Settings,
+    refused: &BTreeMap<String, Readiness>,
+) -> Output {
     let mut readiness: BTreeMap<ResourceId, Readiness> = BTreeMap::new();
     let mut document = PolicyDocument {
         version: doc::POLICY_VERSION,
@@ -305,7 +315,21 @@ pub(super) fn compile_resources(world: &World, settings: &Settings) -> Output {
     for k in sorted(&world.keys) {
         let (ns, name) = (k.namespace().unwrap_or_default(), k.name_any());
         let id = key_id(&ns, &name);
-        let res = compile_key(k, &id, world, &teams, &servers, &mut by_hash).map(|key| {
+        if let Some(r) = refused.get(&id) {
+            readiness.insert((Kind::VirtualKey, Some(ns), name), r.clone());
+            continue;
+        }
+        let res = compile_key(k, &id, world, &teams, &servers, &mut by_hash).and_then(|key| {
+            let bytes = serde_json::to_vec(&key).map_or(usize::MAX, |v| v.len());
+            if bytes > MAX_KEY_BYTES {
+                return Err(Readiness::fail(
+                    "KeyTooLarge",
+                    format!("the key compiles to {bytes} bytes, over the {MAX_KEY_BYTES} a key may take in the policy; shrink its patterns or MCP grants"),
+                ));
+            }
+            Ok(key)
+        });
+        let res = res.map(|key| {
             let r = match &key.expires_at {
                 _ if !key.enabled => Readiness::ok("Disabled", "disabled: the proxy refuses it with 403"),
                 Some(t) if *t <= world.now => Readiness::ok(

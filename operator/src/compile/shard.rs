@@ -10,16 +10,6 @@ use tollgate_dataplane::policy::document::VirtualKey;
 /// Why the keys could not be sharded.
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
-    /// More keys than `max_shards` ConfigMaps can hold.
-    #[error("{bytes} bytes of keys do not fit in {max_shards} ConfigMaps of {max_bytes} bytes")]
-    TooLarge {
-        /// Serialized size of all keys.
-        bytes: usize,
-        /// The shard limit.
-        max_shards: usize,
-        /// The per-shard byte limit.
-        max_bytes: usize,
-    },
     /// A key could not be serialized.
     #[error("serializing key {id}: {source}")]
     Serialize {
@@ -28,6 +18,17 @@ pub enum ShardError {
         /// The cause.
         source: serde_json::Error,
     },
+}
+
+/// The shard documents, and the keys that did not fit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sharded {
+    /// One JSON document per shard.
+    pub docs: Vec<String>,
+    /// Ids of keys left out because their shard was full at the largest shard count, largest
+    /// first: a shard that cannot fit drops its biggest keys (which is where a tenant padding
+    /// keys to crowd others out lands) rather than failing the whole policy.
+    pub dropped: Vec<String>,
 }
 
 /// The size limits of sharding.
@@ -68,47 +69,82 @@ const EMPTY: &str = "{\"version\":1}\n";
 
 /// Splits `keys` (sorted by id) into shard documents: one JSON document per shard, one key per
 /// line so a diff of the ConfigMap shows which keys changed.
-pub fn shard_keys(keys: &[VirtualKey], limits: ShardLimits) -> Result<Vec<String>, ShardError> {
+pub fn shard_keys(keys: &[VirtualKey], limits: ShardLimits) -> Result<Sharded, ShardError> {
     let mut lines = Vec::with_capacity(keys.len());
     for k in keys {
         let line = serde_json::to_string(k).map_err(|source| ShardError::Serialize {
             id: k.id.clone(),
             source,
         })?;
-        lines.push((fnv1a64(k.id.as_bytes()), line));
+        lines.push((fnv1a64(k.id.as_bytes()), k.id.as_str(), line));
     }
-    let total: usize = lines.iter().map(|(_, l)| l.len() + 2).sum();
+    let total: usize = lines.iter().map(|(_, _, l)| l.len() + 2).sum();
     let mut count = total
         .div_ceil(limits.target_bytes.max(1))
         .max(1)
         .next_power_of_two();
     loop {
-        if count > limits.max_shards {
-            return Err(ShardError::TooLarge {
-                bytes: total,
-                max_shards: limits.max_shards,
-                max_bytes: limits.max_bytes,
-            });
+        let last = count >= limits.max_shards.max(1);
+        let count_now = count.min(limits.max_shards.max(1));
+        let mut buckets: Vec<Vec<(&str, &str)>> = vec![Vec::new(); count_now];
+        for (h, id, line) in &lines {
+            // `count_now` is at most max_shards, so the remainder fits a usize.
+            let i = usize::try_from(h % count_now as u64).unwrap_or(0);
+            buckets[i].push((id, line));
         }
-        let mut buckets: Vec<Vec<&str>> = vec![Vec::new(); count];
-        for (h, line) in &lines {
-            // `count` is at most max_shards, so the remainder fits a usize.
-            let i = usize::try_from(h % count as u64).unwrap_or(0);
-            buckets[i].push(line);
+        let mut dropped = Vec::new();
+        if last {
+            for bucket in &mut buckets {
+                dropped.extend(fit(bucket, limits.max_bytes));
+            }
         }
-        let docs: Vec<String> = buckets
-            .iter()
-            .map(|b| {
-                if b.is_empty() {
-                    EMPTY.to_owned()
-                } else {
-                    format!("{HEADER}{}{FOOTER}", b.join(",\n"))
-                }
-            })
-            .collect();
-        if docs.iter().all(|d| d.len() <= limits.max_bytes) {
-            return Ok(docs);
+        let docs: Vec<String> = buckets.iter().map(|b| document(b)).collect();
+        if last || docs.iter().all(|d| d.len() <= limits.max_bytes) {
+            return Ok(Sharded { docs, dropped });
         }
         count *= 2;
     }
+}
+
+fn document(bucket: &[(&str, &str)]) -> String {
+    if bucket.is_empty() {
+        return EMPTY.to_owned();
+    }
+    let lines: Vec<&str> = bucket.iter().map(|(_, l)| *l).collect();
+    format!("{HEADER}{}{FOOTER}", lines.join(",\n"))
+}
+
+/// The length of [`document`] for `bucket`, without building it.
+fn document_len(bucket: &[(&str, &str)]) -> usize {
+    if bucket.is_empty() {
+        return EMPTY.len();
+    }
+    let lines: usize = bucket.iter().map(|(_, l)| l.len()).sum();
+    HEADER.len() + lines + 2 * (bucket.len() - 1) + FOOTER.len()
+}
+
+/// Removes the largest keys (ties: the greatest id) from `bucket` until its document fits in
+/// `max_bytes`; returns their ids.
+fn fit(bucket: &mut Vec<(&str, &str)>, max_bytes: usize) -> Vec<String> {
+    let mut len = document_len(bucket);
+    if len <= max_bytes {
+        return Vec::new();
+    }
+    let mut by_size: Vec<usize> = (0..bucket.len()).collect();
+    by_size.sort_by_key(|&i| std::cmp::Reverse((bucket[i].1.len(), bucket[i].0)));
+    let mut drop = std::collections::BTreeSet::new();
+    for i in by_size {
+        if len <= max_bytes {
+            break;
+        }
+        len -= bucket[i].1.len() + 2;
+        drop.insert(i);
+    }
+    let dropped = drop.iter().map(|&i| bucket[i].0.to_owned()).collect();
+    let mut i = 0;
+    bucket.retain(|_| {
+        i += 1;
+        !drop.contains(&(i - 1))
+    });
+    dropped
 }

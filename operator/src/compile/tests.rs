@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use kube::ResourceExt;
 use kube::api::ObjectMeta;
 use tollgate_dataplane::policy::document::PolicyDocument;
 
@@ -622,15 +623,66 @@ fn adding_one_key_rewrites_one_shard() {
 }
 
 #[test]
-fn too_many_keys_for_the_shard_limit_is_an_error_not_a_truncated_policy() {
-    let w = big_world(2_000);
+fn a_full_policy_leaves_out_the_largest_keys_with_a_reason_not_every_change() {
+    let mut w = big_world(2_000);
+    // A tenant pads its keys to crowd the others out.
+    for k in w.keys.iter_mut().take(30) {
+        k.spec.models.allow = (0..60).map(|i| format!("{i}-{}", "x".repeat(200))).collect();
+    }
+    let padded: Vec<String> = w.keys.iter().take(30).map(|k| k.name_any()).collect();
     let mut s = settings();
     s.limits = ShardLimits {
         target_bytes: 64 * 1024,
         max_bytes: 100 * 1024,
-        max_shards: 2,
+        max_shards: 4,
     };
-    assert!(matches!(compile(&w, &s), Err(CompileError::Shard(_))));
+    let c = compile(&w, &s).unwrap();
+    assert!(c.config_maps.iter().all(|m| m.content.len() <= 100 * 1024));
+    let full: Vec<&StatusUpdate> = c
+        .statuses
+        .iter()
+        .filter(|st| st.readiness.reason == "PolicyFull")
+        .collect();
+    assert!(!full.is_empty(), "something had to give");
+    assert!(full.iter().all(|st| !st.readiness.ready));
+    // The padded keys go first: every padded key in an overflowing shard is out before any
+    // ordinary key is.
+    let dropped_ordinary = full.iter().filter(|st| !padded.contains(&st.name)).count();
+    let kept_padded = c
+        .document
+        .keys
+        .iter()
+        .filter(|k| padded.iter().any(|p| k.id.ends_with(p)))
+        .count();
+    assert!(
+        dropped_ordinary == 0 || kept_padded == 0,
+        "{dropped_ordinary} ordinary dropped, {kept_padded} padded kept"
+    );
+    assert!(c.document.keys.len() + full.len() == 2_000);
+    load_as_proxy(&c);
+}
+
+#[test]
+fn an_oversized_key_is_refused_alone() {
+    let mut w = world();
+    w.mcp_servers = (0..32)
+        .map(|i| mcp(&format!("s{i}"), "https://mcp.example/mcp"))
+        .collect();
+    w.keys[0].spec.mcp = (0..32)
+        .map(|i| McpGrant {
+            server: format!("s{i}"),
+            allow: (0..64).map(|j| format!("{j}{}", "t".repeat(250))).collect(),
+            deny: vec![],
+        })
+        .collect();
+    let c = compile(&w, &settings()).unwrap();
+    let (ready, reason) = ready(&c, Kind::VirtualKey, "alice");
+    assert_eq!((ready, reason.as_str()), (false, "KeyTooLarge"));
+    assert!(ready_is(&c, "bob"));
+}
+
+fn ready_is(c: &Compiled, key: &str) -> bool {
+    ready(c, Kind::VirtualKey, key).0
 }
 
 /// Prints how long compiling 1,000 and 5,000 keys takes:

@@ -3,8 +3,8 @@
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapProjection, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, Probe, ProjectedVolumeSource, SeccompProfile, SecretKeySelector, SecretVolumeSource,
-    SecurityContext, Volume, VolumeMount, VolumeProjection,
+    HTTPGetAction, KeyToPath, Probe, ProjectedVolumeSource, SeccompProfile, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Map, Value};
@@ -299,11 +299,21 @@ fn agent_env(injector: &Injector, port: u16, key_secret: Option<(String, String)
     vars
 }
 
-fn sidecar_volumes(injector: &Injector) -> [Volume; 3] {
+/// Projects exactly one file of a ConfigMap: a key someone else added to the mirrored copy
+/// (another policy file, say) never reaches the proxy's policy directory.
+fn only(file: &str) -> Option<Vec<KeyToPath>> {
+    Some(vec![KeyToPath {
+        key: file.to_owned(),
+        path: file.to_owned(),
+        mode: None,
+    }])
+}
+
+pub(super) fn sidecar_volumes(injector: &Injector) -> [Volume; 3] {
     let mut sources = vec![VolumeProjection {
         config_map: Some(ConfigMapProjection {
             name: injector.policy_name.clone(),
-            items: None,
+            items: only(crate::compile::MAIN_FILE),
             optional: None,
         }),
         ..Default::default()
@@ -311,7 +321,7 @@ fn sidecar_volumes(injector: &Injector) -> [Volume; 3] {
     sources.extend((0..injector.max_key_shards).map(|i| VolumeProjection {
         config_map: Some(ConfigMapProjection {
             name: shard_name(&injector.policy_name, i),
-            items: None,
+            items: only(&crate::compile::shard_file(i)),
             optional: Some(true),
         }),
         ..Default::default()

@@ -572,3 +572,30 @@ fn reinvocation_points_added_containers_at_the_existing_sidecar_port() {
         "http://127.0.0.1:8080/anthropic"
     );
 }
+
+/// The sidecar projects only the operator's files: a key someone adds to the mirrored policy
+/// ConfigMap in the agent namespace never reaches the proxy's policy directory.
+#[test]
+fn the_policy_volume_projects_only_the_operators_files() {
+    let injector = injector(true);
+    let volumes = super::patch::sidecar_volumes(&injector);
+    let sources = volumes[0]
+        .projected
+        .as_ref()
+        .and_then(|p| p.sources.as_ref())
+        .unwrap();
+    for (i, source) in sources.iter().enumerate() {
+        let cm = source.config_map.as_ref().unwrap();
+        let items = cm.items.as_ref().expect("explicit items");
+        assert_eq!(items.len(), 1, "{}", cm.name);
+        let want = if i == 0 {
+            crate::compile::MAIN_FILE.to_owned()
+        } else {
+            crate::compile::shard_file(i - 1)
+        };
+        assert_eq!(
+            (items[0].key.as_str(), items[0].path.as_str()),
+            (want.as_str(), want.as_str())
+        );
+    }
+}

@@ -300,8 +300,11 @@ impl Reconciler {
                         failures += 1;
                         let backoff = Duration::from_millis(500 * 2u64.pow(failures.min(6)));
                         warn!(error = %e, retry_in = ?backoff, "reconcile failed");
+                        // A change (a revocation) still goes through at once; only
+                        // retrying what failed waits for the backoff.
                         tokio::select! {
                             _ = &mut shutdown => return Ok(()),
+                            _ = notify.notified() => notify.notify_one(),
                             _ = tokio::time::sleep(backoff) => notify.notify_one(),
                         }
                     }
@@ -489,14 +492,22 @@ impl Reconciler {
         }
     }
 
+    /// Brings the policy ConfigMaps of one namespace up to date. A failed write does not stop
+    /// the others there (a revocation in one shard still applies when a new shard cannot be
+    /// created); the first failure is returned. A ConfigMap someone made `immutable` is
+    /// deleted and written again.
     async fn apply_config_maps(&mut self, s: &Stores, compiled: &Compiled, ns: &str) -> Result<(), Error> {
         let policy = self.config.settings.policy_name.clone();
+        let max_shards = self.config.settings.limits.max_shards;
         let current: HashMap<String, Arc<ConfigMap>> = s
             .config_maps
             .state()
             .into_iter()
             .filter(|cm| cm.labels().get(POLICY_LABEL) == Some(&crate::names::label_value(&policy)))
             .filter(|cm| cm.namespace().as_deref() == Some(ns))
+            // Only names the operator writes: an object a tenant labelled like ours is not ours
+            // to delete (and RBAC would refuse it, failing every reconcile).
+            .filter(|cm| compile::is_policy_config_map(&policy, max_shards, &cm.name_any()))
             .map(|cm| (cm.name_any(), cm))
             .collect();
         // New ConfigMaps first, then updates, the main one last: a key moving between shards
@@ -505,6 +516,7 @@ impl Reconciler {
         let mut order: Vec<&compile::PolicyConfigMap> = compiled.config_maps.iter().skip(1).collect();
         order.sort_by_key(|cm| current.contains_key(&cm.name));
         order.extend(compiled.config_maps.first());
+        let mut first_error = None;
         for cm in order {
             let desired = apply::desired_config_map(cm, ns, &policy);
             if current
@@ -519,31 +531,58 @@ impl Reconciler {
                 // Written moments ago; the cache has not caught up yet.
                 continue;
             }
-            async {
-                apply::apply_config_map(&self.client, &desired).await?;
-                info!(bytes = cm.content.len(), "policy ConfigMap written");
-                Ok::<_, Error>(())
+            let span = info_span!("apply_config_map", namespace = %ns, config_map = %cm.name);
+            match self.write_config_map(&desired).instrument(span).await {
+                Ok(()) => {
+                    info!(namespace = %ns, config_map = %cm.name, bytes = cm.content.len(), "policy ConfigMap written");
+                    self.metrics.config_map_writes.inc();
+                    if ns != self.config.policy_namespace {
+                        self.metrics.mirror_writes.inc();
+                    }
+                    self.written_config_maps
+                        .insert(written_key, (hash, Instant::now()));
+                }
+                Err(e) => {
+                    warn!(namespace = %ns, config_map = %cm.name, error = %e, "policy ConfigMap not written");
+                    first_error.get_or_insert(e);
+                }
             }
-            .instrument(info_span!("apply_config_map", namespace = %ns, config_map = %cm.name))
-            .await?;
-            self.metrics.config_map_writes.inc();
-            if ns != self.config.policy_namespace {
-                self.metrics.mirror_writes.inc();
-            }
-            self.written_config_maps
-                .insert(written_key, (hash, Instant::now()));
         }
         let wanted: std::collections::HashSet<&str> =
             compiled.config_maps.iter().map(|c| c.name.as_str()).collect();
         for name in current.keys().filter(|n| !wanted.contains(n.as_str())) {
-            apply::delete_config_map(&self.client, ns, name)
+            let deleted = apply::delete_config_map(&self.client, ns, name)
                 .instrument(info_span!("delete_config_map", namespace = %ns, config_map = %name))
-                .await?;
-            info!(namespace = %ns, config_map = %name, "stale policy shard deleted");
-            self.metrics.config_map_writes.inc();
-            self.written_config_maps.remove(&(ns.to_owned(), name.clone()));
+                .await;
+            match deleted {
+                Ok(()) => {
+                    info!(namespace = %ns, config_map = %name, "stale policy shard deleted");
+                    self.metrics.config_map_writes.inc();
+                    self.written_config_maps.remove(&(ns.to_owned(), name.clone()));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e.into());
+                }
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Applies one policy ConfigMap; one made `immutable` (the API server refuses any change
+    /// to it) is deleted and created again.
+    async fn write_config_map(&self, desired: &ConfigMap) -> Result<(), Error> {
+        match apply::apply_config_map(&self.client, desired).await {
+            Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains("immutable") => {
+                let (ns, name) = (
+                    desired.metadata.namespace.as_deref().unwrap_or_default(),
+                    desired.metadata.name.as_deref().unwrap_or_default(),
+                );
+                warn!(namespace = %ns, config_map = %name, "policy ConfigMap was made immutable; replacing it");
+                apply::delete_config_map(&self.client, ns, name).await?;
+                Ok(apply::apply_config_map(&self.client, desired).await?)
+            }
+            other => Ok(other?),
+        }
     }
 
     /// The policy namespace plus every namespace labelled for injection.
@@ -655,9 +694,11 @@ impl Reconciler {
         targets: &std::collections::BTreeSet<String>,
         failures: &mut Failures,
     ) {
+        let policy = &self.config.settings.policy_name;
+        let max_shards = self.config.settings.limits.max_shards;
         for cm in s.config_maps.state() {
             let ns = cm.namespace().unwrap_or_default();
-            if targets.contains(&ns) {
+            if targets.contains(&ns) || !compile::is_policy_config_map(policy, max_shards, &cm.name_any()) {
                 continue;
             }
             match apply::delete_config_map(&self.client, &ns, &cm.name_any()).await {
@@ -670,7 +711,9 @@ impl Reconciler {
         }
         for sec in s.credentials.state() {
             let ns = sec.namespace().unwrap_or_default();
-            if targets.contains(&ns) && sec.name_any() == self.config.credentials_secret {
+            // Only the credentials Secret is the operator's; anything else labelled like it is
+            // someone else's object.
+            if sec.name_any() != self.config.credentials_secret || targets.contains(&ns) {
                 continue;
             }
             match apply::delete_secret(&self.client, &ns, &sec.name_any()).await {

@@ -14,7 +14,9 @@ plus what it lacks for a controller (kmock 0.8):
   namespace prefix; see `_parse_path`);
 * a ResourceQuota's refusal, for failure tests: a Namespace annotated
   `kmock.test/refuse: configmaps,secrets` refuses creating those kinds in it with the 403
-  Forbidden "exceeded quota" the quota admission plugin answers.
+  Forbidden "exceeded quota" the quota admission plugin answers;
+* immutable ConfigMaps: any update of one with `immutable: true` is refused with 422, as the
+  API server does ("field is immutable when `immutable` is set").
 
 Not emulated (say so in reviews): field ownership / managedFields and apply conflicts (every
 patch is a recursive dict merge, lists replaced), optimistic concurrency (resourceVersion
@@ -132,6 +134,11 @@ class Shim(kmock.KubernetesEmulator):
             if current is None and is_apply and request.subresource is None:
                 action = enums.action.CREATE  # server-side apply creates
             elif current is not None:
+                if request.resource.plural == "configmaps" and current.get("immutable") is True:
+                    raise kmock.KubernetesError(
+                        status=422, reason="Invalid",
+                        message=f'ConfigMap "{request.name}" is invalid: data: Forbidden: '
+                                "field is immutable when `immutable` is set")
                 has_status = request.resource.group in STATUS_GROUPS
                 if request.subresource == "status":
                     data = {"status": data.get("status")}
