@@ -17,6 +17,7 @@ If TOLLGATE_OPERATOR_BIN is set, the operator also checks the rendered injection
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
@@ -271,14 +272,14 @@ class Crds(unittest.TestCase):
 
 
 class Contents(unittest.TestCase):
-    OPTIONAL = ["ServiceMonitor", "Certificate", "Issuer", "NetworkPolicy"]
+    OPTIONAL = ["ServiceMonitor", "Certificate", "Issuer"]
 
     def test_default_render_has_no_optional_parts(self):
         docs = rendered("default")
         for kind in self.OPTIONAL:
             self.assertEqual(find(docs, kind), [], kind)
-        self.assertEqual(find(docs, "Deployment", f"{RELEASE}-gateway"), [])
-        self.assertEqual(find(docs, "Service", f"{RELEASE}-gateway"), [])
+        # No agent namespace is listed by default: the only NetworkPolicy is the ledger's.
+        self.assertEqual([p["metadata"]["name"] for p in find(docs, "NetworkPolicy")], [f"{RELEASE}-ledger"])
         self.assertEqual(len(find(docs, "MutatingWebhookConfiguration")), 1)
 
     def test_operator_pod_disruption_budget(self):
@@ -287,11 +288,11 @@ class Contents(unittest.TestCase):
         deployment = one(rendered("default"), "Deployment", f"{RELEASE}-operator")
         self.assertEqual(pdb["spec"]["selector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"])
         single = render({"operator": {"replicas": 1}})
-        self.assertEqual(find(single, "PodDisruptionBudget"), [], "a PDB over one replica blocks every drain")
+        self.assertEqual(find(single, "PodDisruptionBudget", f"{RELEASE}-operator"), [], "a PDB over one replica blocks every drain")
 
     def test_full_render_has_them(self):
         docs = rendered("full")
-        for kind in self.OPTIONAL:
+        for kind in self.OPTIONAL + ["NetworkPolicy"]:
             self.assertTrue(find(docs, kind), kind)
         gateway = one(docs, "Deployment", f"{RELEASE}-gateway")
         self.assertEqual(gateway["spec"]["replicas"], 3)
@@ -390,8 +391,10 @@ class Operator(unittest.TestCase):
     def test_default_args(self):
         docs = rendered("default")
         args = operator_args(docs)
-        self.check_flags(args, {**self.COMMON, "--log-format": "json", "--resync-secs": "300", "--webhook-certs": "self-managed"})
-        for absent in ("--organization", "--spend-url", "--no-leader-election", "--webhook-cert-dir", "--mirror-secret"):
+        self.check_flags(args, {**self.COMMON, "--log-format": "json", "--resync-secs": "300", "--webhook-certs": "self-managed",
+                                "--sidecar-mode": "gateway", "--gateway-url": f"http://{RELEASE}-gateway.{NAMESPACE}.svc:8080",
+                                "--spend-url": f"http://{RELEASE}-gateway-admin.{NAMESPACE}.svc:9090"})
+        for absent in ("--organization", "--no-leader-election", "--webhook-cert-dir", "--mirror-secret"):
             self.assertNotIn(absent, args)
         deployment = operator_deployment(docs)
         self.assertEqual(deployment["spec"]["replicas"], 2)
@@ -419,7 +422,9 @@ class Operator(unittest.TestCase):
         args = operator_args(docs)
         self.check_flags(args, {**self.COMMON, "--log-format": "text", "--resync-secs": "120", "--organization": "acme",
                                 "--webhook-certs": "files", "--webhook-cert-dir": "/var/run/tollgate/webhook-tls",
-                                "--mirror-secret": "tollgate-redis/url"})
+                                "--mirror-secret": "tollgate-redis/url", "--sidecar-mode": "direct"})
+        self.assertNotIn("--gateway-url", args)
+        # Given spend URLs replace the gateway's admin Service.
         self.assertEqual(flag_values(args, "--spend-url"), full_values()["operator"]["spendUrls"])
         pod = operator_deployment(docs)["spec"]["template"]["spec"]
         mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
@@ -470,8 +475,11 @@ class Injection(unittest.TestCase):
         self.assertEqual(config["extraArgs"], ["--max-body-bytes", "16777216"])
 
     def test_plain_redis_url(self):
-        config = injection_config(render({"ledger": {"redis": {"url": "redis://redis.tollgate:6379"}}}))
-        self.assertEqual(config["ledger"], {"url": "redis://redis.tollgate:6379", "secretKey": ""})
+        direct = injection_config(render({"sidecar": {"mode": "direct"}, "ledger": {"redis": {"url": "redis://redis.tollgate:6379"}}}))
+        self.assertEqual(direct["ledger"], {"url": "redis://redis.tollgate:6379", "secretKey": ""})
+        # Gateway mode: the sidecar forwards to the gateway, which alone uses the ledger.
+        gateway = injection_config(render({"ledger": {"redis": {"url": "redis://redis.tollgate:6379"}}}))
+        self.assertEqual(gateway["ledger"], {"url": "", "secretKey": ""})
 
     def test_contradictions_fail(self):
         with self.assertRaisesRegex(HelmError, "not both"):
@@ -495,17 +503,31 @@ class Injection(unittest.TestCase):
 
 
 class Gateway(unittest.TestCase):
-    def test_replicas_without_redis_fail(self):
-        with self.assertRaisesRegex(HelmError, "no shared ledger is configured"):
-            render({"gateway": {"enabled": True, "replicas": 2}})
+    def test_replicas_follow_the_ledger(self):
+        """The schema: at least 2 replicas on the shared ledger, exactly 1 on the embedded one
+        (each replica's embedded ledger would allow the full budget)."""
+        for bad in ({"ledger": {"mode": "embedded"}, "gateway": {"replicas": 2}},
+                    {"ledger": {"mode": "embedded"}},
+                    {"gateway": {"replicas": 1}},
+                    {"ledger": {"redis": {"url": "redis://r:6379"}}, "gateway": {"replicas": 1}}):
+            with self.subTest(values=bad):
+                with self.assertRaisesRegex(HelmError, "replicas"):
+                    chart().validate_schema(bad)
+                with self.assertRaises(HelmError):
+                    render(bad)
+        chart().validate_schema({"ledger": {"mode": "embedded"}, "gateway": {"replicas": 1}})
 
     def test_single_replica_uses_embedded_ledger(self):
-        docs = render({"gateway": {"enabled": True}})
+        docs = render({"ledger": {"mode": "embedded"}, "gateway": {"replicas": 1}})
         env = {e["name"]: e for e in one(docs, "Deployment", f"{RELEASE}-gateway")["spec"]["template"]["spec"]["containers"][0]["env"]}
         self.assertEqual(env["TOLLGATE_LEDGER"]["value"], "file:/var/lib/tollgate/ledger.journal")
-        docs = render({"gateway": {"enabled": True, "replicas": 2}, "ledger": {"redis": {"url": "redis://r:6379"}}})
+        docs = render({"ledger": {"redis": {"url": "redis://r:6379"}}})
         env = {e["name"]: e for e in one(docs, "Deployment", f"{RELEASE}-gateway")["spec"]["template"]["spec"]["containers"][0]["env"]}
         self.assertEqual(env["TOLLGATE_LEDGER"]["value"], "redis://r:6379")
+
+    def test_embedded_contradicts_an_external_ledger(self):
+        with self.assertRaisesRegex(HelmError, "ledger.mode is embedded but ledger.redis is set"):
+            render({"ledger": {"mode": "embedded", "redis": {"url": "redis://r:6379"}}, "gateway": {"replicas": 1}})
 
     def test_full_gateway_pod(self):
         pod = one(rendered("full"), "Deployment", f"{RELEASE}-gateway")["spec"]["template"]["spec"]
@@ -545,13 +567,318 @@ class Gateway(unittest.TestCase):
         self.assertEqual(extra, full_values()["networkPolicy"]["extraEgress"][0])
 
 
+def pod_spec(doc: dict) -> dict:
+    return doc["spec"]["template"]["spec"]
+
+
+def containers_of(doc: dict) -> list[dict]:
+    spec = pod_spec(doc)
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def workloads(docs: list[dict]) -> list[dict]:
+    return [d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job")]
+
+
+def env_of(doc: dict, container: int = 0) -> dict[str, dict]:
+    return {e["name"]: e for e in pod_spec(doc)["containers"][container].get("env", [])}
+
+
+def ledger_password(docs: list[dict]) -> str:
+    return base64.b64decode(one(docs, "Secret", f"{RELEASE}-ledger")["data"]["password"]).decode()
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """Whether a matchLabels-only label selector selects `labels`."""
+    assert set(selector) <= {"matchLabels"}, selector
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+class SecureDefaults(unittest.TestCase):
+    """Kubernetes, secure by default: sidecars hold no provider, Redis or SIEM secret and forward
+    to the gateway, which runs replicated on one shared ledger (the chart's Valkey)."""
+
+    def validate(self, label: str, docs: list[dict]):
+        """Every document strictly, as Validate does for the default and full values."""
+        Validate.validate_all(self, label, docs)
+
+    def test_default_render(self):
+        docs = rendered("default")
+        gateway = one(docs, "Deployment", f"{RELEASE}-gateway")
+        self.assertGreaterEqual(gateway["spec"]["replicas"], 2)
+        gateway_labels = gateway["spec"]["template"]["metadata"]["labels"]
+        pdb = one(docs, "PodDisruptionBudget", f"{RELEASE}-gateway")
+        self.assertEqual(pdb["spec"]["minAvailable"], 1)
+        self.assertEqual(pdb["spec"]["selector"]["matchLabels"], gateway["spec"]["selector"]["matchLabels"])
+        admin = one(docs, "Service", f"{RELEASE}-gateway-admin")
+        self.assertEqual(admin["spec"]["type"], "ClusterIP")
+        self.assertEqual(admin["spec"]["ports"], [{"name": "admin", "port": 9090, "targetPort": "admin", "protocol": "TCP"}])
+        self.assertTrue(selects({"matchLabels": admin["spec"]["selector"]}, gateway_labels))
+        ledger = one(docs, "StatefulSet", f"{RELEASE}-ledger")
+        service = one(docs, "Service", f"{RELEASE}-ledger")
+        self.assertEqual(ledger["spec"]["serviceName"], service["metadata"]["name"])
+        self.assertTrue(selects({"matchLabels": service["spec"]["selector"]}, ledger["spec"]["template"]["metadata"]["labels"]))
+        self.assertEqual(service["spec"]["ports"], [{"name": "redis", "port": 6379, "targetPort": "redis", "protocol": "TCP"}])
+        secret = one(docs, "Secret", f"{RELEASE}-ledger")
+        self.assertEqual(sorted(secret["data"]), ["password", "url"])
+        one(docs, "NetworkPolicy", f"{RELEASE}-ledger")
+        self.validate("default (secure defaults)", docs)
+        # The generated password: 32 letters and digits (safe in the URL as is).
+        self.assertRegex(ledger_password(docs), r"^[A-Za-z0-9]{32}$")
+
+    def test_gateway_mode_operator_args(self):
+        docs = rendered("default")
+        args = operator_args(docs)
+        self.assertEqual(flag_values(args, "--sidecar-mode"), ["gateway"])
+        (url,) = flag_values(args, "--gateway-url")
+        service = one(docs, "Service", f"{RELEASE}-gateway")
+        self.assertEqual(url, f"http://{service['metadata']['name']}.{NAMESPACE}.svc:{service['spec']['ports'][0]['port']}")
+        self.assertNotIn("--mirror-secret", args)
+        (spend,) = flag_values(args, "--spend-url")
+        admin = one(docs, "Service", f"{RELEASE}-gateway-admin")
+        self.assertEqual(spend, f"http://{admin['metadata']['name']}.{NAMESPACE}.svc:{admin['spec']['ports'][0]['port']}")
+        self.assertEqual(injection_config(docs)["ledger"], {"url": "", "secretKey": ""})
+
+    def test_gateway_mode_never_mirrors_a_ledger_secret(self):
+        """Even with an external ledger URL in a Secret, gateway mode copies nothing: only the
+        gateway reads it."""
+        for ledger in ({"redis": {"existingSecret": {"name": "corp-redis", "key": "uri"}}},
+                       {"redis": {"url": "redis://redis.corp:6379"}}):
+            with self.subTest(ledger=ledger):
+                docs = render({"ledger": ledger, "gateway": {"service": {"port": 80}}})
+                args = operator_args(docs)
+                self.assertNotIn("--mirror-secret", args)
+                self.assertEqual(flag_values(args, "--gateway-url"), [f"http://{RELEASE}-gateway.{NAMESPACE}.svc:80"])
+                self.assertEqual(injection_config(docs)["ledger"], {"url": "", "secretKey": ""})
+                self.assertEqual(find(docs, "StatefulSet"), [], "an external ledger: no chart Valkey")
+                self.assertEqual(find(docs, "Secret", f"{RELEASE}-ledger"), [])
+
+    def test_gateway_mode_needs_the_gateway(self):
+        with self.assertRaisesRegex(HelmError, "sidecar.mode gateway forwards every sidecar to the shared gateway"):
+            render({"gateway": {"enabled": False}})
+        # Without the webhook there are no sidecars: an operator-only install needs neither. The
+        # operator still gets the mode (it compiles the policy it mirrors into agent namespaces
+        # for it, and gateway mode needs a --gateway-url).
+        docs = render({"gateway": {"enabled": False}, "webhook": {"enabled": False}})
+        self.assertEqual(find(docs, "StatefulSet"), [])
+        args = operator_args(docs)
+        self.assertNotIn("--spend-url", args)
+        self.assertEqual(flag_values(args, "--sidecar-mode"), ["gateway"])
+        self.assertEqual(flag_values(args, "--gateway-url"), [f"http://{RELEASE}-gateway.{NAMESPACE}.svc:8080"])
+        self.assertNotIn("--mirror-secret", args)
+
+    def test_spend_urls_replace_the_admin_service(self):
+        args = operator_args(render({"operator": {"spendUrls": ["http://spend.example:9090"]}}))
+        self.assertEqual(flag_values(args, "--spend-url"), ["http://spend.example:9090"])
+
+    def test_direct_without_a_shared_ledger_fails(self):
+        for values in ({"sidecar": {"mode": "direct"}},
+                       {"sidecar": {"mode": "direct"}, "ledger": {"mode": "embedded"}, "gateway": {"replicas": 1}}):
+            with self.subTest(values=values):
+                with self.assertRaisesRegex(HelmError, "sidecar.mode direct needs a shared ledger every sidecar can reach: "
+                                                       "set ledger.redis.existingSecret.name"):
+                    render(values)
+
+    def test_direct_with_an_existing_secret(self):
+        values = {"sidecar": {"mode": "direct"}, "ledger": {"redis": {"existingSecret": {"name": "corp-redis", "key": "uri"}}}}
+        docs = render(values)
+        args = operator_args(docs)
+        self.assertEqual(flag_values(args, "--sidecar-mode"), ["direct"])
+        self.assertEqual(flag_values(args, "--mirror-secret"), ["corp-redis/uri"])
+        self.assertNotIn("--gateway-url", args)
+        self.assertEqual(injection_config(docs)["ledger"], {"url": "", "secretKey": "corp-redis_uri"})
+        self.assertEqual(env_of(one(docs, "Deployment", f"{RELEASE}-gateway"))["TOLLGATE_LEDGER"]["valueFrom"],
+                         {"secretKeyRef": {"name": "corp-redis", "key": "uri"}})
+        self.assertEqual(find(docs, "StatefulSet"), [])
+        self.assertIn("Sidecar mode: direct", notes(values))
+        self.validate("direct mode", docs)
+
+    def test_notes_name_the_mode(self):
+        text = notes()
+        self.assertIn("Sidecar mode: gateway", text)
+        self.assertIn(f"http://{RELEASE}-gateway.{NAMESPACE}.svc:8080", text)
+        self.assertIn(f"Valkey StatefulSet {RELEASE}-ledger", text)
+
+    def test_password_only_through_secret_key_refs(self):
+        docs = rendered("default")
+        password = ledger_password(docs)
+        url = base64.b64decode(one(docs, "Secret", f"{RELEASE}-ledger")["data"]["url"]).decode()
+        self.assertEqual(url, f"redis://:{password}@{RELEASE}-ledger.{NAMESPACE}.svc:6379/0")
+        # Nowhere outside the Secret: not in a ConfigMap, an env value, an argument, an annotation.
+        for doc in docs:
+            if doc["kind"] != "Secret":
+                self.assertNotIn(password, json.dumps(strip(doc)), f"{doc['kind']} {doc['metadata']['name']}")
+        for cm in find(docs, "ConfigMap"):
+            self.assertNotIn(password, json.dumps(cm.get("data", {})))
+        refs = []
+        for doc in workloads(docs):
+            for container in containers_of(doc):
+                for e in container.get("env", []):
+                    self.assertNotIn(password, e.get("value", ""))
+                    ref = e.get("valueFrom", {}).get("secretKeyRef")
+                    if ref and ref["name"] == f"{RELEASE}-ledger":
+                        refs.append((doc["metadata"]["name"], e["name"], ref["key"]))
+                self.assertFalse(container.get("envFrom"), "envFrom would hand a workload the whole Secret")
+        self.assertEqual(sorted(refs), [(f"{RELEASE}-gateway", "TOLLGATE_LEDGER", "url"),
+                                        (f"{RELEASE}-ledger", "VALKEYCLI_AUTH", "password")])
+
+    def test_ledger_network_policy_admits_only_gateway_and_operator(self):
+        docs = rendered("default")
+        policy = one(docs, "NetworkPolicy", f"{RELEASE}-ledger")["spec"]
+        self.assertEqual(policy["policyTypes"], ["Ingress", "Egress"])
+        self.assertEqual(policy["egress"], [], "the ledger needs no egress")
+        ledger_labels = one(docs, "StatefulSet", f"{RELEASE}-ledger")["spec"]["template"]["metadata"]["labels"]
+        self.assertTrue(selects(policy["podSelector"], ledger_labels))
+        (rule,) = policy["ingress"]
+        self.assertEqual(rule["ports"], [{"protocol": "TCP", "port": 6379}])
+        for peer in rule["from"]:
+            self.assertEqual(set(peer), {"podSelector"}, "a peer without a namespaceSelector stays in the release namespace")
+        pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in workloads(docs)}
+        admitted = sorted(name for name, labels in pods.items() if any(selects(p["podSelector"], labels) for p in rule["from"]))
+        self.assertEqual(admitted, [f"{RELEASE}-gateway", f"{RELEASE}-operator"])
+        # Each peer names its component: an unlabelled or other pod of the release does not match.
+        for peer in rule["from"]:
+            self.assertIn(peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"], ("gateway", "operator"))
+            self.assertFalse(selects(peer["podSelector"], {"app.kubernetes.io/name": "tollgate", "app.kubernetes.io/instance": RELEASE}))
+        self.assertEqual(find(render({"ledger": {"valkey": {"networkPolicy": {"enabled": False}}}}), "NetworkPolicy"), [])
+
+    def test_ledger_statefulset(self):
+        docs = rendered("default")
+        sts = one(docs, "StatefulSet", f"{RELEASE}-ledger")
+        self.assertEqual(sts["spec"]["replicas"], 1, "one primary: the ledger's scripts need every key on one node")
+        pod = pod_spec(sts)
+        (container,) = pod["containers"]
+        self.assertRegex(container["image"], r"^valkey/valkey:\d+\.\d+\.\d+-alpine$", "a pinned official tag")
+        self.assertIs(pod["automountServiceAccountToken"], False)
+        psc, sc = pod["securityContext"], container["securityContext"]
+        self.assertTrue(psc["runAsNonRoot"] and sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"])
+        self.assertNotEqual(psc["runAsUser"], 0)
+        self.assertFalse(sc["allowPrivilegeEscalation"])
+        self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
+        self.assertEqual(psc["seccompProfile"]["type"], "RuntimeDefault")
+        self.assertIn("tcpSocket", container["livenessProbe"])
+        self.assertIn("ping", " ".join(container["readinessProbe"]["exec"]["command"]))
+        conf = one(docs, "ConfigMap", f"{RELEASE}-ledger")["data"]["valkey.conf"].splitlines()
+        for line in ("appendonly yes", "dir /data", "maxmemory-policy noeviction", "include /run/valkey/auth.conf", "bind * -::*"):
+            self.assertIn(line, conf)
+        self.assertFalse([l for l in conf if l.startswith("requirepass")])
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        self.assertEqual(mounts, {"data": "/data", "config": "/etc/valkey", "run": "/run/valkey"})
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        self.assertEqual(volumes["run"]["emptyDir"]["medium"], "Memory")
+        self.assertNotIn("data", volumes, "data comes from the volumeClaimTemplate")
+        (claim,) = sts["spec"]["volumeClaimTemplates"]
+        self.assertEqual(claim["metadata"]["name"], "data")
+        self.assertEqual(claim["spec"]["resources"]["requests"]["storage"], "1Gi")
+        self.assertNotIn("storageClassName", claim["spec"])
+
+    def test_ledger_options(self):
+        values = {"ledger": {"valkey": {"auth": {"existingSecret": "ledger-pw", "passwordKey": "pw"},
+                                        "persistence": {"size": "5Gi", "storageClass": "fast-ssd"},
+                                        "maxMemory": "1gb", "imagePullSecrets": [{"name": "mirror"}],
+                                        "nodeSelector": {"kubernetes.io/os": "linux"}}}}
+        docs = render(values)
+        self.validate("ledger options", docs)
+        self.assertEqual(find(docs, "Secret", f"{RELEASE}-ledger"), [], "your Secret replaces the generated one")
+        sts = one(docs, "StatefulSet", f"{RELEASE}-ledger")
+        self.assertEqual(env_of(sts)["VALKEYCLI_AUTH"]["valueFrom"], {"secretKeyRef": {"name": "ledger-pw", "key": "pw"}})
+        (claim,) = sts["spec"]["volumeClaimTemplates"]
+        self.assertEqual(claim["spec"]["storageClassName"], "fast-ssd")
+        self.assertEqual(claim["spec"]["resources"]["requests"]["storage"], "5Gi")
+        self.assertIn("maxmemory 1gb", one(docs, "ConfigMap", f"{RELEASE}-ledger")["data"]["valkey.conf"])
+        env = pod_spec(one(docs, "Deployment", f"{RELEASE}-gateway"))["containers"][0]["env"]
+        # Kubernetes expands $(TOLLGATE_LEDGER_PASSWORD): it must come first.
+        self.assertEqual(env[0], {"name": "TOLLGATE_LEDGER_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "ledger-pw", "key": "pw"}}})
+        self.assertEqual(env[1], {"name": "TOLLGATE_LEDGER", "value": f"redis://:$(TOLLGATE_LEDGER_PASSWORD)@{RELEASE}-ledger.{NAMESPACE}.svc:6379/0"})
+        self.assertNotEqual(checksum_of(docs), checksum_of(rendered("default")), "a config change restarts Valkey")
+
+    def test_embedded_ledger(self):
+        docs = render({"ledger": {"mode": "embedded"}, "gateway": {"replicas": 1}})
+        self.validate("embedded ledger", docs)
+        for kind in ("StatefulSet", "Secret", "PodDisruptionBudget"):
+            self.assertEqual(find(docs, kind, f"{RELEASE}-ledger") + find(docs, kind, f"{RELEASE}-gateway"), [], kind)
+        self.assertEqual(env_of(one(docs, "Deployment", f"{RELEASE}-gateway"))["TOLLGATE_LEDGER"]["value"],
+                         "file:/var/lib/tollgate/ledger.journal")
+        self.assertEqual(flag_values(operator_args(docs), "--sidecar-mode"), ["gateway"])
+
+    def test_agent_egress_in_gateway_mode(self):
+        """Gateway mode: DNS and the gateway are the only ways out, and enough (no provider key
+        is in the pod)."""
+        docs = render({"networkPolicy": {"agentNamespaces": ["dev-tools"]}})
+        self.validate("agent egress", docs)
+        policy = one(docs, "NetworkPolicy", f"{RELEASE}-agent-egress")
+        self.assertEqual(policy["metadata"]["namespace"], "dev-tools")
+        dns, gateway = policy["spec"]["egress"]
+        self.assertEqual(dns["to"][0]["podSelector"]["matchLabels"], {"k8s-app": "kube-dns"})
+        self.assertEqual(gateway["ports"], [{"protocol": "TCP", "port": 8080}])
+        gateway_labels = one(docs, "Deployment", f"{RELEASE}-gateway")["spec"]["template"]["metadata"]["labels"]
+        self.assertTrue(selects(gateway["to"][0]["podSelector"], gateway_labels))
+        ledger_labels = one(docs, "StatefulSet", f"{RELEASE}-ledger")["spec"]["template"]["metadata"]["labels"]
+        self.assertFalse(selects(gateway["to"][0]["podSelector"], ledger_labels))
+
+    def test_gateway_spreads_over_nodes(self):
+        pod = pod_spec(one(rendered("default"), "Deployment", f"{RELEASE}-gateway"))
+        (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        self.assertEqual(term["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname")
+        mine = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["gw"]}]}]}}}
+        pod = pod_spec(one(render({"gateway": {"affinity": mine}}), "Deployment", f"{RELEASE}-gateway"))
+        self.assertEqual(pod["affinity"], mine)
+
+
+def checksum_of(docs: list[dict]) -> str:
+    return one(docs, "StatefulSet", f"{RELEASE}-ledger")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+
+def chart_with_ledger_secret(tmp: str, data: dict[str, str]) -> helm_python.Chart:
+    """The chart with `lookup` of the ledger Secret answered with `data` (base64 values), as
+    `helm upgrade` against a cluster that has the Secret would (the SDK renders offline, where
+    lookup finds nothing)."""
+    copy_dir = Path(tmp) / "tollgate"
+    shutil.copytree(CHART, copy_dir)
+    helpers = copy_dir / "templates" / "_helpers.tpl"
+    text = helpers.read_text()
+    call = 'lookup "v1" "Secret" .Release.Namespace $name'
+    assert text.count(call) == 1, f"{call} not in _helpers.tpl"
+    stub = '(dict "data" (dict ' + " ".join(f'"{k}" "{v}"' for k, v in data.items()) + "))"
+    helpers.write_text(text.replace(call, stub))
+    return helm_python.Chart.load(copy_dir)
+
+
+class LedgerPassword(unittest.TestCase):
+    def test_stable_across_upgrades(self):
+        installed = one(render(), "Secret", f"{RELEASE}-ledger")
+        password = base64.b64decode(installed["data"]["password"]).decode()
+        with tempfile.TemporaryDirectory() as tmp:
+            upgrade = chart_with_ledger_secret(tmp, installed["data"])
+            for _ in range(2):
+                docs = render({"operator": {"logFormat": "text"}}, the_chart=upgrade)
+                self.assertEqual(ledger_password(docs), password)
+                url = base64.b64decode(one(docs, "Secret", f"{RELEASE}-ledger")["data"]["url"]).decode()
+                self.assertEqual(url, f"redis://:{password}@{RELEASE}-ledger.{NAMESPACE}.svc:6379/0")
+
+    def test_a_secret_without_a_password_gets_one(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            docs = render(the_chart=chart_with_ledger_secret(tmp, {"other": "eA=="}))
+        self.assertRegex(ledger_password(docs), r"^[A-Za-z0-9]{32}$")
+
+    def test_a_first_install_generates_a_new_one(self):
+        # Offline (and on a first install) the lookup finds nothing: a fresh random password.
+        self.assertNotEqual(ledger_password(render()), ledger_password(render()))
+
+
 class Schema(unittest.TestCase):
     def test_rejects_bad_values(self):
         for bad, expect in (({"webhook": {"failurePolicy": "Maybe"}}, "failurePolicy"),
                             ({"operator": {"logFormat": "xml"}}, "logFormat"),
                             ({"webhook": {"failurPolicy": "Fail"}}, "failurPolicy"),
                             ({"operator": {"replicas": "two"}}, "replicas"),
-                            ({"ledger": {"redis": {"url": "redis://user:pw@r:6379"}}}, "url")):
+                            ({"ledger": {"redis": {"url": "redis://user:pw@r:6379"}}}, "url"),
+                            ({"sidecar": {"mode": "proxy"}}, "mode"),
+                            ({"ledger": {"mode": "redis"}}, "mode"),
+                            ({"ledger": {"valkey": {"image": {"tag": ""}}}}, "tag"),
+                            ({"ledger": {"valkey": {"persistence": {"size": "lots"}}}}, "size"),
+                            ({"gateway": {"podDisruptionBudget": {"minAvailable": 0}}}, "minAvailable")):
             with self.subTest(values=bad):
                 with self.assertRaisesRegex(HelmError, expect):
                     chart().validate_schema(bad)
@@ -791,7 +1118,7 @@ class NetworkPolicyNamespaces(unittest.TestCase):
               "networkPolicy": {"enabled": True, "agentNamespaces": ["ci-agents", "not-created-yet"]}}
 
     def namespaces(self, docs):
-        return sorted(p["metadata"]["namespace"] for p in find(docs, "NetworkPolicy"))
+        return sorted(p["metadata"]["namespace"] for p in find(docs, "NetworkPolicy", f"{RELEASE}-agent-egress"))
 
     def test_an_install_skips_missing_namespaces_and_says_so(self):
         with tempfile.TemporaryDirectory() as tmp:

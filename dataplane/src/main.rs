@@ -156,7 +156,7 @@ fn check(path: &Path, prices: Option<&Path>) -> anyhow::Result<()> {
                 s.providers().len()
             );
             for p in s.providers() {
-                if let Err(e) = &p.credential {
+                if let policy::ProviderAuth::Unreadable(e) = &p.auth {
                     println!("warning: provider {}: {e}", p.id);
                 }
             }

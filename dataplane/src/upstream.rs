@@ -1,6 +1,8 @@
 //! The one HTTP client to providers (hyper + rustls with the webpki roots), and the building
-//! of an upstream request from a client request: hop-by-hop and credential headers dropped,
-//! the provider credential set, everything else forwarded verbatim.
+//! of an upstream request from a client request: hop-by-hop headers dropped, the client's
+//! credential headers replaced by the provider credential (or, for a `tollgate` provider,
+//! forwarded unchanged: the gateway authenticates the virtual key again), everything else
+//! forwarded verbatim.
 
 use std::time::Duration;
 
@@ -13,8 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::policy::ProviderEntry;
-use crate::secret::Secret;
+use crate::policy::{ProviderAuth, ProviderEntry};
 
 /// The shared client type.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -36,12 +37,14 @@ pub fn build_client() -> anyhow::Result<HttpClient> {
         .build(https))
 }
 
-/// Request headers never forwarded: hop-by-hop, the client's own credentials, and
+/// The headers a client presents its virtual key in: replaced by the provider credential,
+/// or forwarded unchanged to a `tollgate` provider.
+const CLIENT_CREDENTIALS: &[&str] = &["authorization", "x-api-key"];
+
+/// Request headers never forwarded: hop-by-hop, a stray Azure-style `api-key`, and
 /// `accept-encoding` (the gateway reads usage from the body, so it asks for identity).
 const DROPPED: &[&str] = &[
     "host",
-    "authorization",
-    "x-api-key",
     "api-key",
     "content-length",
     "connection",
@@ -89,16 +92,32 @@ pub fn response_headers(from: &HeaderMap) -> HeaderMap {
     to
 }
 
-/// Builds the upstream request for `path_and_query` (e.g. `/v1/messages?beta=true`).
+/// Builds the upstream request for `path_and_query` (e.g. `/v1/messages?beta=true`), with
+/// the credential `provider.auth` calls for; the error says why not (never a secret).
 pub fn build_request(
     provider: &ProviderEntry,
-    credential: &Secret,
     method: Method,
     path_and_query: &str,
     client_headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, String> {
+    let provider_key = match &provider.auth {
+        ProviderAuth::Key(secret) => {
+            let mut key = HeaderValue::from_str(secret.expose()).map_err(|_| {
+                format!(
+                    "credential of provider {} is not a valid header value",
+                    provider.id
+                )
+            })?;
+            key.set_sensitive(true);
+            Some(key)
+        }
+        ProviderAuth::ForwardClientKey => None,
+        ProviderAuth::Unreadable(why) => return Err(why.clone()),
+    };
     let uri = format!("{}{}", provider.endpoint, path_and_query);
+    // A bodiless GET or DELETE (the MCP listen stream, session end) declares no length.
+    let declare_length = !body.is_empty() || method == Method::POST;
     let mut req = Request::builder()
         .method(method)
         .uri(&uri)
@@ -106,15 +125,24 @@ pub fn build_request(
         .map_err(|e| format!("bad upstream URL for provider {}: {e}", provider.id))?;
     let headers = req.headers_mut();
     copy_headers(client_headers, headers, DROPPED);
-    let mut key = HeaderValue::from_str(credential.expose()).map_err(|_| {
-        format!(
-            "credential of provider {} is not a valid header value",
-            provider.id
-        )
-    })?;
-    key.set_sensitive(true);
-    headers.insert(HeaderName::from_static("x-api-key"), key);
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    match provider_key {
+        Some(key) => {
+            for name in CLIENT_CREDENTIALS {
+                headers.remove(*name);
+            }
+            headers.insert(HeaderName::from_static("x-api-key"), key);
+        }
+        None => {
+            for name in CLIENT_CREDENTIALS {
+                if let Some(v) = headers.get_mut(*name) {
+                    v.set_sensitive(true);
+                }
+            }
+        }
+    }
+    if declare_length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
     Ok(req)
 }
 
@@ -135,16 +163,19 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use crate::policy::document::{ProviderKind, Timeouts};
+    use crate::secret::Secret;
 
-    #[test]
-    fn credentials_are_replaced_and_the_rest_forwarded() {
-        let provider = ProviderEntry {
+    fn provider(kind: ProviderKind, auth: ProviderAuth) -> ProviderEntry {
+        ProviderEntry {
             id: "p".into(),
-            kind: ProviderKind::Anthropic,
+            kind,
             endpoint: "https://api.example.com".into(),
-            credential: Err("unused".into()),
+            auth,
             timeouts: Timeouts::default(),
-        };
+        }
+    }
+
+    fn client_headers() -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert("authorization", "Bearer vk-secret".parse().unwrap());
         h.insert("x-api-key", "vk-secret".parse().unwrap());
@@ -155,19 +186,24 @@ mod tests {
         h.insert("connection", "keep-alive, x-drop-me".parse().unwrap());
         h.insert("x-drop-me", "1".parse().unwrap());
         h.insert("host", "localhost:8080".parse().unwrap());
-        let req = build_request(
-            &provider,
-            &Secret::new("sk-upstream"),
+        h
+    }
+
+    fn build(p: &ProviderEntry) -> Result<Request<Full<Bytes>>, String> {
+        build_request(
+            p,
             Method::POST,
             "/v1/messages?beta=true",
-            &h,
+            &client_headers(),
             Bytes::from_static(b"{}"),
         )
-        .unwrap();
+    }
+
+    /// What every kind forwards: the path and query, the rest of the headers verbatim, no
+    /// hop-by-hop header, identity encoding, the body's own length.
+    fn assert_forwarded_verbatim(req: &Request<Full<Bytes>>) {
         assert_eq!(req.uri(), "https://api.example.com/v1/messages?beta=true");
         let out = req.headers();
-        assert_eq!(out["x-api-key"], "sk-upstream");
-        assert!(out.get("authorization").is_none());
         assert_eq!(out["anthropic-beta"], "a,b,c");
         assert_eq!(out["anthropic-version"], "2023-06-01");
         assert_eq!(out["x-claude-code-session-id"], "s1");
@@ -175,5 +211,51 @@ mod tests {
         for gone in ["accept-encoding", "connection", "x-drop-me", "host"] {
             assert!(out.get(gone).is_none(), "{gone} forwarded");
         }
+    }
+
+    #[test]
+    fn credentials_are_replaced_and_the_rest_forwarded() {
+        let p = provider(
+            ProviderKind::Anthropic,
+            ProviderAuth::Key(Secret::new("sk-upstream")),
+        );
+        let req = build(&p).unwrap();
+        assert_forwarded_verbatim(&req);
+        let out = req.headers();
+        assert_eq!(out["x-api-key"], "sk-upstream");
+        assert_eq!(out.get_all("x-api-key").iter().count(), 1);
+        assert!(out.get("authorization").is_none());
+    }
+
+    #[test]
+    fn a_tollgate_provider_gets_the_clients_own_credential_headers() {
+        let p = provider(ProviderKind::Tollgate, ProviderAuth::ForwardClientKey);
+        let req = build(&p).unwrap();
+        assert_forwarded_verbatim(&req);
+        let out = req.headers();
+        assert_eq!(out["authorization"], "Bearer vk-secret");
+        assert_eq!(out["x-api-key"], "vk-secret");
+        assert!(out["authorization"].is_sensitive());
+
+        // Only what the client sent: a key in one header is not copied into the other.
+        let mut only_bearer = HeaderMap::new();
+        only_bearer.insert("authorization", "Bearer vk-secret".parse().unwrap());
+        let req = build_request(&p, Method::GET, "/mcp", &only_bearer, Bytes::new()).unwrap();
+        assert_eq!(req.uri(), "https://api.example.com/mcp");
+        assert_eq!(req.headers()["authorization"], "Bearer vk-secret");
+        assert!(req.headers().get("x-api-key").is_none());
+        assert!(
+            req.headers().get("content-length").is_none(),
+            "a bodiless GET declares no length"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_credential_is_an_error_without_the_value() {
+        let p = provider(
+            ProviderKind::Anthropic,
+            ProviderAuth::Unreadable("environment variable K is not set".into()),
+        );
+        assert_eq!(build(&p).unwrap_err(), "environment variable K is not set");
     }
 }

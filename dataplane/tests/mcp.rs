@@ -4,17 +4,14 @@
 //! tests run when the venv is missing), the real `tollgate-proxy`, the fake Anthropic upstream,
 //! and the real Claude Code configured with `--mcp-config`.
 
-use std::io::Write;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tollgate_tests::fake_anthropic::{FakeAnthropic, FakeConfig};
 use tollgate_tests::harness::{Proxy, send};
+use tollgate_tests::mcp::{McpUpstream, e2e_dir, run_client};
 use tollgate_tests::policy::{KEY_ALICE, PROVIDER_KEY, PROVIDER_KEY_ENV, sha256_hex, standard_policy};
 
 /// Key `mcp-reader`: team `readers` grants alpha read_*/list_* and denies beta's `reverse`;
@@ -23,99 +20,11 @@ const KEY_READER: &str = "tg_mcp_reader_SECRET_virtual_key_0005";
 const ALPHA_TOKEN: &str = "sk-mcp-alpha-SECRET";
 const BETA_TOKEN: &str = "sk-mcp-beta-SECRET";
 
-fn e2e_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../e2e"))
-}
-
-/// The venv's Python, installing the pinned packages first when needed.
-fn python() -> PathBuf {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let ready = READY.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(e2e_dir().join("setup-python.sh"))
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    });
-    if let Err(e) = ready {
-        panic!("e2e/setup-python.sh failed (Python 3 with venv and network to PyPI needed): {e}");
-    }
-    e2e_dir().join(".venv/bin/python")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// An upstream MCP server process (Python SDK); killed on drop.
-struct Upstream {
-    child: std::sync::Mutex<Child>,
-    url: String,
-    seen: PathBuf,
-}
-
-impl Upstream {
-    fn start(name: &str, token: &str, page_size: u32, dir: &Path) -> Upstream {
-        Self::start_on(free_port(), name, token, page_size, dir)
-    }
-
-    fn start_on(port: u16, name: &str, token: &str, page_size: u32, dir: &Path) -> Upstream {
-        let seen = dir.join(format!("{name}-seen.log"));
-        let child = Command::new(python())
-            .arg(e2e_dir().join("mcp/upstream_server.py"))
-            .args(["--name", name, "--token", token])
-            .args(["--port", &port.to_string(), "--page-size", &page_size.to_string()])
-            .arg("--seen-log")
-            .arg(&seen)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn upstream MCP server");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "upstream MCP server {name} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Upstream {
-            child: std::sync::Mutex::new(child),
-            url: format!("http://127.0.0.1:{port}/mcp"),
-            seen,
-        }
-    }
-
-    fn seen(&self) -> String {
-        std::fs::read_to_string(&self.seen).unwrap_or_default()
-    }
-
-    fn kill(&self) {
-        if let Ok(mut c) = self.child.lock() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 struct Rig {
     fake: FakeAnthropic,
     proxy: Proxy,
-    alpha: Upstream,
-    beta: Upstream,
+    alpha: McpUpstream,
+    beta: McpUpstream,
     dir: tempfile::TempDir,
 }
 
@@ -124,8 +33,8 @@ struct Rig {
 async fn rig() -> Rig {
     let fake = FakeAnthropic::start(FakeConfig::new(PROVIDER_KEY)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let alpha = Upstream::start("alpha", ALPHA_TOKEN, 100, dir.path());
-    let beta = Upstream::start("beta", BETA_TOKEN, 2, dir.path());
+    let alpha = McpUpstream::start("alpha", ALPHA_TOKEN, 100, dir.path());
+    let beta = McpUpstream::start("beta", BETA_TOKEN, 2, dir.path());
     let policy = dir.path().join("policy");
     std::fs::create_dir(&policy).unwrap();
     std::fs::write(policy.join("a.yaml"), standard_policy(&fake.base_url(), true)).unwrap();
@@ -173,42 +82,8 @@ keys:
 
 /// Runs the Python SDK client through the gateway with `steps`; returns its JSON report.
 fn client(rig: &Rig, key: &str, steps: &Value, mode: &str) -> Value {
-    let mut child = Command::new(python())
-        .arg(e2e_dir().join("mcp/gateway_client.py"))
-        .args([
-            "--url",
-            &format!("{}/mcp", rig.proxy.base_url()),
-            "--key",
-            key,
-            "--mode",
-            mode,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn MCP client");
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(steps.to_string().as_bytes()).unwrap();
-    }
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("MCP client hung; proxy logs:\n{}", rig.proxy.logs());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
-        panic!(
-            "MCP client failed: {}\nstdout {stdout}\nstderr {}\nproxy logs:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            rig.proxy.logs()
-        )
-    })
+    let url = format!("{}/mcp", rig.proxy.base_url());
+    run_client(&url, key, steps, mode).unwrap_or_else(|e| panic!("{e}\nproxy logs:\n{}", rig.proxy.logs()))
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -367,7 +242,7 @@ async fn an_upstream_that_dies_mid_session_degrades_to_the_others() {
         .unwrap()
         .parse()
         .unwrap();
-    let _beta2 = Upstream::start_on(port, "beta", BETA_TOKEN, 2, rig.dir.path());
+    let _beta2 = McpUpstream::start_on(port, "beta", BETA_TOKEN, 2, rig.dir.path());
     std::fs::write(&restarted, "").unwrap();
     let report = run.await.unwrap();
     let s = &report["steps"];

@@ -10,7 +10,7 @@ use clap::Parser;
 use kube_lease_manager::LeaseManagerBuilder;
 use signals::shutdown_signal;
 use tollgate_dataplane::server::listen;
-use tollgate_operator::compile::{Settings, ShardLimits};
+use tollgate_operator::compile::{Settings, ShardLimits, SidecarMode};
 use tollgate_operator::inject::{InjectionConfig, Injector};
 use tollgate_operator::metrics::Metrics;
 use tollgate_operator::reconcile::{Config, Reconciler};
@@ -100,9 +100,42 @@ struct Args {
     /// Redis ledger URL); repeatable.
     #[arg(long = "mirror-secret", value_delimiter = ',')]
     mirror_secrets: Vec<String>,
+    /// What sidecars in agent namespaces get: `gateway` (default), a policy that sends every
+    /// request to the gateway with the client's own key and no credential of any kind; or
+    /// `direct`, the full policy and a copy of the credentials it references (only for
+    /// namespaces whose pod creators you would trust with the provider keys).
+    #[arg(long, value_enum, default_value = "gateway")]
+    sidecar_mode: SidecarModeArg,
+    /// The gateway's base URL as sidecars reach it, e.g.
+    /// `http://tollgate-gateway.tollgate-system.svc:8080` (required in gateway mode).
+    #[arg(long, env = "TOLLGATE_GATEWAY_URL")]
+    gateway_url: Option<String>,
     /// Check an injection config file and exit (0: valid).
     #[arg(long, value_name = "FILE")]
     check_injection_config: Option<std::path::PathBuf>,
+}
+
+/// `--sidecar-mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SidecarModeArg {
+    /// Sidecars forward to the gateway and hold no credential.
+    Gateway,
+    /// Sidecars hold the full policy and the credentials.
+    Direct,
+}
+
+/// The compile-time sidecar mode from the flags; gateway mode needs the gateway's URL.
+fn sidecar_mode(args: &Args) -> anyhow::Result<SidecarMode> {
+    match (args.sidecar_mode, &args.gateway_url) {
+        (SidecarModeArg::Direct, _) => Ok(SidecarMode::Direct),
+        (SidecarModeArg::Gateway, Some(url)) if url.starts_with("http://") || url.starts_with("https://") => {
+            Ok(SidecarMode::Gateway { url: url.clone() })
+        }
+        (SidecarModeArg::Gateway, Some(url)) => anyhow::bail!("--gateway-url {url:?} is not an http(s) URL"),
+        (SidecarModeArg::Gateway, None) => anyhow::bail!(
+            "--sidecar-mode gateway needs --gateway-url (the gateway Service's URL), or choose --sidecar-mode direct"
+        ),
+    }
 }
 
 mod signals {
@@ -165,6 +198,7 @@ async fn start_webhook(
         max_key_shards: args.max_key_shards,
         credentials_secret: args.credentials_secret.clone(),
         credentials_dir: args.credentials_dir.clone(),
+        direct: args.sidecar_mode == SidecarModeArg::Direct,
     };
     let source = if args.webhook_certs == "files" {
         CertSource::Files(args.webhook_cert_dir.clone())
@@ -237,6 +271,7 @@ async fn main() -> anyhow::Result<()> {
                 max_shards: args.max_key_shards,
                 ..ShardLimits::default()
             },
+            sidecar: sidecar_mode(&args)?,
         },
         policy_namespace: args.policy_namespace.clone(),
         resync: Duration::from_secs(args.resync_secs),

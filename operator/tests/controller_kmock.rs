@@ -720,3 +720,161 @@ async fn one_refusing_namespace_does_not_stop_the_rest_and_unlabelled_secrets_st
         .unwrap()
         .unwrap();
 }
+
+/// Gateway mode (the default in the chart): an agent namespace gets only the sidecar policy,
+/// which names the gateway as its one provider; no Secret of any kind is written there, and a
+/// credentials copy left from direct mode is deleted. The release namespace keeps the full
+/// policy and the credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_mode_writes_no_secret_into_agent_namespaces() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use tollgate_operator::compile::SidecarMode;
+    let server = ApiServer::start();
+    let client = server.client();
+    let pp = PostParams::default();
+    Api::<Namespace>::all(client.clone())
+        .create(&pp, &labelled_namespace("dev", Some("enabled")))
+        .await
+        .unwrap();
+    let dev_secrets: Api<Secret> = Api::namespaced(client.clone(), "dev");
+    let mut leftover = secret(
+        "tollgate-credentials",
+        "dev",
+        &[("anthropic_api-key", "sk-ant-old")],
+    );
+    leftover.metadata.labels = Some(BTreeMap::from([
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "tollgate-operator".to_owned(),
+        ),
+        ("tollgate.dev/policy".to_owned(), "tollgate-policy".to_owned()),
+    ]));
+    dev_secrets.create(&pp, &leftover).await.unwrap();
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .create(
+            &pp,
+            &credential_secret("anthropic", NS, &[("api-key", "sk-ant-live")]),
+        )
+        .await
+        .unwrap();
+    create_anthropic_provider(
+        &client,
+        CredentialRef {
+            env: None,
+            secret_key_ref: Some(SecretKeyRef {
+                name: "anthropic".into(),
+                key: "api-key".into(),
+            }),
+        },
+    )
+    .await;
+    let route = ModelRoute {
+        metadata: named("claude", None),
+        spec: ModelRouteSpec {
+            match_: "claude-*".into(),
+            priority: 100,
+            targets: vec![RouteTarget {
+                provider: "anthropic".into(),
+                model: None,
+            }],
+        },
+        status: None,
+    };
+    Api::<ModelRoute>::all(client.clone())
+        .create(&pp, &route)
+        .await
+        .unwrap();
+    let key = VirtualKey {
+        metadata: named("alice", Some("team-a")),
+        spec: VirtualKeySpec {
+            enabled: true,
+            ..Default::default()
+        },
+        status: None,
+    };
+    Api::<VirtualKey>::namespaced(client.clone(), "team-a")
+        .create(&pp, &key)
+        .await
+        .unwrap();
+
+    let gateway = "http://tollgate-gateway.tollgate-system.svc:8080";
+    let config = Config {
+        settings: Settings {
+            sidecar: SidecarMode::Gateway { url: gateway.into() },
+            ..Settings::default()
+        },
+        policy_namespace: NS.into(),
+        debounce: Duration::from_millis(50),
+        resync: Duration::from_secs(300),
+        inject_namespace_label: "tollgate.dev/inject".into(),
+        ..Config::default()
+    };
+    let reconciler = Reconciler::new(client.clone(), config, Arc::new(Metrics::new()), None);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(reconciler.run(async move {
+        let _ = stopped.await;
+    }));
+
+    let dev_cms: Api<ConfigMap> = Api::namespaced(client.clone(), "dev");
+    let sidecar_policy = eventually("the sidecar policy in dev", WAIT, || async {
+        let cm = dev_cms.get_opt("tollgate-policy").await.unwrap()?;
+        cm.data?.get("policy.json").cloned()
+    })
+    .await;
+    let doc: serde_json::Value = serde_json::from_str(&sidecar_policy).unwrap();
+    assert_eq!(doc["providers"][0]["kind"], "tollgate");
+    assert_eq!(doc["providers"][0]["endpoint"], gateway);
+    assert!(doc["providers"][0].get("credential").is_none(), "{doc}");
+    assert_eq!(doc["routes"][0]["match"], "claude-*");
+    assert!(!sidecar_policy.contains("credentials"), "{sidecar_policy}");
+    // The key reaches the sidecar policy, by hash.
+    eventually("alice in dev's key shard", WAIT, || async {
+        let cm = dev_cms.get_opt("tollgate-policy-keys-00").await.unwrap()?;
+        cm.data?
+            .get("keys-00.json")?
+            .contains("team-a/alice")
+            .then_some(())
+    })
+    .await;
+    // No Secret of Tollgate's in dev: the leftover copy is gone, nothing new was written.
+    eventually("the leftover credentials copy deleted", WAIT, || async {
+        dev_secrets
+            .get_opt("tollgate-credentials")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let in_dev = dev_secrets.list(&Default::default()).await.unwrap();
+    assert!(
+        in_dev.items.is_empty(),
+        "{:?}",
+        in_dev
+            .items
+            .iter()
+            .map(|s| s.metadata.name.clone())
+            .collect::<Vec<_>>()
+    );
+    // The release namespace: the full policy (the real provider) and the credentials.
+    let full = Api::<ConfigMap>::namespaced(client.clone(), NS)
+        .get("tollgate-policy")
+        .await
+        .unwrap();
+    assert!(full.data.unwrap_or_default()["policy.json"].contains("https://api.anthropic.com"));
+    let creds = eventually("credentials in the release namespace", WAIT, || async {
+        Api::<Secret>::namespaced(client.clone(), NS)
+            .get_opt("tollgate-credentials")
+            .await
+            .unwrap()
+    })
+    .await;
+    assert!(creds.data.unwrap_or_default().contains_key("anthropic_api-key"));
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

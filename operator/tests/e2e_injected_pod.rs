@@ -267,6 +267,45 @@ impl Kubelet {
     }
 }
 
+impl Kubelet {
+    /// Starts `sidecar` of `pod` exactly as patched (volumes, args, env) with the real
+    /// `tollgate-proxy`, and waits for its startup probe as the kubelet does before starting
+    /// the agent container.
+    async fn start_sidecar(&mut self, pod: &Value, sidecar: &Value, proxy: &Path) -> Sidecar {
+        self.mount(pod, sidecar).await;
+        let args: Vec<String> = sidecar["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| self.remap(a.as_str().unwrap()))
+            .collect();
+        let env = self.env(sidecar).await;
+        let log = self.root.path().join("sidecar.log");
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(proxy)
+            .args(&args)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start the sidecar");
+        let started = Sidecar { child, log };
+        let probe = &sidecar["startupProbe"]["httpGet"];
+        let probe_url = format!(
+            "http://127.0.0.1:{}{}",
+            probe["port"],
+            probe["path"].as_str().unwrap()
+        );
+        eventually("the sidecar's startup probe", WAIT, || async {
+            let r = send("GET", &probe_url, &[], bytes::Bytes::new()).await.ok()?;
+            (r.status == 200).then_some(())
+        })
+        .await;
+        started
+    }
+}
+
 struct Sidecar {
     child: Child,
     log: PathBuf,
@@ -341,6 +380,7 @@ async fn a_plain_claude_code_pod_in_a_labelled_namespace_is_governed_by_its_inje
         max_key_shards: 16,
         credentials_secret: "tollgate-credentials".into(),
         credentials_dir: creds_path.clone(),
+        direct: true,
     };
     let original = developer_pod(proxy_port);
     let Outcome::Inject(patch) = review(&injector, Mode::Enabled, &original) else {
@@ -363,38 +403,7 @@ async fn a_plain_claude_code_pod_in_a_labelled_namespace_is_governed_by_its_inje
         root: tempfile::tempdir().unwrap(),
         mounts: Vec::new(),
     };
-    kubelet.mount(&pod, &sidecar).await;
-    let args: Vec<String> = sidecar["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| kubelet.remap(a.as_str().unwrap()))
-        .collect();
-    let env = kubelet.env(&sidecar).await;
-    let log = kubelet.root.path().join("sidecar.log");
-    let log_file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(&proxy)
-        .args(&args)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .spawn()
-        .expect("start the sidecar");
-    let sidecar_proc = Sidecar { child, log };
-
-    // The startup probe, as the kubelet runs it before starting the agent container.
-    let probe = &sidecar["startupProbe"]["httpGet"];
-    let probe_url = format!(
-        "http://127.0.0.1:{}{}",
-        probe["port"],
-        probe["path"].as_str().unwrap()
-    );
-    eventually("the sidecar's startup probe", WAIT, || async {
-        let r = send("GET", &probe_url, &[], bytes::Bytes::new()).await.ok()?;
-        (r.status == 200).then_some(())
-    })
-    .await;
+    let sidecar_proc = kubelet.start_sidecar(&pod, &sidecar, &proxy).await;
 
     // The agent container's env, resolved as the kubelet would (the key from its Secret).
     let agent_env = kubelet.env(&agent).await;
@@ -441,4 +450,211 @@ async fn a_plain_claude_code_pod_in_a_labelled_namespace_is_governed_by_its_inje
 
     let _ = stop.send(());
     operator.await.unwrap().unwrap();
+}
+
+/// Gateway mode, the default: the operator mirrors only the sidecar policy into the labelled
+/// namespace, the injected sidecar holds no credential and forwards Claude Code's requests
+/// with its virtual key to the gateway (a real `tollgate-proxy` run from the release
+/// namespace's ConfigMaps and credentials Secret), which reaches the provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_gateway_mode_the_injected_sidecar_holds_no_credential_and_goes_through_the_gateway() {
+    use tollgate_operator::compile::SidecarMode;
+    let Some(claude) = claude_bin() else { return };
+    let proxy = proxy_bin();
+    let fake = FakeAnthropic::start(FakeConfig::new(PROVIDER_KEY)).await.unwrap();
+    let server = ApiServer::start();
+    let client = server.client();
+    create_world(&client, &fake.base_url()).await;
+
+    let gateway_port = free_port();
+    let gateway_url = format!("http://127.0.0.1:{gateway_port}");
+    let gateway_root = tempfile::tempdir().unwrap();
+    let gateway_creds = gateway_root.path().join("credentials");
+    let config = Config {
+        settings: Settings {
+            credentials_dir: gateway_creds.display().to_string(),
+            sidecar: SidecarMode::Gateway {
+                url: gateway_url.clone(),
+            },
+            ..Settings::default()
+        },
+        policy_namespace: NS.into(),
+        debounce: Duration::from_millis(50),
+        inject_namespace_label: "tollgate.dev/inject".into(),
+        ..Config::default()
+    };
+    let reconciler = Reconciler::new(client.clone(), config, Arc::new(Metrics::new()), None);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(reconciler.run(async move {
+        let _ = stopped.await;
+    }));
+
+    // The labelled namespace: the sidecar policy naming the gateway, alice's key, no other
+    // Secret (no provider, ledger or sink credential).
+    let app_cms: Api<ConfigMap> = Api::namespaced(client.clone(), APP_NS);
+    let app_secrets: Api<Secret> = Api::namespaced(client.clone(), APP_NS);
+    let sidecar_policy = eventually("the sidecar policy and key in dev-tools", WAIT, || async {
+        let policy = app_cms.get_opt("tollgate-policy").await.unwrap()?;
+        let shard = app_cms.get_opt("tollgate-policy-keys-00").await.unwrap()?;
+        app_secrets.get_opt("tollgate-vk-alice").await.unwrap()?;
+        shard
+            .data?
+            .get("keys-00.json")?
+            .contains("dev-tools/alice")
+            .then_some(())?;
+        policy.data?.get("policy.json").cloned()
+    })
+    .await;
+    assert!(sidecar_policy.contains(&gateway_url), "{sidecar_policy}");
+    assert!(!sidecar_policy.contains("credentials"), "{sidecar_policy}");
+    let secrets = app_secrets.list(&Default::default()).await.unwrap().items;
+    let names: Vec<String> = secrets.iter().filter_map(|s| s.metadata.name.clone()).collect();
+    assert_eq!(
+        names,
+        ["tollgate-vk-alice"],
+        "only the engineer's own virtual key"
+    );
+
+    // The gateway, run from the release namespace as the chart's Deployment mounts it.
+    let gateway_kubelet = Kubelet {
+        client: client.clone(),
+        namespace: NS.into(),
+        root: tempfile::tempdir().unwrap(),
+        mounts: Vec::new(),
+    };
+    let policy_dir = gateway_root.path().join("policy");
+    let sources: Vec<Value> = std::iter::once("tollgate-policy".to_owned())
+        .chain((0..16).map(|i| format!("tollgate-policy-keys-{i:02}")))
+        .map(|name| json!({"configMap": {"name": name, "optional": name != "tollgate-policy"}}))
+        .collect();
+    gateway_kubelet
+        .write_volume(&json!({"projected": {"sources": sources}}), &policy_dir)
+        .await;
+    gateway_kubelet
+        .write_volume(
+            &json!({"secret": {"secretName": "tollgate-credentials"}}),
+            &gateway_creds,
+        )
+        .await;
+    let gateway_log = gateway_root.path().join("gateway.log");
+    let gateway_admin = free_port();
+    let child = Command::new(&proxy)
+        .args(["--policy", &policy_dir.display().to_string()])
+        .args(["--listen", &format!("127.0.0.1:{gateway_port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{gateway_admin}")])
+        .args(["--log-format", "json"])
+        .env_clear()
+        .env(
+            "TOLLGATE_LEDGER",
+            format!("file:{}", gateway_root.path().join("ledger.journal").display()),
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&gateway_log).unwrap())
+        .spawn()
+        .expect("start the gateway");
+    let gateway = Sidecar {
+        child,
+        log: gateway_log,
+    };
+    eventually("the gateway ready", WAIT, || async {
+        let r = send(
+            "GET",
+            &format!("http://127.0.0.1:{gateway_admin}/readyz"),
+            &[],
+            bytes::Bytes::new(),
+        )
+        .await
+        .ok()?;
+        (r.status == 200).then_some(())
+    })
+    .await;
+
+    // The developer's pod, injected in gateway mode, run as patched.
+    let admin_port = free_port();
+    let proxy_port = free_port();
+    let injector = Injector {
+        config: InjectionConfig::parse(&format!(
+            "image: tollgate-proxy:test\nadminPort: {admin_port}\nlogFormat: json"
+        ))
+        .unwrap(),
+        policy_name: "tollgate-policy".into(),
+        max_key_shards: 16,
+        credentials_secret: "tollgate-credentials".into(),
+        credentials_dir: "/var/run/tollgate/credentials".into(),
+        direct: false,
+    };
+    let original = developer_pod(proxy_port);
+    let Outcome::Inject(patch) = review(&injector, Mode::Enabled, &original) else {
+        panic!("the pod was not injected")
+    };
+    let mut pod = original.clone();
+    json_patch::patch(&mut pod, &patch).unwrap();
+    assert!(
+        !pod.to_string().contains("tollgate-credentials"),
+        "no credentials volume"
+    );
+    let sidecar = pod["spec"]["initContainers"][0].clone();
+    let agent = pod["spec"]["containers"][0].clone();
+    let mut kubelet = Kubelet {
+        client: client.clone(),
+        namespace: APP_NS.into(),
+        root: tempfile::tempdir().unwrap(),
+        mounts: Vec::new(),
+    };
+    let sidecar_proc = kubelet.start_sidecar(&pod, &sidecar, &proxy).await;
+    let sidecar_env = kubelet.env(&sidecar).await;
+    assert!(!sidecar_env.iter().any(|(_, v)| v.contains(PROVIDER_KEY)));
+
+    let agent_env = kubelet.env(&agent).await;
+    let env: Vec<(&str, &str)> = agent_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let run = tokio::task::block_in_place(|| run_claude(&claude, &["-p", "say hi"], &env, None));
+    assert!(
+        !run.is_error(),
+        "{}\nsidecar logs:\n{}\ngateway logs:\n{}",
+        run.output(),
+        sidecar_proc.logs(),
+        gateway.logs()
+    );
+    assert!(run.result().contains(DEFAULT_REPLY), "{}", run.stdout);
+    // The gateway authenticated alice again and used the provider key; the sidecar never saw it.
+    assert!(
+        gateway.logs().contains("\"key_id\":\"dev-tools/alice\""),
+        "{}",
+        gateway.logs()
+    );
+    assert!(
+        !fake.requests().is_empty(),
+        "the provider was reached through the gateway"
+    );
+    assert!(
+        !sidecar_proc.logs().contains(PROVIDER_KEY),
+        "provider key in the sidecar's logs"
+    );
+    for (_, host) in &kubelet.mounts {
+        for entry in walk(host) {
+            let text = std::fs::read_to_string(&entry).unwrap_or_default();
+            assert!(
+                !text.contains(PROVIDER_KEY),
+                "provider key in the sidecar's {}",
+                entry.display()
+            );
+        }
+    }
+
+    let _ = stop.send(());
+    operator.await.unwrap().unwrap();
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

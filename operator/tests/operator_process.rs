@@ -51,6 +51,10 @@ impl Operator {
                 "json",
             ])
             .args(["--listen", &format!("127.0.0.1:{health_port}")])
+            .args([
+                "--gateway-url",
+                "http://tollgate-gateway.tollgate-system.svc:8080",
+            ])
             .args(["--webhook-listen", &format!("127.0.0.1:{webhook_port}")])
             .arg("--injection-config")
             .arg(dir.join("injection.yaml"))

@@ -68,6 +68,7 @@ async fn start_with(stored: &Stored, config: &str) -> Running {
         max_key_shards: 4,
         credentials_secret: "tollgate-credentials".into(),
         credentials_dir: "/var/run/tollgate/credentials".into(),
+        direct: true,
     };
     let hook = Webhook {
         injector: Arc::new(injector),

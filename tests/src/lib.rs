@@ -7,6 +7,7 @@
 //! * [`harness`]: runs a real `tollgate-proxy` process on loopback, with a small HTTP client.
 //! * [`sinks`]: faithful fake receivers of the audit sinks' wire formats, and `moto` (S3).
 //! * [`claude`]: runs the real Claude Code headless against a proxy.
+//! * [`mcp`]: upstream MCP servers and an MCP client on the official Python SDK.
 //! * [`redis_server`]: runs a real `redis-server` on loopback for the Redis ledger's tests.
 
 #![warn(missing_docs)]
@@ -14,6 +15,7 @@
 pub mod claude;
 pub mod fake_anthropic;
 pub mod harness;
+pub mod mcp;
 pub mod policy;
 pub mod redis_server;
 pub mod sinks;

@@ -702,6 +702,35 @@ async fn slow_drips_events_with_extra_pings() {
 }
 
 #[tokio::test]
+async fn a_held_slow_stream_waits_after_its_first_event_until_released() {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let fake = start_with(FakeConfig {
+        drip_delay: Duration::from_millis(1),
+        hold: Some(gate.clone()),
+        ..FakeConfig::new(KEY)
+    })
+    .await;
+    let mut req = Request::post(format!("{}/v1/messages", fake.base_url())).header("x-fake-scenario", "slow");
+    for (k, v) in api_headers() {
+        req = req.header(k, v);
+    }
+    let body = serde_json::to_vec(&simple_body("hi", true)).unwrap();
+    let resp = client()
+        .request(req.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    let first = String::from_utf8_lossy(&first).into_owned();
+    assert!(first.starts_with("event: message_start"), "{first}");
+    gate.add_permits(1);
+    let rest = body.collect().await.unwrap().to_bytes();
+    let events = parse_sse(&format!("{first}{}", String::from_utf8_lossy(&rest)));
+    assert_eq!(fold_stream(&events).text, DEFAULT_REPLY);
+    assert_eq!(gate.available_permits(), 0, "the release was consumed");
+}
+
+#[tokio::test]
 async fn cache_usage() {
     let fake = start().await;
     let c = client();

@@ -120,13 +120,104 @@ nothing, not even kube-system.
 {{- toYaml $missing }}
 {{- end }}
 
-{{/* Fails the render on contradictory ledger settings; returns nothing. */}}
+{{/*
+Which ledger the gateway (and, with sidecar.mode direct, every sidecar) uses: "embedded"
+(ledger.mode embedded), "external" (ledger.redis.url or .existingSecret.name) or "chart"
+(the Valkey StatefulSet the chart deploys).
+*/}}
+{{- define "tollgate.ledgerKind" -}}
+{{- $l := .Values.ledger }}
+{{- if eq $l.mode "embedded" }}embedded
+{{- else if or $l.redis.url $l.redis.existingSecret.name }}external
+{{- else }}chart
+{{- end }}
+{{- end }}
+
+{{/* Whether the chart deploys its Valkey ledger: "true" or "". */}}
+{{- define "tollgate.deployLedger" -}}
+{{- if and .Values.gateway.enabled (eq (include "tollgate.ledgerKind" .) "chart") }}true{{ end }}
+{{- end }}
+
+{{/* The chart's ledger: StatefulSet, Service, Secret and ConfigMap share this name. */}}
+{{- define "tollgate.ledgerName" -}}{{ include "tollgate.fullname" . }}-ledger{{- end }}
+
+{{/* The in-cluster host of the chart's ledger Service. */}}
+{{- define "tollgate.ledgerHost" -}}{{ include "tollgate.ledgerName" . }}.{{ .Release.Namespace }}.svc{{- end }}
+
+{{/* The Secret and key holding the chart's ledger password. */}}
+{{- define "tollgate.ledgerPasswordSecret" -}}
+{{- default (include "tollgate.ledgerName" .) .Values.ledger.valkey.auth.existingSecret }}
+{{- end }}
+{{- define "tollgate.ledgerPasswordKey" -}}
+{{- if .Values.ledger.valkey.auth.existingSecret }}{{ .Values.ledger.valkey.auth.passwordKey }}{{ else }}password{{ end }}
+{{- end }}
+
+{{/*
+The generated ledger password: the one in the existing Secret <fullname>-ledger (so it stays
+the same across helm upgrade), else a new random one. Offline renders (helm template, Argo CD)
+cannot look the Secret up: set ledger.valkey.auth.existingSecret there.
+*/}}
+{{- define "tollgate.ledgerPassword" -}}
+{{- $name := include "tollgate.ledgerName" . }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace $name }}
+{{- $data := default (dict) (get (default (dict) $existing) "data") }}
+{{- if get $data "password" }}
+{{- get $data "password" | b64dec }}
+{{- else }}
+{{- randAlphaNum 32 }}
+{{- end }}
+{{- end }}
+
+{{/* valkey.conf of the chart's ledger. No secret in it: the password is included from a file. */}}
+{{- define "tollgate.valkeyConf" -}}
+bind * -::*
+port 6379
+dir /data
+# Every settled charge is in the append-only file, fsynced every second.
+appendonly yes
+appendfsync everysec
+save ""
+# Evicting one key of a budget would lose reservations: refuse writes when full instead.
+maxmemory {{ .Values.ledger.valkey.maxMemory }}
+maxmemory-policy noeviction
+# The requirepass line, written at start from the Secret (never in this ConfigMap).
+include /run/valkey/auth.conf
+{{- end }}
+
+{{/* The in-cluster URL of the gateway's proxy port, for --gateway-url. */}}
+{{- define "tollgate.gatewayUrl" -}}
+http://{{ include "tollgate.fullname" . }}-gateway.{{ .Release.Namespace }}.svc:{{ .Values.gateway.service.port }}
+{{- end }}
+
+{{/* The in-cluster URL of the gateway's admin Service, for --spend-url. */}}
+{{- define "tollgate.gatewayAdminUrl" -}}
+http://{{ include "tollgate.fullname" . }}-gateway-admin.{{ .Release.Namespace }}.svc:{{ .Values.gateway.adminService.port }}
+{{- end }}
+
+{{/* Fails the render on contradictory ledger and sidecar settings; returns nothing. */}}
 {{- define "tollgate.validateLedger" -}}
 {{- $r := .Values.ledger.redis }}
+{{- $kind := include "tollgate.ledgerKind" . }}
+{{- $gw := .Values.gateway }}
 {{- if and $r.url $r.existingSecret.name }}
 {{- fail "ledger.redis: set either url or existingSecret.name, not both" }}
 {{- end }}
 {{- if and $r.existingSecret.name (not $r.existingSecret.key) }}
 {{- fail "ledger.redis.existingSecret.key is required when existingSecret.name is set" }}
+{{- end }}
+{{- if and (eq .Values.ledger.mode "embedded") (or $r.url $r.existingSecret.name) }}
+{{- fail "ledger.mode is embedded but ledger.redis is set: use ledger.mode shared for an external Redis, or clear ledger.redis" }}
+{{- end }}
+{{- if and $gw.enabled (eq $kind "embedded") (gt (int $gw.replicas) 1) }}
+{{- fail (printf "gateway.replicas is %d but ledger.mode is embedded: each replica's embedded ledger would allow the full budget; use ledger.mode shared or gateway.replicas 1" (int $gw.replicas)) }}
+{{- end }}
+{{- if .Values.webhook.enabled }}
+{{- if eq .Values.sidecar.mode "gateway" }}
+{{- if not $gw.enabled }}
+{{- fail "sidecar.mode gateway forwards every sidecar to the shared gateway, but gateway.enabled is false: enable the gateway, or (only for namespaces whose pod creators you would trust with the provider key) use sidecar.mode direct" }}
+{{- end }}
+{{- else if ne $kind "external" }}
+{{- fail "sidecar.mode direct needs a shared ledger every sidecar can reach: set ledger.redis.existingSecret.name (a Secret in the release namespace whose key holds the full redis:// URL; the operator copies it into agent namespaces) or ledger.redis.url. The chart's own Valkey admits only the gateway and operator pods, and an embedded ledger would give every pod its own budget" }}
+{{- end }}
 {{- end }}
 {{- end }}

@@ -24,6 +24,8 @@
 //!   and sends `notifications/tools/list_changed` when a policy reload changes the revision.
 //! - **Accounting**: every `tools/call` is logged (`mcp tool call`) and counted in
 //!   `tollgate_mcp_tool_calls_total{key_id,team,server,tool,outcome}`.
+//! - **Sidecar mode**: with `mcp_gateway` set, everything after the key check is the
+//!   gateway's: the request is relayed to it unchanged (see [`relay`]).
 //!
 //! Not relayed: progress notifications and server-to-client requests (sampling,
 //! elicitation) sent inside an upstream's response stream; responses are plain JSON.
@@ -31,6 +33,7 @@
 pub mod body;
 pub mod jsonrpc;
 pub mod names;
+pub mod relay;
 pub mod session;
 pub mod sse;
 pub mod upstream;
@@ -40,6 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
@@ -151,7 +155,7 @@ impl McpGateway {
     /// Serves one request on the MCP endpoint; never fails (errors are JSON-RPC errors).
     pub async fn handle(&self, req: hyper::Request<Incoming>, span: &tracing::Span) -> Response<ProxyBody> {
         let (parts, body) = req.into_parts();
-        match self.serve(&parts.method, &parts.headers, body, span).await {
+        match self.serve(&parts, body, span).await {
             Ok(resp) => resp,
             Err(r) => json_response(r.status, &r.body, None),
         }
@@ -159,11 +163,11 @@ impl McpGateway {
 
     async fn serve(
         &self,
-        method: &Method,
-        headers: &HeaderMap,
+        parts: &Parts,
         body: Incoming,
         span: &tracing::Span,
     ) -> Result<Response<ProxyBody>, Refusal> {
+        let (method, headers) = (&parts.method, &parts.headers);
         if !origin_allowed(headers) {
             return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
@@ -183,6 +187,9 @@ impl McpGateway {
         span.record("key_id", key.id.as_str());
         if let Some(team) = &key.team {
             span.record("team", team.as_str());
+        }
+        if let Some(gateway) = snapshot.mcp_gateway() {
+            return relay::relay(&self.client, gateway, parts, body).await;
         }
         let version = header_str(headers, "mcp-protocol-version");
         if let Some(v) = version {
@@ -259,21 +266,7 @@ impl McpGateway {
         key: &Arc<KeyEntry>,
         session_id: Option<&str>,
     ) -> Result<Response<ProxyBody>, Refusal> {
-        let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-            Ok(c) => c.to_bytes(),
-            Err(e) => {
-                let too_large = e.is::<http_body_util::LengthLimitError>();
-                return Err(Refusal::new(
-                    if too_large {
-                        StatusCode::PAYLOAD_TOO_LARGE
-                    } else {
-                        StatusCode::BAD_REQUEST
-                    },
-                    INVALID_REQUEST,
-                    format!("could not read the request body: {e}"),
-                ));
-            }
-        };
+        let bytes = read_body(body).await?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
             Refusal::new(
                 StatusCode::BAD_REQUEST,
@@ -746,6 +739,26 @@ impl McpGateway {
         }
         r
     }
+}
+
+/// Reads a request body whole, within [`MAX_BODY_BYTES`].
+async fn read_body(body: Incoming) -> Result<Bytes, Refusal> {
+    Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| {
+            let status = if e.is::<http_body_util::LengthLimitError>() {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            Refusal::new(
+                status,
+                INVALID_REQUEST,
+                format!("could not read the request body: {e}"),
+            )
+        })
 }
 
 fn sse_message(json: &[u8]) -> Bytes {

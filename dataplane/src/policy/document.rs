@@ -47,6 +47,11 @@ pub struct PolicyDocument {
     /// Upstream MCP servers the gateway aggregates.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp_servers: Vec<McpServer>,
+    /// Sidecar mode: the id of a `tollgate` provider (the gateway) that `/mcp` is relayed to,
+    /// after the key is authenticated locally. The gateway aggregates and filters the MCP
+    /// servers, so `mcp_servers` must then be empty. At most one shard may set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_gateway: Option<String>,
     /// Audit settings. At most one shard may set it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditConfig>,
@@ -292,7 +297,8 @@ pub struct Provider {
     pub id: String,
     /// Which API the provider speaks.
     pub kind: ProviderKind,
-    /// Base URL, e.g. `https://api.anthropic.com` (http:// only for loopback tests).
+    /// Base URL, e.g. `https://api.anthropic.com` (http:// only for loopback tests, or a
+    /// `tollgate` gateway reached over the cluster network).
     pub endpoint: String,
     /// Cloud region (Bedrock, Vertex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -323,6 +329,11 @@ pub enum ProviderKind {
     Foundry,
     /// An OpenAI-compatible Chat Completions API.
     Openai,
+    /// Another tollgate-proxy (the gateway a credential-free sidecar forwards to): the endpoint
+    /// is its base URL, e.g. `http://tollgate-gateway.tollgate-system.svc:8080`. It takes no
+    /// credential: the client's own virtual key is forwarded, and the gateway authenticates it
+    /// again. Its answers, refusals included, reach the client unchanged and are final.
+    Tollgate,
 }
 
 /// A reference to a secret value: a mounted file or an environment variable.

@@ -3,7 +3,7 @@
 //! A directory may hold several documents (`*.json`, `*.yaml`, `*.yml`; hidden names such as
 //! Kubernetes' `..data` are skipped): their lists are concatenated in file-name order, so an
 //! operator can shard keys over several ConfigMaps projected into one volume. Singular
-//! sections (`organization`, `audit`) may be set by at most one file.
+//! sections (`organization`, `audit`, `limits`, `mcp_gateway`) may be set by at most one file.
 
 use std::path::{Path, PathBuf};
 
@@ -165,6 +165,12 @@ fn merge(mut acc: PolicyDocument, next: PolicyDocument, path: &Path) -> Result<P
         }
         acc.limits = next.limits;
     }
+    if next.mcp_gateway.is_some() {
+        if acc.mcp_gateway.is_some() {
+            return Err(conflict("mcp_gateway is set by more than one file".into()));
+        }
+        acc.mcp_gateway = next.mcp_gateway;
+    }
     for (model, price) in next.prices {
         if acc.prices.insert(model.clone(), price).is_some() {
             return Err(conflict(format!("prices.{model} is set by more than one file")));
@@ -231,6 +237,19 @@ mod tests {
         std::fs::write(dir.path().join("b.yaml"), MAIN).unwrap();
         let err = load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("b.yaml") && err.contains("organization"), "{err}");
+    }
+
+    #[test]
+    fn mcp_gateway_is_set_by_one_shard_at_most() {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = "version: 1\nmcp_gateway: gateway\n";
+        std::fs::write(dir.path().join("a.yaml"), gw).unwrap();
+        std::fs::write(dir.path().join("b-keys.json"), SHARD).unwrap();
+        let loaded = load(dir.path()).unwrap();
+        assert_eq!(loaded.document.mcp_gateway.as_deref(), Some("gateway"));
+        std::fs::write(dir.path().join("c.yaml"), gw).unwrap();
+        let err = load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("c.yaml") && err.contains("mcp_gateway"), "{err}");
     }
 
     #[test]

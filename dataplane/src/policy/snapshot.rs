@@ -98,10 +98,24 @@ pub struct ProviderEntry {
     pub kind: ProviderKind,
     /// Endpoint without a trailing slash.
     pub endpoint: String,
-    /// The credential, or why it could not be read (no secret in the reason).
-    pub credential: Result<Secret, String>,
+    /// How calls to it are authenticated.
+    pub auth: ProviderAuth,
     /// Timeouts.
     pub timeouts: Timeouts,
+}
+
+/// How calls to a provider are authenticated.
+#[derive(Debug)]
+pub enum ProviderAuth {
+    /// The provider's own key, read from the policy's credential source; the client's
+    /// credential headers are replaced by it.
+    Key(Secret),
+    /// The credential could not be read: why (where from, never what). Calls fail as
+    /// `provider unavailable`.
+    Unreadable(String),
+    /// No provider credential (kind `tollgate`): the client's own credential headers, its
+    /// virtual key, are forwarded unchanged for the gateway to authenticate again.
+    ForwardClientKey,
 }
 
 /// A resolved forwarding target.
@@ -157,6 +171,7 @@ pub struct Snapshot {
     budgets: Vec<CompiledBudget>,
     team_rate_limits: HashMap<String, RateLimits>,
     mcp_servers: Vec<Arc<McpServerEntry>>,
+    mcp_gateway: Option<Arc<ProviderEntry>>,
 }
 
 /// Where credential values come from; tests substitute the environment.
@@ -295,6 +310,11 @@ impl Snapshot {
             .iter()
             .filter_map(|t| t.rate_limits.clone().map(|r| (t.id.clone(), r)))
             .collect();
+        // Validation checked that it names a provider of kind tollgate.
+        let mcp_gateway = doc
+            .mcp_gateway
+            .as_ref()
+            .and_then(|id| providers.iter().find(|p| &p.id == id).cloned());
         Ok(Snapshot {
             revision: loaded.revision,
             loaded_at: jiff::Timestamp::now(),
@@ -308,6 +328,7 @@ impl Snapshot {
             budgets,
             team_rate_limits,
             mcp_servers,
+            mcp_gateway,
         })
     }
 
@@ -368,6 +389,11 @@ impl Snapshot {
         self.mcp_servers.iter().find(|m| m.name == name)
     }
 
+    /// The gateway `/mcp` is relayed to (`mcp_gateway`, a provider of kind tollgate), if any.
+    pub fn mcp_gateway(&self) -> Option<&Arc<ProviderEntry>> {
+        self.mcp_gateway.as_ref()
+    }
+
     /// A team's rate limits.
     pub fn team_rate_limits(&self, team: &str) -> Option<&RateLimits> {
         self.team_rate_limits.get(team)
@@ -396,11 +422,18 @@ impl Snapshot {
 }
 
 fn compile_provider(p: &Provider, creds: &dyn CredentialReader) -> ProviderEntry {
+    let auth = match p.kind {
+        ProviderKind::Tollgate => ProviderAuth::ForwardClientKey,
+        _ => match read_credential(p.credential.as_ref(), creds) {
+            Ok(secret) => ProviderAuth::Key(secret),
+            Err(why) => ProviderAuth::Unreadable(why),
+        },
+    };
     ProviderEntry {
         id: p.id.clone(),
         kind: p.kind,
         endpoint: p.endpoint.trim_end_matches('/').to_owned(),
-        credential: read_credential(p.credential.as_ref(), creds),
+        auth,
         timeouts: p.timeouts.clone(),
     }
 }
@@ -540,9 +573,32 @@ mod tests {
     #[test]
     fn credentials_are_read_and_failures_explained_without_values() {
         let s = compile(doc());
-        assert_eq!(s.providers()[0].credential.as_ref().unwrap().expose(), "sk-up");
-        let err = s.providers()[1].credential.as_ref().unwrap_err();
+        assert!(matches!(&s.providers()[0].auth, ProviderAuth::Key(k) if k.expose() == "sk-up"));
+        let ProviderAuth::Unreadable(err) = &s.providers()[1].auth else {
+            panic!("{:?}", s.providers()[1].auth);
+        };
         assert!(err.contains("/nope"), "{err}");
+    }
+
+    #[test]
+    fn a_tollgate_provider_forwards_the_client_key_and_can_carry_mcp() {
+        let mut d = doc();
+        d.providers.push(Provider {
+            id: "gw".into(),
+            kind: ProviderKind::Tollgate,
+            endpoint: "http://gateway:8080/".into(),
+            ..Default::default()
+        });
+        let s = compile(d.clone());
+        assert!(matches!(s.providers()[2].auth, ProviderAuth::ForwardClientKey));
+        assert!(s.mcp_gateway().is_none());
+        d.mcp_gateway = Some("gw".into());
+        let s = compile(d);
+        let gw = s.mcp_gateway().unwrap();
+        assert_eq!(
+            (gw.id.as_str(), gw.endpoint.as_str()),
+            ("gw", "http://gateway:8080")
+        );
     }
 
     #[test]

@@ -36,7 +36,11 @@ impl fmt::Display for ValidationErrors {
 }
 
 /// Provider kinds this proxy version can forward to.
-pub const SUPPORTED_PROVIDER_KINDS: &[ProviderKind] = &[ProviderKind::Anthropic, ProviderKind::Foundry];
+pub const SUPPORTED_PROVIDER_KINDS: &[ProviderKind] = &[
+    ProviderKind::Anthropic,
+    ProviderKind::Foundry,
+    ProviderKind::Tollgate,
+];
 
 #[derive(Default)]
 struct Collector(Vec<FieldError>);
@@ -100,6 +104,7 @@ pub fn validate(doc: &PolicyDocument) -> Result<(), ValidationErrors> {
     }
     validate_routes(doc, &mut c);
     validate_mcp(doc, &mut c);
+    validate_mcp_gateway(doc, &mut c);
     if let Some(audit) = &doc.audit {
         for (field, message) in crate::audit::config::validate(audit) {
             c.err(field, message);
@@ -209,17 +214,27 @@ fn validate_provider(i: usize, p: &Provider, c: &mut Collector) {
         c.err(
             format!("{at}.kind"),
             format!(
-                "{:?} is not supported by this tollgate-proxy yet (supported: anthropic, foundry)",
-                p.kind
-            )
-            .to_lowercase(),
+                "{} is not supported by this tollgate-proxy yet (supported: {})",
+                kind_name(p.kind),
+                SUPPORTED_PROVIDER_KINDS
+                    .iter()
+                    .map(|k| kind_name(*k))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         );
     }
     if let Err(msg) = check_url(&p.endpoint) {
         c.err(format!("{at}.endpoint"), msg);
     }
-    if let Some(cred) = &p.credential {
-        check_credential(c, &format!("{at}.credential"), cred);
+    match (&p.credential, p.kind) {
+        (Some(_), ProviderKind::Tollgate) => c.err(
+            format!("{at}.credential"),
+            "a tollgate provider takes no credential: the client's virtual key is forwarded and \
+             the gateway holds the provider keys; remove it",
+        ),
+        (Some(cred), _) => check_credential(c, &format!("{at}.credential"), cred),
+        (None, _) => {}
     }
     let t = &p.timeouts;
     for (name, v) in [
@@ -230,6 +245,14 @@ fn validate_provider(i: usize, p: &Provider, c: &mut Collector) {
             c.err(format!("{at}.timeouts.{name}"), "must be greater than 0");
         }
     }
+}
+
+/// A provider kind as written in the document (`anthropic`, `tollgate`, ...).
+fn kind_name(kind: ProviderKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{kind:?}").to_lowercase())
 }
 
 fn check_credential(c: &mut Collector, at: &str, cred: &CredentialSource) {
@@ -334,6 +357,34 @@ fn validate_mcp(doc: &PolicyDocument, c: &mut Collector) {
             check_patterns(c, &format!("{at}.tools.allow"), &t.allow);
             check_patterns(c, &format!("{at}.tools.deny"), &t.deny);
         }
+    }
+}
+
+/// `mcp_gateway` names a `tollgate` provider, and then this proxy aggregates no MCP server
+/// itself (the gateway does, authoritatively).
+fn validate_mcp_gateway(doc: &PolicyDocument, c: &mut Collector) {
+    let Some(id) = &doc.mcp_gateway else {
+        return;
+    };
+    match doc.providers.iter().find(|p| &p.id == id) {
+        None => c.err(
+            "mcp_gateway",
+            format!("provider {id:?} is not defined in providers"),
+        ),
+        Some(p) if p.kind != ProviderKind::Tollgate => c.err(
+            "mcp_gateway",
+            format!(
+                "provider {id:?} is of kind {}; mcp_gateway must name a provider of kind tollgate",
+                kind_name(p.kind)
+            ),
+        ),
+        Some(_) => {}
+    }
+    if !doc.mcp_servers.is_empty() {
+        c.err(
+            "mcp_servers",
+            "must be empty when mcp_gateway is set: the gateway aggregates the MCP servers",
+        );
     }
 }
 
@@ -486,6 +537,93 @@ mod tests {
                 "expected an error at {field}, got {got:?}"
             );
         }
+    }
+
+    /// A sidecar's document: one provider of kind tollgate (the gateway), MCP relayed to it.
+    fn sidecar() -> PolicyDocument {
+        let mut doc = valid();
+        doc.providers = vec![Provider {
+            id: "gateway".into(),
+            kind: ProviderKind::Tollgate,
+            endpoint: "http://tollgate-gateway.tollgate-system.svc:8080".into(),
+            ..Default::default()
+        }];
+        doc.routes[0].targets[0].provider = "gateway".into();
+        doc.mcp_gateway = Some("gateway".into());
+        doc
+    }
+
+    fn messages(doc: &PolicyDocument) -> Vec<String> {
+        match validate(doc) {
+            Ok(()) => vec![],
+            Err(e) => e.0.into_iter().map(|f| f.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_sidecar_document_with_a_tollgate_provider_passes() {
+        assert_eq!(messages(&sidecar()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_tollgate_provider_with_a_credential_is_refused() {
+        let mut doc = sidecar();
+        doc.providers[0].credential = Some(CredentialSource {
+            env: Some("ANTHROPIC_API_KEY".into()),
+            file: None,
+        });
+        let got = messages(&doc);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("providers[0].credential: a tollgate provider takes no credential"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn mcp_gateway_must_name_a_tollgate_provider_and_replace_mcp_servers() {
+        let mut doc = sidecar();
+        doc.mcp_gateway = Some("ghost".into());
+        assert_eq!(
+            messages(&doc),
+            ["mcp_gateway: provider \"ghost\" is not defined in providers"]
+        );
+
+        let mut doc = valid();
+        doc.mcp_gateway = Some("anthropic".into());
+        assert_eq!(
+            messages(&doc),
+            [
+                "mcp_gateway: provider \"anthropic\" is of kind anthropic; mcp_gateway must name a \
+                 provider of kind tollgate"
+            ]
+        );
+
+        let mut doc = sidecar();
+        doc.mcp_servers.push(McpServer {
+            name: "fs".into(),
+            url: "http://127.0.0.1:1/mcp".into(),
+            credential: None,
+        });
+        let got = messages(&doc);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("mcp_servers: must be empty when mcp_gateway is set"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn unsupported_kinds_list_the_supported_ones() {
+        let mut doc = valid();
+        doc.providers[0].kind = ProviderKind::Bedrock;
+        assert_eq!(
+            messages(&doc),
+            [
+                "providers[0].kind: bedrock is not supported by this tollgate-proxy yet \
+              (supported: anthropic, foundry, tollgate)"
+            ]
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::denial::Denial;
 use crate::ledger::Settlement;
 use crate::limits::plan::{DEFAULT_OUTPUT_CAP, estimate, plan, price_for};
 use crate::metrics::{Metrics, RequestLabels};
+use crate::policy::document::ProviderKind;
 use crate::policy::{KeyEntry, PolicyStore, Snapshot, Target};
 use crate::upstream::{HttpClient, build_request, response_headers};
 
@@ -333,7 +334,7 @@ impl Gateway {
                 info.rewrite_model(&body, &upstream_model)
             };
             match self.send(target, &parts.headers, path_and_query, body).await {
-                Ok((resp, sent)) if has_fallback && is_retryable(resp.status()) => {
+                Ok((resp, sent)) if has_fallback && falls_back(target.provider.kind, resp.status()) => {
                     tracing::warn!(provider = %target.provider.id, status = resp.status().as_u16(), "falling back to the next target");
                     last = Denial::ProviderUnavailable {
                         provider: target.provider.id.clone(),
@@ -360,7 +361,8 @@ impl Gateway {
                         audit: exchange.take(),
                     };
                     let idle = Duration::from_millis(target.provider.timeouts.stream_idle_ms);
-                    let resp = respond(resp, completion, accounted, idle, request_id);
+                    let stamp = (target.provider.kind != ProviderKind::Tollgate).then_some(request_id);
+                    let resp = respond(resp, completion, accounted, idle, stamp);
                     return Ok(match tool_guard {
                         Some(guard) if accounted => guard.guard(resp).await,
                         _ => resp,
@@ -391,9 +393,8 @@ impl Gateway {
             provider: provider.id.clone(),
             detail,
         };
-        let credential = provider.credential.as_ref().map_err(|e| unavailable(e.clone()))?;
-        let upstream = build_request(provider, credential, Method::POST, path_and_query, headers, body)
-            .map_err(unavailable)?;
+        let upstream =
+            build_request(provider, Method::POST, path_and_query, headers, body).map_err(unavailable)?;
         let sent = Instant::now();
         let limit = Duration::from_millis(provider.timeouts.response_headers_ms);
         match tokio::time::timeout(limit, self.client.request(upstream)).await {
@@ -406,16 +407,23 @@ impl Gateway {
     }
 }
 
-fn is_retryable(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+/// Whether an answer moves on to the route's next target: a provider's 429 or 5xx does. A
+/// `tollgate` provider's answer never does: the gateway already fell back among its own
+/// providers, and its refusals (budget, rate limit, revoked key, fail-closed ledger) are
+/// final and reach the client as they are; only failing to reach it moves on.
+fn falls_back(kind: ProviderKind, status: StatusCode) -> bool {
+    kind != ProviderKind::Tollgate && (status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
 }
 
+/// The client's response: the upstream's status and headers, its body metered. `stamp` is
+/// this proxy's request id for `x-tollgate-request-id`; none behind a `tollgate` provider,
+/// whose answer (ids included) reaches the client unchanged.
 fn respond(
     resp: Response<Incoming>,
     completion: Completion,
     accounted: bool,
     idle: Duration,
-    request_id: &str,
+    stamp: Option<&str>,
 ) -> Response<ProxyBody> {
     let (parts, body) = resp.into_parts();
     let content_type = parts
@@ -428,7 +436,7 @@ fn respond(
     ))));
     *out.status_mut() = parts.status;
     *out.headers_mut() = response_headers(&parts.headers);
-    if let Ok(v) = HeaderValue::from_str(request_id) {
+    if let Some(v) = stamp.and_then(|id| HeaderValue::from_str(id).ok()) {
         out.headers_mut().insert("x-tollgate-request-id", v);
     }
     out
@@ -520,5 +528,19 @@ mod tests {
         assert_eq!(classify(&Method::GET, "/v1/messages"), Endpoint::NotFound);
         assert_eq!(classify(&post, "/anthropicx/v1/messages"), Endpoint::NotFound);
         assert_eq!(classify(&post, "/v1/complete"), Endpoint::NotFound);
+    }
+
+    #[test]
+    fn a_tollgate_providers_answer_is_final() {
+        for status in [429, 500, 502, 503, 529] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert!(falls_back(ProviderKind::Anthropic, status), "{status}");
+            assert!(!falls_back(ProviderKind::Tollgate, status), "{status}");
+        }
+        for status in [200, 400, 401, 402, 403, 404] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert!(!falls_back(ProviderKind::Anthropic, status), "{status}");
+            assert!(!falls_back(ProviderKind::Tollgate, status), "{status}");
+        }
     }
 }

@@ -8,6 +8,7 @@
 
 mod resources;
 pub mod shard;
+pub mod sidecar;
 pub mod status;
 #[cfg(test)]
 mod tests;
@@ -35,6 +36,23 @@ pub struct Settings {
     pub policy_name: String,
     /// Sharding limits.
     pub limits: ShardLimits,
+    /// What the sidecars in agent namespaces get.
+    pub sidecar: SidecarMode,
+}
+
+/// What the sidecars in agent namespaces get.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SidecarMode {
+    /// The full policy, and the credentials it references: only for namespaces whose pod
+    /// creators would be trusted with the provider keys.
+    #[default]
+    Direct,
+    /// A policy that sends everything to the gateway at this URL (see [`sidecar`]); no
+    /// credential of any kind.
+    Gateway {
+        /// The gateway's base URL, e.g. `http://tollgate-gateway.tollgate-system.svc:8080`.
+        url: String,
+    },
 }
 
 impl Default for Settings {
@@ -45,6 +63,7 @@ impl Default for Settings {
             credentials_dir: "/var/run/tollgate/credentials".to_owned(),
             policy_name: "tollgate-policy".to_owned(),
             limits: ShardLimits::default(),
+            sidecar: SidecarMode::Direct,
         }
     }
 }
@@ -121,6 +140,9 @@ pub struct Compiled {
     pub document: PolicyDocument,
     /// The ConfigMaps: the main one first, then the key shards in order.
     pub config_maps: Vec<PolicyConfigMap>,
+    /// The ConfigMaps mirrored into agent namespaces: the same as `config_maps` in direct
+    /// mode, the sidecar policy (same names) in gateway mode.
+    pub sidecar_config_maps: Vec<PolicyConfigMap>,
     /// A status for every resource, sorted by kind, namespace and name.
     pub statuses: Vec<StatusUpdate>,
 }
@@ -231,6 +253,10 @@ pub fn compile(world: &World, settings: &Settings) -> Result<Compiled, CompileEr
         shard_of_key.insert(k.key.id.clone(), shard_name(&settings.policy_name, i as usize));
     }
 
+    let sidecar_config_maps = match &settings.sidecar {
+        SidecarMode::Direct => config_maps.clone(),
+        SidecarMode::Gateway { url } => sidecar_config_maps(&main, &doc_keys, url, settings)?,
+    };
     let document = PolicyDocument {
         keys: doc_keys,
         ..main
@@ -241,6 +267,38 @@ pub fn compile(world: &World, settings: &Settings) -> Result<Compiled, CompileEr
     Ok(Compiled {
         document,
         config_maps,
+        sidecar_config_maps,
         statuses,
     })
+}
+
+/// The gateway-mode sidecar policy as ConfigMaps of the same names as the full policy's: the
+/// main document and its own key shards (a sidecar key is smaller, so it always fits where the
+/// full one did).
+fn sidecar_config_maps(
+    main: &PolicyDocument,
+    keys: &[doc::VirtualKey],
+    gateway_url: &str,
+    settings: &Settings,
+) -> Result<Vec<PolicyConfigMap>, CompileError> {
+    let doc_main = sidecar::document(main, gateway_url);
+    let keys: Vec<doc::VirtualKey> = keys.iter().map(sidecar::key).collect();
+    validate(&PolicyDocument {
+        keys: keys.clone(),
+        ..doc_main.clone()
+    })?;
+    let mut maps = vec![PolicyConfigMap {
+        name: settings.policy_name.clone(),
+        file: MAIN_FILE.to_owned(),
+        content: serde_json::to_string_pretty(&doc_main)? + "\n",
+    }];
+    let sharded = shard::shard_keys(&keys, settings.limits)?;
+    for (i, content) in sharded.docs.into_iter().enumerate() {
+        maps.push(PolicyConfigMap {
+            name: shard_name(&settings.policy_name, i),
+            file: shard_file(i),
+            content,
+        });
+    }
+    Ok(maps)
 }

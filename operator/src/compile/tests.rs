@@ -771,3 +771,77 @@ fn credentials_must_name_labelled_secrets() {
     assert!(ready(&c, Kind::ModelProvider, "sneaky").0);
     assert!(ready(&c, Kind::AuditSink, "siem").0);
 }
+
+/// Gateway mode: agent namespaces get a policy that names only the gateway, with no credential,
+/// budget, rate limit, MCP server or audit sink, and the same keys (hashes, allowlists) for the
+/// sidecar's local checks; the release namespace keeps the full policy.
+#[test]
+fn gateway_mode_sidecars_get_a_credential_free_policy_naming_only_the_gateway() {
+    let mut w = world();
+    w.keys[0].spec.rate_limits = Some(RateLimits {
+        requests_per_minute: Some(5),
+        ..Default::default()
+    });
+    let mut s = settings();
+    s.sidecar = SidecarMode::Gateway {
+        url: "http://tollgate-gateway.tollgate-system.svc:8080/".into(),
+    };
+    let direct = compile(&w, &settings()).unwrap();
+    let c = compile(&w, &s).unwrap();
+    assert_eq!(
+        c.config_maps, direct.config_maps,
+        "the gateway's own policy is unchanged"
+    );
+    let names = |m: &[PolicyConfigMap]| m.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&c.sidecar_config_maps), names(&c.config_maps));
+    let all: String = c.sidecar_config_maps.iter().map(|m| m.content.as_str()).collect();
+    for absent in [
+        "credentials",
+        "api-key",
+        "budgets",
+        "rate_limits",
+        "mcp.github",
+        "audit",
+    ] {
+        assert!(!all.contains(absent), "{absent:?} in the sidecar policy:\n{all}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for cm in &c.sidecar_config_maps {
+        std::fs::write(dir.path().join(&cm.file), &cm.content).unwrap();
+    }
+    let loaded = tollgate_dataplane::policy::load::load(dir.path()).unwrap();
+    tollgate_dataplane::policy::validate::validate(&loaded.document).unwrap();
+    let d = loaded.document;
+    assert_eq!(d.providers.len(), 1);
+    let gw = &d.providers[0];
+    assert_eq!(
+        gw.kind,
+        tollgate_dataplane::policy::document::ProviderKind::Tollgate
+    );
+    assert_eq!(gw.endpoint, "http://tollgate-gateway.tollgate-system.svc:8080");
+    assert!(gw.credential.is_none());
+    assert_eq!(d.mcp_gateway.as_deref(), Some(sidecar::GATEWAY_PROVIDER));
+    assert!(d.budgets.is_empty() && d.mcp_servers.is_empty() && d.audit.is_none());
+    assert_eq!(
+        d.routes.iter().map(|r| r.match_.as_str()).collect::<Vec<_>>(),
+        direct
+            .document
+            .routes
+            .iter()
+            .map(|r| r.match_.as_str())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        d.routes
+            .iter()
+            .all(|r| r.targets.len() == 1 && r.targets[0].model.is_none())
+    );
+    // The same keys, by hash and allowlist, for the local checks.
+    let hashes = |keys: &[tollgate_dataplane::policy::document::VirtualKey]| {
+        keys.iter()
+            .map(|k| (k.id.clone(), k.sha256.clone(), k.models.clone(), k.enabled))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(hashes(&d.keys), hashes(&direct.document.keys));
+    assert!(d.keys.iter().all(|k| k.rate_limits.is_none() && k.mcp.is_empty()));
+}

@@ -23,7 +23,8 @@ use super::common::Condition;
     printcolumn = r#"{"name":"Limit","type":"string","jsonPath":".status.limit"}"#,
     printcolumn = r#"{"name":"Spent","type":"string","jsonPath":".status.spent"}"#,
     printcolumn = r#"{"name":"Remaining","type":"string","jsonPath":".status.remaining"}"#,
-    printcolumn = r#"{"name":"Resets","type":"date","jsonPath":".status.resetsAt"}"#,
+    // A string, not a date: kubectl prints a date column in the future as `<invalid>`.
+    printcolumn = r#"{"name":"Resets","type":"string","jsonPath":".status.resetsAt"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
 )]
 #[serde(rename_all = "camelCase")]

@@ -162,4 +162,8 @@ pub struct Injector {
     pub credentials_secret: String,
     /// Where the sidecar mounts the credentials Secret.
     pub credentials_dir: String,
+    /// Direct mode: the sidecar mounts the credentials Secret, uses the configured ledger and
+    /// writes audit records. Gateway mode (`false`): it holds no credential, keeps no spend
+    /// (the gateway does) and audits nothing (the gateway does).
+    pub direct: bool,
 }

@@ -309,7 +309,7 @@ fn only(file: &str) -> Option<Vec<KeyToPath>> {
     }])
 }
 
-pub(super) fn sidecar_volumes(injector: &Injector) -> [Volume; 3] {
+pub(super) fn sidecar_volumes(injector: &Injector) -> Vec<Volume> {
     let mut sources = vec![VolumeProjection {
         config_map: Some(ConfigMapProjection {
             name: injector.policy_name.clone(),
@@ -326,7 +326,7 @@ pub(super) fn sidecar_volumes(injector: &Injector) -> [Volume; 3] {
         }),
         ..Default::default()
     }));
-    [
+    let mut volumes = vec![
         Volume {
             name: POLICY_VOLUME.to_owned(),
             projected: Some(ProjectedVolumeSource {
@@ -336,20 +336,26 @@ pub(super) fn sidecar_volumes(injector: &Injector) -> [Volume; 3] {
             ..Default::default()
         },
         Volume {
-            name: CREDENTIALS_VOLUME.to_owned(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(injector.credentials_secret.clone()),
-                optional: Some(true),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        Volume {
             name: DATA_VOLUME.to_owned(),
             empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Default::default()
         },
-    ]
+    ];
+    if injector.direct {
+        volumes.insert(
+            1,
+            Volume {
+                name: CREDENTIALS_VOLUME.to_owned(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(injector.credentials_secret.clone()),
+                    optional: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+    }
+    volumes
 }
 
 fn probe(path: &str, port: u16, failure_threshold: i32) -> Probe {
@@ -399,11 +405,14 @@ fn sidecar(injector: &Injector, port: u16) -> Container {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    if c.audit {
+    if c.audit && injector.direct {
         args.extend(["--audit-dir".to_owned(), format!("{DATA_DIR}/audit")]);
     }
     args.extend(c.extra_args.iter().cloned());
-    let ledger = if !c.ledger.secret_key.is_empty() {
+    // In gateway mode the sidecar's policy has no budget or rate limit: the journal stays empty.
+    let ledger = if !injector.direct {
+        env("TOLLGATE_LEDGER", format!("file:{DATA_DIR}/ledger.journal"))
+    } else if !c.ledger.secret_key.is_empty() {
         env_from_secret(
             "TOLLGATE_LEDGER",
             &injector.credentials_secret,
@@ -442,11 +451,18 @@ fn sidecar(injector: &Injector, port: u16) -> Container {
         liveness_probe: Some(probe("/healthz", c.admin_port, 3)),
         resources: c.resources.clone(),
         security_context: Some(c.security_context.clone().unwrap_or_else(restricted)),
-        volume_mounts: Some(vec![
-            mount(POLICY_VOLUME, POLICY_DIR, true),
-            mount(CREDENTIALS_VOLUME, &injector.credentials_dir, true),
-            mount(DATA_VOLUME, DATA_DIR, false),
-        ]),
+        volume_mounts: Some(
+            [
+                Some(mount(POLICY_VOLUME, POLICY_DIR, true)),
+                injector
+                    .direct
+                    .then(|| mount(CREDENTIALS_VOLUME, &injector.credentials_dir, true)),
+                Some(mount(DATA_VOLUME, DATA_DIR, false)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ),
         ..Default::default()
     }
 }

@@ -18,6 +18,7 @@ fn injector(native: bool) -> Injector {
         max_key_shards: 16,
         credentials_secret: "tollgate-credentials".into(),
         credentials_dir: "/var/run/tollgate/credentials".into(),
+        direct: true,
     }
 }
 
@@ -598,4 +599,24 @@ fn the_policy_volume_projects_only_the_operators_files() {
             (want.as_str(), want.as_str())
         );
     }
+}
+
+/// Gateway mode: the injected sidecar mounts no credentials Secret, reads no ledger URL from
+/// one, and writes no audit spool (the gateway does all three).
+#[test]
+fn a_gateway_mode_sidecar_holds_no_credential() {
+    let mut injector = injector(true);
+    injector.direct = false;
+    injector.config.ledger.secret_key = "redis_url".into();
+    let volumes = super::patch::sidecar_volumes(&injector);
+    assert!(volumes.iter().all(|v| v.secret.is_none()), "{volumes:?}");
+    let pod = claude_pod();
+    let patched = apply(&pod, &review(&injector, Mode::Enabled, &pod));
+    let text = patched.to_string();
+    assert!(!text.contains("tollgate-credentials"), "{text}");
+    assert!(
+        !text.contains("redis_url") && !text.contains("--audit-dir"),
+        "{text}"
+    );
+    assert!(text.contains("file:/var/lib/tollgate/ledger.journal"), "{text}");
 }

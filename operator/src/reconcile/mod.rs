@@ -5,7 +5,7 @@
 
 pub mod apply;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -398,8 +398,11 @@ impl Reconciler {
             // The proxies in the policy namespace have the policy: the operator is ready even
             // if a mirror elsewhere keeps failing.
             self.reconciled.store(true, std::sync::atomic::Ordering::Relaxed);
-            self.apply_credentials(s, &world, &targets, &mut failures).await;
-            self.delete_stale_mirrors(s, &targets, &mut failures).await;
+            let credential_targets = self.credential_namespaces(&targets);
+            self.apply_credentials(s, &world, &credential_targets, &mut failures)
+                .await;
+            self.delete_stale_mirrors(s, &targets, &credential_targets, &mut failures)
+                .await;
             self.apply_statuses(&world, &compiled, &mut failures).await;
             self.record(&compiled);
             failures.into_result()
@@ -513,9 +516,15 @@ impl Reconciler {
         // New ConfigMaps first, then updates, the main one last: a key moving between shards
         // shows up twice for a moment (which the proxy rejects, keeping its last good
         // policy) rather than not at all.
-        let mut order: Vec<&compile::PolicyConfigMap> = compiled.config_maps.iter().skip(1).collect();
+        // Agent namespaces get the sidecar policy (in gateway mode, one naming only the gateway).
+        let maps = if ns == self.config.policy_namespace {
+            &compiled.config_maps
+        } else {
+            &compiled.sidecar_config_maps
+        };
+        let mut order: Vec<&compile::PolicyConfigMap> = maps.iter().skip(1).collect();
         order.sort_by_key(|cm| current.contains_key(&cm.name));
-        order.extend(compiled.config_maps.first());
+        order.extend(maps.first());
         let mut first_error = None;
         for cm in order {
             let desired = apply::desired_config_map(cm, ns, &policy);
@@ -548,8 +557,7 @@ impl Reconciler {
                 }
             }
         }
-        let wanted: std::collections::HashSet<&str> =
-            compiled.config_maps.iter().map(|c| c.name.as_str()).collect();
+        let wanted: std::collections::HashSet<&str> = maps.iter().map(|c| c.name.as_str()).collect();
         for name in current.keys().filter(|n| !wanted.contains(n.as_str())) {
             let deleted = apply::delete_config_map(&self.client, ns, name)
                 .instrument(info_span!("delete_config_map", namespace = %ns, config_map = %name))
@@ -582,6 +590,16 @@ impl Reconciler {
                 Ok(apply::apply_config_map(&self.client, desired).await?)
             }
             other => Ok(other?),
+        }
+    }
+
+    /// Where the credentials Secret goes: the policy namespace, and in direct mode every
+    /// labelled namespace too. In gateway mode no Secret of any kind is written into an agent
+    /// namespace (and copies left from direct mode are deleted).
+    fn credential_namespaces(&self, targets: &BTreeSet<String>) -> BTreeSet<String> {
+        match self.config.settings.sidecar {
+            compile::SidecarMode::Direct => targets.clone(),
+            compile::SidecarMode::Gateway { .. } => BTreeSet::from([self.config.policy_namespace.clone()]),
         }
     }
 
@@ -691,7 +709,8 @@ impl Reconciler {
     async fn delete_stale_mirrors(
         &mut self,
         s: &Stores,
-        targets: &std::collections::BTreeSet<String>,
+        targets: &BTreeSet<String>,
+        credential_targets: &BTreeSet<String>,
         failures: &mut Failures,
     ) {
         let policy = &self.config.settings.policy_name;
@@ -713,7 +732,7 @@ impl Reconciler {
             let ns = sec.namespace().unwrap_or_default();
             // Only the credentials Secret is the operator's; anything else labelled like it is
             // someone else's object.
-            if sec.name_any() != self.config.credentials_secret || targets.contains(&ns) {
+            if sec.name_any() != self.config.credentials_secret || credential_targets.contains(&ns) {
                 continue;
             }
             match apply::delete_secret(&self.client, &ns, &sec.name_any()).await {

@@ -1,13 +1,17 @@
 //! The response body type of the fake: a queue of pre-built chunks, optionally dripped with a delay
-//! between chunks, optionally ending in an error that makes hyper abort the connection.
+//! between chunks, optionally held after the first chunk until a test releases it, optionally
+//! ending in an error that makes hyper abort the connection.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 
 /// Error type of [`FakeBody`].
@@ -27,6 +31,10 @@ pub struct FakeBody {
     /// Grace period before the cut, so that hyper flushes the chunks written so far.
     cut_grace: Option<Pin<Box<Sleep>>>,
     drip: Option<Drip>,
+    /// Resolves when the test releases the body; polled once the first chunk is out.
+    hold: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// Whether the first chunk has been yielded.
+    started: bool,
 }
 
 /// How long a cut body waits, after its last chunk, before failing.
@@ -47,6 +55,8 @@ impl FakeBody {
             cut: false,
             cut_grace: None,
             drip: None,
+            hold: None,
+            started: false,
         }
     }
 
@@ -64,6 +74,8 @@ impl FakeBody {
             cut: false,
             cut_grace: None,
             drip: None,
+            hold: None,
+            started: false,
         }
     }
 
@@ -75,6 +87,8 @@ impl FakeBody {
             cut: false,
             cut_grace: None,
             drip: None,
+            hold: None,
+            started: false,
         }
     }
 
@@ -99,6 +113,19 @@ impl FakeBody {
     }
 }
 
+impl FakeBody {
+    /// After the first chunk, wait for one permit of `gate` (consumed) before the rest: the
+    /// upstream is provably unfinished until the test calls `gate.add_permits(1)`.
+    pub fn held_after_first(mut self, gate: Arc<Semaphore>) -> Self {
+        self.hold = Some(Box::pin(async move {
+            if let Ok(permit) = gate.acquire_owned().await {
+                permit.forget();
+            }
+        }));
+        self
+    }
+}
+
 impl Body for FakeBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -109,6 +136,12 @@ impl Body for FakeBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let more = !this.chunks.is_empty() || this.cut;
+        if this.started && more {
+            if let Some(hold) = this.hold.as_mut() {
+                ready!(hold.as_mut().poll(cx));
+                this.hold = None;
+            }
+        }
         if let Some(drip) = this.drip.as_mut() {
             if drip.armed && more {
                 ready!(drip.sleep.as_mut().poll(cx));
@@ -117,6 +150,7 @@ impl Body for FakeBody {
         }
         match this.chunks.pop_front() {
             Some(chunk) => {
+                this.started = true;
                 if let Some(drip) = this.drip.as_mut() {
                     let deadline = Instant::now() + drip.delay;
                     drip.sleep.as_mut().reset(deadline);

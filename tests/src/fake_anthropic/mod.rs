@@ -120,7 +120,8 @@ pub enum Scenario {
     /// 529 `overloaded_error`.
     ErrorMidstream,
     /// `slow`: SSE with [`FakeConfig::drip_delay`] between events and an extra `ping` after every
-    /// delta. Non-streaming requests are answered after one `drip_delay`.
+    /// delta, held after the first event while [`FakeConfig::hold`] has no permit.
+    /// Non-streaming requests are answered after one `drip_delay`.
     Slow,
     /// `status-400`: 400 `invalid_request_error` [`PROMPT_TOO_LONG`].
     Status400,
@@ -196,6 +197,10 @@ pub struct FakeConfig {
     pub record: bool,
     /// Keep at most this many recorded requests (the oldest are dropped first).
     pub max_recorded: usize,
+    /// When set, every `slow` stream sends its first event, then waits for one permit of this
+    /// semaphore before the rest: a test holds the upstream mid-stream, looks at what reached
+    /// its client, and releases it with `add_permits(1)`.
+    pub hold: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl FakeConfig {
@@ -210,7 +215,7 @@ impl FakeConfig {
 
 impl Default for FakeConfig {
     /// `127.0.0.1:0`, key `sk-ant-fake-upstream-key`, 50 ms drip delay, recording on, at most
-    /// 4096 recorded requests.
+    /// 4096 recorded requests, no hold.
     fn default() -> Self {
         Self {
             addr: None,
@@ -218,6 +223,7 @@ impl Default for FakeConfig {
             drip_delay: Duration::from_millis(50),
             record: true,
             max_recorded: 4096,
+            hold: None,
         }
     }
 }
@@ -626,6 +632,9 @@ async fn messages(shared: &Shared, parts: &Parts, body: &Bytes, request_id: &str
         }
         if shape == StreamShape::ExtraPings {
             body = body.dripped(shared.config.drip_delay);
+            if let Some(gate) = &shared.config.hold {
+                body = body.held_after_first(gate.clone());
+            }
         }
         let usage = match shape {
             StreamShape::Complete | StreamShape::ExtraPings => tokens.usage(tokens.output),
