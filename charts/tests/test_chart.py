@@ -278,8 +278,10 @@ class Contents(unittest.TestCase):
         docs = rendered("default")
         for kind in self.OPTIONAL:
             self.assertEqual(find(docs, kind), [], kind)
-        # No agent namespace is listed by default: the only NetworkPolicy is the ledger's.
-        self.assertEqual([p["metadata"]["name"] for p in find(docs, "NetworkPolicy")], [f"{RELEASE}-ledger"])
+        # No agent namespace is listed by default: the NetworkPolicies are the release namespace's
+        # own (the gateway's ingress and the ledger's).
+        self.assertEqual(sorted((p["metadata"]["namespace"], p["metadata"]["name"]) for p in find(docs, "NetworkPolicy")),
+                         [(NAMESPACE, f"{RELEASE}-gateway"), (NAMESPACE, f"{RELEASE}-ledger")])
         self.assertEqual(len(find(docs, "MutatingWebhookConfiguration")), 1)
 
     def test_operator_pod_disruption_budget(self):
@@ -529,6 +531,29 @@ class Gateway(unittest.TestCase):
         with self.assertRaisesRegex(HelmError, "ledger.mode is embedded but ledger.redis is set"):
             render({"ledger": {"mode": "embedded", "redis": {"url": "redis://r:6379"}}, "gateway": {"replicas": 1}})
 
+    def test_mcp_sessions_stick_to_one_replica(self):
+        """MCP sessions (Mcp-Session-Id) live in one gateway replica's memory: a later request of
+        a session on another replica gets 404 "session not found". The client-facing Service
+        keeps a client on one replica for longer than a session may idle (30 minutes)."""
+        for label in ("default", "full"):
+            with self.subTest(values=label):
+                spec = one(rendered(label), "Service", f"{RELEASE}-gateway")["spec"]
+                self.assertEqual(spec["sessionAffinity"], "ClientIP")
+                timeout = spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"]
+                self.assertGreaterEqual(timeout, 30 * 60, "shorter than the MCP session idle timeout")
+        spec = one(rendered("default"), "Service", f"{RELEASE}-gateway")["spec"]
+        self.assertEqual(spec["sessionAffinityConfig"], {"clientIP": {"timeoutSeconds": 10800}})
+        docs = render({"gateway": {"service": {"sessionAffinityTimeoutSeconds": 3600}}})
+        Validate.validate_all(self, "session affinity", docs)
+        spec = one(docs, "Service", f"{RELEASE}-gateway")["spec"]
+        self.assertEqual(spec["sessionAffinityConfig"], {"clientIP": {"timeoutSeconds": 3600}})
+        # The admin Service is stateless (spend, metrics): no affinity needed there.
+        self.assertNotIn("sessionAffinity", one(docs, "Service", f"{RELEASE}-gateway-admin")["spec"])
+        for bad in (0, 86401, "3h"):
+            with self.subTest(sessionAffinityTimeoutSeconds=bad):
+                with self.assertRaisesRegex(HelmError, "sessionAffinityTimeoutSeconds"):
+                    chart().validate_schema({"gateway": {"service": {"sessionAffinityTimeoutSeconds": bad}}})
+
     def test_full_gateway_pod(self):
         pod = one(rendered("full"), "Deployment", f"{RELEASE}-gateway")["spec"]["template"]["spec"]
         container = pod["containers"][0]
@@ -551,8 +576,9 @@ class Gateway(unittest.TestCase):
     def test_network_policy(self):
         docs = rendered("full")
         policies = find(docs, "NetworkPolicy")
-        self.assertEqual([(p["metadata"]["namespace"], p["metadata"]["name"]) for p in policies], [("ci-agents", f"{RELEASE}-agent-egress")])
-        spec = policies[0]["spec"]
+        self.assertEqual(sorted((p["metadata"]["namespace"], p["metadata"]["name"]) for p in policies),
+                         [("ci-agents", f"{RELEASE}-agent-egress"), (NAMESPACE, f"{RELEASE}-gateway")])
+        spec = one(docs, "NetworkPolicy", f"{RELEASE}-agent-egress")["spec"]
         self.assertEqual(spec["podSelector"], {})
         self.assertEqual(spec["policyTypes"], ["Egress"])
         dns, gateway, extra = spec["egress"]
@@ -722,7 +748,9 @@ class SecureDefaults(unittest.TestCase):
         self.assertEqual(sorted(refs), [(f"{RELEASE}-gateway", "TOLLGATE_LEDGER", "url"),
                                         (f"{RELEASE}-ledger", "VALKEYCLI_AUTH", "password")])
 
-    def test_ledger_network_policy_admits_only_gateway_and_operator(self):
+    def test_ledger_network_policy_admits_only_the_gateway(self):
+        """Only the gateway uses the ledger: the operator reads spend from the gateway's admin
+        Service over HTTP and never connects to Valkey."""
         docs = rendered("default")
         policy = one(docs, "NetworkPolicy", f"{RELEASE}-ledger")["spec"]
         self.assertEqual(policy["policyTypes"], ["Ingress", "Egress"])
@@ -735,12 +763,12 @@ class SecureDefaults(unittest.TestCase):
             self.assertEqual(set(peer), {"podSelector"}, "a peer without a namespaceSelector stays in the release namespace")
         pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in workloads(docs)}
         admitted = sorted(name for name, labels in pods.items() if any(selects(p["podSelector"], labels) for p in rule["from"]))
-        self.assertEqual(admitted, [f"{RELEASE}-gateway", f"{RELEASE}-operator"])
+        self.assertEqual(admitted, [f"{RELEASE}-gateway"])
         # Each peer names its component: an unlabelled or other pod of the release does not match.
         for peer in rule["from"]:
-            self.assertIn(peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"], ("gateway", "operator"))
+            self.assertEqual(peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"], "gateway")
             self.assertFalse(selects(peer["podSelector"], {"app.kubernetes.io/name": "tollgate", "app.kubernetes.io/instance": RELEASE}))
-        self.assertEqual(find(render({"ledger": {"valkey": {"networkPolicy": {"enabled": False}}}}), "NetworkPolicy"), [])
+        self.assertEqual(find(render({"ledger": {"valkey": {"networkPolicy": {"enabled": False}}}}), "NetworkPolicy", f"{RELEASE}-ledger"), [])
 
     def test_ledger_statefulset(self):
         docs = rendered("default")
@@ -1135,6 +1163,180 @@ class NetworkPolicyNamespaces(unittest.TestCase):
         self.assertNotIn("not-created-yet", notes(self.VALUES))
 
 
+def matches_selector(selector: dict | None, labels: dict) -> bool:
+    """Whether a LabelSelector (matchLabels and matchExpressions) selects `labels`; {} selects all."""
+    selector = selector or {}
+    assert set(selector) <= {"matchLabels", "matchExpressions"}, selector
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        key, op, values = e["key"], e["operator"], e.get("values", [])
+        if ((op == "In" and labels.get(key) not in values)
+                or (op == "NotIn" and key in labels and labels[key] in values)
+                or (op == "Exists" and key not in labels)
+                or (op == "DoesNotExist" and key in labels)):
+            return False
+    return True
+
+
+def ingress_admits(policy: dict, port: int, namespace: str, pod_labels: dict, namespace_labels: dict | None = None) -> bool:
+    """Whether an ingress NetworkPolicy admits TCP to `port` from a pod labelled `pod_labels` in
+    `namespace` (whose labels are `namespace_labels` and kubernetes.io/metadata.name). ipBlock
+    peers are taken to match no pod."""
+    ns_labels = {"kubernetes.io/metadata.name": namespace, **(namespace_labels or {})}
+    for rule in policy["spec"].get("ingress") or []:
+        ports = rule.get("ports")
+        if ports and not any(p.get("protocol", "TCP") == "TCP" and p.get("port") in (None, port) for p in ports):
+            continue
+        peers = rule.get("from")
+        if not peers:
+            return True
+        for peer in peers:
+            if "ipBlock" in peer:
+                continue
+            if "namespaceSelector" in peer:
+                in_namespace = matches_selector(peer["namespaceSelector"], ns_labels)
+            else:
+                in_namespace = namespace == policy["metadata"]["namespace"]
+            if in_namespace and matches_selector(peer.get("podSelector"), pod_labels):
+                return True
+    return False
+
+
+class GatewayIngress(unittest.TestCase):
+    """The gateway's admin port serves /admin/spend (every budget, with owners' e-mails and key
+    ids) and /metrics (per-key series): only the operator and the monitoring named in
+    networkPolicy.metricsFrom may reach it. The proxy port is for clients (it demands a
+    virtual key anyway)."""
+
+    PROMETHEUS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                  "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+
+    def pods(self, docs):
+        return {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in workloads(docs)}
+
+    def ports(self, docs):
+        container = pod_spec(one(docs, "Deployment", f"{RELEASE}-gateway"))["containers"][0]
+        return {p["name"]: p["containerPort"] for p in container["ports"]}
+
+    def test_default_admin_port_only_from_the_operator(self):
+        docs = rendered("default")
+        policy = one(docs, "NetworkPolicy", f"{RELEASE}-gateway")
+        self.assertEqual(policy["metadata"]["namespace"], NAMESPACE)
+        self.assertEqual(policy["spec"]["policyTypes"], ["Ingress"], "egress stays open: providers, MCP servers, sinks, ledger")
+        pods = self.pods(docs)
+        self.assertTrue(matches_selector(policy["spec"]["podSelector"], pods[f"{RELEASE}-gateway"]))
+        for other in (f"{RELEASE}-operator", f"{RELEASE}-ledger"):
+            self.assertFalse(matches_selector(policy["spec"]["podSelector"], pods[other]), other)
+        for rule in policy["spec"]["ingress"]:
+            self.assertTrue(rule.get("ports"), f"a rule without ports opens every port: {rule}")
+        ports = self.ports(docs)
+        self.assertEqual(ports, {"http": 8080, "admin": 9090})
+        proxy, admin = ports["http"], ports["admin"]
+        self.assertTrue(ingress_admits(policy, admin, NAMESPACE, pods[f"{RELEASE}-operator"]))
+        outsiders = (
+            ("another pod of the release namespace", NAMESPACE, {}, {}),
+            ("a governed agent namespace", "dev-tools", {"app": "claude"}, {"tollgate.dev/inject": "enabled"}),
+            ("a tenant pod wearing the operator's labels", "dev-tools", pods[f"{RELEASE}-operator"], {}),
+            ("Prometheus, not named in metricsFrom", "monitoring", {"app.kubernetes.io/name": "prometheus"}, {}),
+        )
+        for what, ns, labels, ns_labels in outsiders:
+            with self.subTest(client=what):
+                self.assertFalse(ingress_admits(policy, admin, ns, labels, ns_labels), "admin port")
+                self.assertTrue(ingress_admits(policy, proxy, ns, labels, ns_labels), "proxy port (gatewayClients: all)")
+        # Ports the gateway does not serve stay closed.
+        self.assertFalse(ingress_admits(policy, 6379, NAMESPACE, pods[f"{RELEASE}-operator"]))
+        self.assertFalse(ingress_admits(policy, 6379, "dev-tools", {}))
+
+    def test_metrics_from(self):
+        docs = render({"networkPolicy": {"metricsFrom": [self.PROMETHEUS]}})
+        Validate.validate_all(self, "gateway metricsFrom", docs)
+        policy = one(docs, "NetworkPolicy", f"{RELEASE}-gateway")
+        pods = self.pods(docs)
+        self.assertTrue(ingress_admits(policy, 9090, "monitoring", {"app.kubernetes.io/name": "prometheus"}))
+        self.assertTrue(ingress_admits(policy, 9090, NAMESPACE, pods[f"{RELEASE}-operator"]))
+        self.assertFalse(ingress_admits(policy, 9090, "monitoring", {"app.kubernetes.io/name": "grafana"}))
+        self.assertFalse(ingress_admits(policy, 9090, "dev-tools", {"app.kubernetes.io/name": "prometheus"}))
+        # The full values name a monitoring namespace too.
+        policy = one(rendered("full"), "NetworkPolicy", f"{RELEASE}-gateway")
+        for peer in full_values()["networkPolicy"]["metricsFrom"]:
+            self.assertTrue(any(peer in (rule.get("from") or []) and {"protocol": "TCP", "port": 9090} in rule["ports"]
+                                for rule in policy["spec"]["ingress"]), peer)
+
+    def test_clients_from_agent_namespaces_only(self):
+        values = {"networkPolicy": {"gatewayClients": "agentNamespaces", "agentNamespaces": ["ci-agents"],
+                                    "metricsFrom": [self.PROMETHEUS]}}
+        docs = render(values)
+        Validate.validate_all(self, "gateway clients from agent namespaces", docs)
+        policy = one(docs, "NetworkPolicy", f"{RELEASE}-gateway")
+        pods = self.pods(docs)
+        for what, ns, ns_labels, admitted in (
+                ("a listed agent namespace", "ci-agents", {}, True),
+                ("the release namespace", NAMESPACE, {}, True),
+                # Sidecars of governed namespaces forward to the gateway (sidecar.mode gateway).
+                ("a governed namespace", "dev-tools", {"tollgate.dev/inject": "enabled"}, True),
+                ("an opt-in governed namespace", "ml", {"tollgate.dev/inject": "opt-in"}, True),
+                ("any other namespace", "web-shop", {}, False)):
+            with self.subTest(client=what):
+                self.assertIs(ingress_admits(policy, 8080, ns, {"app": "claude"}, ns_labels), admitted)
+                self.assertFalse(ingress_admits(policy, 9090, ns, {"app": "claude"}, ns_labels))
+        self.assertTrue(ingress_admits(policy, 9090, NAMESPACE, pods[f"{RELEASE}-operator"]))
+        self.assertTrue(ingress_admits(policy, 9090, "monitoring", {"app.kubernetes.io/name": "prometheus"}))
+        # The agent namespaces keep their egress policy.
+        self.assertEqual(one(docs, "NetworkPolicy", f"{RELEASE}-agent-egress")["metadata"]["namespace"], "ci-agents")
+
+    def test_switches(self):
+        for values in ({"networkPolicy": {"enabled": False}},
+                       {"gateway": {"enabled": False}, "webhook": {"enabled": False}}):
+            with self.subTest(values=values):
+                self.assertEqual(find(render(values), "NetworkPolicy", f"{RELEASE}-gateway"), [])
+        for bad, expect in (({"networkPolicy": {"gatewayClients": "everyone"}}, "gatewayClients"),
+                            ({"networkPolicy": {"metricsFrom": {"podSelector": {}}}}, "metricsFrom")):
+            with self.subTest(values=bad):
+                with self.assertRaisesRegex(HelmError, expect):
+                    chart().validate_schema(bad)
+
+
+def readme_section(title: str) -> str:
+    """The paragraph of README.md that starts with **title** (or **title.**)."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"**{title}")
+    end = text.find("\n\n", start)
+    return text[start:end]
+
+
+class AgentEgressClaims(unittest.TestCase):
+    """The agent-namespace egress NetworkPolicy lives in the tenant's namespace, where the built-in
+    edit role may create NetworkPolicies, and NetworkPolicies are additive: a tenant can allow
+    all egress beside it. The docs must not sell it as enforcement against tenants."""
+
+    def texts(self):
+        values = (CHART / "values.yaml").read_text()
+        values_comment = values[values.index("# Egress lockdown"):values.index("\nnetworkPolicy:\n")]
+        manifest = render_manifests({"networkPolicy": {"agentNamespaces": ["dev-tools"]}})
+        policy_text = next(text for path, text in manifest.items() if path.endswith("networkpolicy.yaml"))
+        return {"README.md (Egress lockdown)": readme_section("Egress lockdown"),
+                "values.yaml (networkPolicy)": values_comment,
+                "templates/networkpolicy.yaml": policy_text}
+
+    def test_not_called_enforcement(self):
+        for where, text in self.texts().items():
+            with self.subTest(where=where):
+                flat = " ".join(text.replace("#", " ").split())
+                self.assertNotRegex(flat, r"(?i)\b(that|this|it) is enforcement\b")
+
+    def test_says_what_holds_and_what_enforces(self):
+        for where in ("README.md (Egress lockdown)", "values.yaml (networkPolicy)"):
+            flat = " ".join(self.texts()[where].replace("#", " ").split())
+            with self.subTest(where=where):
+                # Who can undo it, what still holds, and what a tenant cannot undo.
+                self.assertRegex(flat, r"\bedit\b")
+                self.assertIn("additive", flat)
+                self.assertIn("provider key", flat)
+                self.assertIn("AdminNetworkPolicy", flat)
+                self.assertIn("networkpolicies", flat)
+
+
 class ReadmeKindQuickStart(unittest.TestCase):
     def test_documented_values_exist(self):
         """Every `--set KEY=` in README.md names a value of the chart's schema."""
@@ -1145,6 +1347,23 @@ class ReadmeKindQuickStart(unittest.TestCase):
             node = schema
             for part in key.split("."):
                 self.assertIn(part, node.get("properties", {}), f"README.md: --set {key}")
+                node = node["properties"][part]
+
+    def test_documented_value_paths_exist(self):
+        """Every value path README.md names in backticks (`networkPolicy.metricsFrom`, ...) is one
+        of the chart's schema; the security-relevant values of the Kubernetes sections are named."""
+        schema = json.loads((CHART / "values.schema.json").read_text())
+        text = (ROOT / "README.md").read_text()
+        top = set(schema["properties"])
+        paths = [p for p in re.findall(r"`([A-Za-z][A-Za-z0-9]*(?:\.[A-Za-z][A-Za-z0-9]*)+)(?:: [^`]*)?`", text)
+                 if p.split(".")[0] in top and p.rsplit(".", 1)[1] not in {"rs", "yaml", "json", "md", "lua", "py"}]
+        for required in ("gateway.service.sessionAffinityTimeoutSeconds", "networkPolicy.metricsFrom",
+                         "networkPolicy.gatewayClients", "networkPolicy.agentNamespaces"):
+            self.assertIn(required, paths, f"README.md does not document {required}")
+        for path in paths:
+            node = schema
+            for part in path.split("."):
+                self.assertIn(part, node.get("properties", {}), f"README.md: `{path}`")
                 node = node["properties"][part]
 
 

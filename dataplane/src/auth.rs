@@ -25,6 +25,12 @@ pub fn presented_keys(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     bearer.into_iter().chain(api_key).filter(|k| !k.is_empty())
 }
 
+/// The presented key that authenticated as `key`: the one credential a sidecar forwards to
+/// the gateway, so both hops judge the same key whatever else the client sent.
+pub fn presented_key_of<'h>(snapshot: &Snapshot, headers: &'h HeaderMap, key: &KeyEntry) -> Option<&'h str> {
+    presented_keys(headers).find(|k| snapshot.key(k).is_some_and(|found| found.id == key.id))
+}
+
 /// Finds the key and checks that it is usable at `now`.
 pub fn authenticate(
     snapshot: &Snapshot,
@@ -95,6 +101,17 @@ mod tests {
         }
         let now: jiff::Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
         authenticate(&snapshot(), &h, now).map(|k| k.id.clone())
+    }
+
+    #[test]
+    fn the_presented_key_of_an_authenticated_key_is_the_one_that_matched() {
+        let snap = snapshot();
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer vk-unknown".parse().unwrap());
+        h.insert("x-api-key", "vk-alice".parse().unwrap());
+        let now: jiff::Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
+        let key = authenticate(&snap, &h, now).unwrap();
+        assert_eq!(presented_key_of(&snap, &h, &key), Some("vk-alice"));
     }
 
     #[test]

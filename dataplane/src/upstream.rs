@@ -94,11 +94,16 @@ pub fn response_headers(from: &HeaderMap) -> HeaderMap {
 
 /// Builds the upstream request for `path_and_query` (e.g. `/v1/messages?beta=true`), with
 /// the credential `provider.auth` calls for; the error says why not (never a secret).
+///
+/// `client_key` is the virtual key the client authenticated with; a `tollgate` provider gets
+/// exactly that one (as a Bearer token), whatever other credential headers the client sent, so
+/// the gateway judges the key the sidecar judged.
 pub fn build_request(
     provider: &ProviderEntry,
     method: Method,
     path_and_query: &str,
     client_headers: &HeaderMap,
+    client_key: Option<&str>,
     body: Bytes,
 ) -> Result<Request<Full<Bytes>>, String> {
     let provider_key = match &provider.auth {
@@ -134,10 +139,14 @@ pub fn build_request(
         }
         None => {
             for name in CLIENT_CREDENTIALS {
-                if let Some(v) = headers.get_mut(*name) {
-                    v.set_sensitive(true);
-                }
+                headers.remove(*name);
             }
+            let key =
+                client_key.ok_or_else(|| format!("no authenticated key to forward to {}", provider.id))?;
+            let mut bearer = HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| "the virtual key is not a valid header value".to_owned())?;
+            bearer.set_sensitive(true);
+            headers.insert(header::AUTHORIZATION, bearer);
         }
     }
     if declare_length {
@@ -195,6 +204,7 @@ mod tests {
             Method::POST,
             "/v1/messages?beta=true",
             &client_headers(),
+            Some("vk-secret"),
             Bytes::from_static(b"{}"),
         )
     }
@@ -228,26 +238,32 @@ mod tests {
     }
 
     #[test]
-    fn a_tollgate_provider_gets_the_clients_own_credential_headers() {
+    fn a_tollgate_provider_gets_exactly_the_key_that_authenticated() {
         let p = provider(ProviderKind::Tollgate, ProviderAuth::ForwardClientKey);
         let req = build(&p).unwrap();
         assert_forwarded_verbatim(&req);
         let out = req.headers();
         assert_eq!(out["authorization"], "Bearer vk-secret");
-        assert_eq!(out["x-api-key"], "vk-secret");
+        assert!(out.get("x-api-key").is_none());
         assert!(out["authorization"].is_sensitive());
 
-        // Only what the client sent: a key in one header is not copied into the other.
-        let mut only_bearer = HeaderMap::new();
-        only_bearer.insert("authorization", "Bearer vk-secret".parse().unwrap());
-        let req = build_request(&p, Method::GET, "/mcp", &only_bearer, Bytes::new()).unwrap();
+        // Other credentials the client sent (another tenant's key, a header its `Connection`
+        // asks to drop) never reach the gateway: it judges the key the sidecar judged.
+        let mut mixed = HeaderMap::new();
+        mixed.insert("authorization", "Bearer vk-other".parse().unwrap());
+        mixed.insert("x-api-key", "vk-mine".parse().unwrap());
+        mixed.insert("connection", "authorization".parse().unwrap());
+        let req = build_request(&p, Method::GET, "/mcp", &mixed, Some("vk-mine"), Bytes::new()).unwrap();
         assert_eq!(req.uri(), "https://api.example.com/mcp");
-        assert_eq!(req.headers()["authorization"], "Bearer vk-secret");
+        assert_eq!(req.headers()["authorization"], "Bearer vk-mine");
+        assert_eq!(req.headers().get_all("authorization").iter().count(), 1);
         assert!(req.headers().get("x-api-key").is_none());
         assert!(
             req.headers().get("content-length").is_none(),
             "a bodiless GET declares no length"
         );
+        // Nothing authenticated, nothing forwarded.
+        assert!(build_request(&p, Method::GET, "/mcp", &mixed, None, Bytes::new()).is_err());
     }
 
     #[test]

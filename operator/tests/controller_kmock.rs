@@ -667,7 +667,8 @@ async fn one_refusing_namespace_does_not_stop_the_rest_and_unlabelled_secrets_st
         .await
         .unwrap();
     eventually("the revocation in good's immutable copy", WAIT, || async {
-        let cm = good_cms.get(shard).await.unwrap();
+        // Replaced by delete and create: absent for a moment.
+        let cm = good_cms.get_opt(shard).await.unwrap()?;
         cm.data?
             .get("keys-00.json")?
             .contains("\"enabled\":false")
@@ -784,18 +785,20 @@ async fn gateway_mode_writes_no_secret_into_agent_namespaces() {
         .create(&pp, &route)
         .await
         .unwrap();
-    let key = VirtualKey {
-        metadata: named("alice", Some("team-a")),
-        spec: VirtualKeySpec {
-            enabled: true,
-            ..Default::default()
-        },
-        status: None,
-    };
-    Api::<VirtualKey>::namespaced(client.clone(), "team-a")
-        .create(&pp, &key)
-        .await
-        .unwrap();
+    for (ns, name) in [("team-a", "alice"), ("dev", "carol")] {
+        let key = VirtualKey {
+            metadata: named(name, Some(ns)),
+            spec: VirtualKeySpec {
+                enabled: true,
+                ..Default::default()
+            },
+            status: None,
+        };
+        Api::<VirtualKey>::namespaced(client.clone(), ns)
+            .create(&pp, &key)
+            .await
+            .unwrap();
+    }
 
     let gateway = "http://tollgate-gateway.tollgate-system.svc:8080";
     let config = Config {
@@ -827,15 +830,14 @@ async fn gateway_mode_writes_no_secret_into_agent_namespaces() {
     assert!(doc["providers"][0].get("credential").is_none(), "{doc}");
     assert_eq!(doc["routes"][0]["match"], "claude-*");
     assert!(!sidecar_policy.contains("credentials"), "{sidecar_policy}");
-    // The key reaches the sidecar policy, by hash.
-    eventually("alice in dev's key shard", WAIT, || async {
+    // dev's own key reaches its sidecar policy, by hash; another namespace's key does not.
+    let shard = eventually("carol in dev's key shard", WAIT, || async {
         let cm = dev_cms.get_opt("tollgate-policy-keys-00").await.unwrap()?;
-        cm.data?
-            .get("keys-00.json")?
-            .contains("team-a/alice")
-            .then_some(())
+        let text = cm.data?.get("keys-00.json")?.clone();
+        text.contains("dev/carol").then_some(text)
     })
     .await;
+    assert!(!shard.contains("team-a/alice"), "{shard}");
     // No Secret of Tollgate's in dev: the leftover copy is gone, nothing new was written.
     eventually("the leftover credentials copy deleted", WAIT, || async {
         dev_secrets
@@ -846,16 +848,14 @@ async fn gateway_mode_writes_no_secret_into_agent_namespaces() {
             .then_some(())
     })
     .await;
+    // Only carol's own generated key: no provider, ledger or sink credential.
     let in_dev = dev_secrets.list(&Default::default()).await.unwrap();
-    assert!(
-        in_dev.items.is_empty(),
-        "{:?}",
-        in_dev
-            .items
-            .iter()
-            .map(|s| s.metadata.name.clone())
-            .collect::<Vec<_>>()
-    );
+    let names: Vec<_> = in_dev
+        .items
+        .iter()
+        .filter_map(|s| s.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["tollgate-vk-carol"]);
     // The release namespace: the full policy (the real provider) and the credentials.
     let full = Api::<ConfigMap>::namespaced(client.clone(), NS)
         .get("tollgate-policy")

@@ -189,7 +189,8 @@ impl McpGateway {
             span.record("team", team.as_str());
         }
         if let Some(gateway) = snapshot.mcp_gateway() {
-            return relay::relay(&self.client, gateway, parts, body).await;
+            let client_key = crate::auth::presented_key_of(&snapshot, headers, &key);
+            return relay::relay(&self.client, gateway, parts, client_key, body).await;
         }
         let version = header_str(headers, "mcp-protocol-version");
         if let Some(v) = version {

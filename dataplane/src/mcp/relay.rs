@@ -31,6 +31,7 @@ pub(super) async fn relay(
     client: &HttpClient,
     gateway: &ProviderEntry,
     parts: &Parts,
+    client_key: Option<&str>,
     body: Incoming,
 ) -> Result<Response<ProxyBody>, Refusal> {
     let body = read_body(body).await?;
@@ -46,8 +47,15 @@ pub(super) async fn relay(
             format!("tollgate: MCP gateway '{}' is unavailable: {detail}", gateway.id),
         )
     };
-    let request = build_request(gateway, parts.method.clone(), &path, &parts.headers, body)
-        .map_err(|e| unavailable(StatusCode::BAD_GATEWAY, e))?;
+    let request = build_request(
+        gateway,
+        parts.method.clone(),
+        &path,
+        &parts.headers,
+        client_key,
+        body,
+    )
+    .map_err(|e| unavailable(StatusCode::BAD_GATEWAY, e))?;
     let limit = Duration::from_millis(gateway.timeouts.response_headers_ms);
     let resp = match tokio::time::timeout(limit, client.request(request)).await {
         Err(_) => {

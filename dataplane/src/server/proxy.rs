@@ -333,7 +333,11 @@ impl Gateway {
             } else {
                 info.rewrite_model(&body, &upstream_model)
             };
-            match self.send(target, &parts.headers, path_and_query, body).await {
+            let client_key = crate::auth::presented_key_of(&snapshot, &parts.headers, &key);
+            match self
+                .send(target, &parts.headers, client_key, path_and_query, body)
+                .await
+            {
                 Ok((resp, sent)) if has_fallback && falls_back(target.provider.kind, resp.status()) => {
                     tracing::warn!(provider = %target.provider.id, status = resp.status().as_u16(), "falling back to the next target");
                     last = Denial::ProviderUnavailable {
@@ -385,6 +389,7 @@ impl Gateway {
         &self,
         target: &Target,
         headers: &HeaderMap,
+        client_key: Option<&str>,
         path_and_query: &str,
         body: Bytes,
     ) -> Result<(Response<Incoming>, Instant), Denial> {
@@ -393,8 +398,8 @@ impl Gateway {
             provider: provider.id.clone(),
             detail,
         };
-        let upstream =
-            build_request(provider, Method::POST, path_and_query, headers, body).map_err(unavailable)?;
+        let upstream = build_request(provider, Method::POST, path_and_query, headers, client_key, body)
+            .map_err(unavailable)?;
         let sent = Instant::now();
         let limit = Duration::from_millis(provider.timeouts.response_headers_ms);
         match tokio::time::timeout(limit, self.client.request(upstream)).await {

@@ -140,9 +140,9 @@ pub struct Compiled {
     pub document: PolicyDocument,
     /// The ConfigMaps: the main one first, then the key shards in order.
     pub config_maps: Vec<PolicyConfigMap>,
-    /// The ConfigMaps mirrored into agent namespaces: the same as `config_maps` in direct
-    /// mode, the sidecar policy (same names) in gateway mode.
-    pub sidecar_config_maps: Vec<PolicyConfigMap>,
+    /// Gateway mode: what agent namespaces get instead of `config_maps` (see
+    /// [`Compiled::config_maps_for`]).
+    pub sidecar: Option<SidecarPolicy>,
     /// A status for every resource, sorted by kind, namespace and name.
     pub statuses: Vec<StatusUpdate>,
 }
@@ -253,9 +253,9 @@ pub fn compile(world: &World, settings: &Settings) -> Result<Compiled, CompileEr
         shard_of_key.insert(k.key.id.clone(), shard_name(&settings.policy_name, i as usize));
     }
 
-    let sidecar_config_maps = match &settings.sidecar {
-        SidecarMode::Direct => config_maps.clone(),
-        SidecarMode::Gateway { url } => sidecar_config_maps(&main, &doc_keys, url, settings)?,
+    let sidecar = match &settings.sidecar {
+        SidecarMode::Direct => None,
+        SidecarMode::Gateway { url } => Some(SidecarPolicy::new(&main, &doc_keys, url, settings)?),
     };
     let document = PolicyDocument {
         keys: doc_keys,
@@ -267,38 +267,79 @@ pub fn compile(world: &World, settings: &Settings) -> Result<Compiled, CompileEr
     Ok(Compiled {
         document,
         config_maps,
-        sidecar_config_maps,
+        sidecar,
         statuses,
     })
 }
 
-/// The gateway-mode sidecar policy as ConfigMaps of the same names as the full policy's: the
-/// main document and its own key shards (a sidecar key is smaller, so it always fits where the
-/// full one did).
-fn sidecar_config_maps(
-    main: &PolicyDocument,
-    keys: &[doc::VirtualKey],
-    gateway_url: &str,
-    settings: &Settings,
-) -> Result<Vec<PolicyConfigMap>, CompileError> {
-    let doc_main = sidecar::document(main, gateway_url);
-    let keys: Vec<doc::VirtualKey> = keys.iter().map(sidecar::key).collect();
-    validate(&PolicyDocument {
-        keys: keys.clone(),
-        ..doc_main.clone()
-    })?;
-    let mut maps = vec![PolicyConfigMap {
-        name: settings.policy_name.clone(),
-        file: MAIN_FILE.to_owned(),
-        content: serde_json::to_string_pretty(&doc_main)? + "\n",
-    }];
-    let sharded = shard::shard_keys(&keys, settings.limits)?;
-    for (i, content) in sharded.docs.into_iter().enumerate() {
-        maps.push(PolicyConfigMap {
-            name: shard_name(&settings.policy_name, i),
-            file: shard_file(i),
-            content,
-        });
+/// The gateway-mode sidecar policy: one main document for every agent namespace, and the keys,
+/// of which each namespace gets only its own (so no tenant sees another's key ids, owners or
+/// hashes; a key used outside its namespace is refused by that sidecar, never let through).
+#[derive(Debug, Clone)]
+pub struct SidecarPolicy {
+    main: PolicyConfigMap,
+    keys: Vec<doc::VirtualKey>,
+    policy_name: String,
+    limits: ShardLimits,
+}
+
+impl SidecarPolicy {
+    fn new(
+        main: &PolicyDocument,
+        keys: &[doc::VirtualKey],
+        gateway_url: &str,
+        settings: &Settings,
+    ) -> Result<Self, CompileError> {
+        let doc_main = sidecar::document(main, gateway_url);
+        let keys: Vec<doc::VirtualKey> = keys.iter().map(sidecar::key).collect();
+        validate(&PolicyDocument {
+            keys: keys.clone(),
+            ..doc_main.clone()
+        })?;
+        Ok(Self {
+            main: PolicyConfigMap {
+                name: settings.policy_name.clone(),
+                file: MAIN_FILE.to_owned(),
+                content: serde_json::to_string_pretty(&doc_main)? + "\n",
+            },
+            keys,
+            policy_name: settings.policy_name.clone(),
+            limits: settings.limits,
+        })
     }
-    Ok(maps)
+
+    /// The ConfigMaps of namespace `ns`: the main document and shards of its own keys.
+    pub fn config_maps(&self, ns: &str) -> Result<Vec<PolicyConfigMap>, CompileError> {
+        let prefix = format!("{ns}/");
+        let own: Vec<doc::VirtualKey> = self
+            .keys
+            .iter()
+            .filter(|k| k.id.starts_with(&prefix))
+            .cloned()
+            .collect();
+        let mut maps = vec![self.main.clone()];
+        for (i, content) in shard::shard_keys(&own, self.limits)?.docs.into_iter().enumerate() {
+            maps.push(PolicyConfigMap {
+                name: shard_name(&self.policy_name, i),
+                file: shard_file(i),
+                content,
+            });
+        }
+        Ok(maps)
+    }
+}
+
+impl Compiled {
+    /// The ConfigMaps namespace `ns` gets: the full policy in the release namespace (and
+    /// everywhere in direct mode), the sidecar policy in agent namespaces in gateway mode.
+    pub fn config_maps_for(
+        &self,
+        ns: &str,
+        release_namespace: &str,
+    ) -> Result<Vec<PolicyConfigMap>, CompileError> {
+        match &self.sidecar {
+            Some(sidecar) if ns != release_namespace => sidecar.config_maps(ns),
+            _ => Ok(self.config_maps.clone()),
+        }
+    }
 }

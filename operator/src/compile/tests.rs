@@ -792,9 +792,18 @@ fn gateway_mode_sidecars_get_a_credential_free_policy_naming_only_the_gateway() 
         c.config_maps, direct.config_maps,
         "the gateway's own policy is unchanged"
     );
-    let names = |m: &[PolicyConfigMap]| m.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&c.sidecar_config_maps), names(&c.config_maps));
-    let all: String = c.sidecar_config_maps.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(
+        c.config_maps_for("tollgate-system", "tollgate-system").unwrap(),
+        c.config_maps
+    );
+    let team_a = c.config_maps_for("team-a", "tollgate-system").unwrap();
+    assert_eq!(team_a[0].name, "tollgate-policy");
+    let all: String = team_a.iter().map(|m| m.content.as_str()).collect();
+    // Only the namespace's own keys: bob (team-b) is not in team-a's copy.
+    assert!(
+        all.contains("team-a/alice") && !all.contains("team-b/bob"),
+        "{all}"
+    );
     for absent in [
         "credentials",
         "api-key",
@@ -806,7 +815,7 @@ fn gateway_mode_sidecars_get_a_credential_free_policy_naming_only_the_gateway() 
         assert!(!all.contains(absent), "{absent:?} in the sidecar policy:\n{all}");
     }
     let dir = tempfile::tempdir().unwrap();
-    for cm in &c.sidecar_config_maps {
+    for cm in &team_a {
         std::fs::write(dir.path().join(&cm.file), &cm.content).unwrap();
     }
     let loaded = tollgate_dataplane::policy::load::load(dir.path()).unwrap();
@@ -842,6 +851,13 @@ fn gateway_mode_sidecars_get_a_credential_free_policy_naming_only_the_gateway() 
             .map(|k| (k.id.clone(), k.sha256.clone(), k.models.clone(), k.enabled))
             .collect::<Vec<_>>()
     };
-    assert_eq!(hashes(&d.keys), hashes(&direct.document.keys));
+    let alice: Vec<_> = direct
+        .document
+        .keys
+        .iter()
+        .filter(|k| k.id == "team-a/alice")
+        .cloned()
+        .collect();
+    assert_eq!(hashes(&d.keys), hashes(&alice));
     assert!(d.keys.iter().all(|k| k.rate_limits.is_none() && k.mcp.is_empty()));
 }

@@ -517,11 +517,7 @@ impl Reconciler {
         // shows up twice for a moment (which the proxy rejects, keeping its last good
         // policy) rather than not at all.
         // Agent namespaces get the sidecar policy (in gateway mode, one naming only the gateway).
-        let maps = if ns == self.config.policy_namespace {
-            &compiled.config_maps
-        } else {
-            &compiled.sidecar_config_maps
-        };
+        let maps = compiled.config_maps_for(ns, &self.config.policy_namespace)?;
         let mut order: Vec<&compile::PolicyConfigMap> = maps.iter().skip(1).collect();
         order.sort_by_key(|cm| current.contains_key(&cm.name));
         order.extend(maps.first());
