@@ -53,6 +53,8 @@ K8S_VERSION = "1.33.0"
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion); below 1.29 the sidecar
 # is a plain container.
 OLDEST_K8S_VERSION = "1.25.0"
+# Below 1.30 there is no VirtualKey owner policy, and the render fails unless that is acknowledged.
+OLD_CLUSTER = {"keyOwnerPolicy": {"allowWithout": True}}
 
 # Kinds whose schema kubernetes-validate does not bundle (they come from other projects'
 # CRDs): only their required top-level fields are checked.
@@ -87,13 +89,17 @@ def full_values() -> dict:
     return yaml.safe_load(FULL_VALUES.read_text())
 
 
-def render_manifests(values: dict | None = None, kube_version: str = K8S_VERSION, the_chart: helm_python.Chart | None = None) -> dict[str, str]:
-    """Template path -> rendered text, for a cluster of `kube_version`.
+def render_manifests(values: dict | None = None, kube_version: str = K8S_VERSION, the_chart: helm_python.Chart | None = None,
+                     api_versions: list[str] | None = None) -> dict[str, str]:
+    """Template path -> rendered text, for a cluster of `kube_version` (serving `api_versions`
+    besides the built-in group versions, as `helm template --api-versions` adds them).
 
-    helm-python-sdk's Chart.render does not expose the kube_version option its native call
-    takes (the one `helm template --kube-version` sets), so the native call is made here.
+    helm-python-sdk's Chart.render does not expose the kube_version and api_versions options
+    its native call takes, so the native call is made here.
     """
     opts = {"name": RELEASE, "namespace": NAMESPACE, "kube_version": f"v{kube_version}"}
+    if api_versions:
+        opts["api_versions"] = api_versions
     payload = None if values is None else json.dumps(values)
     return json.loads(_native.call_string("helm_render", (the_chart or chart())._raw(), payload, json.dumps(opts)))
 
@@ -102,9 +108,10 @@ def notes(values: dict | None = None, the_chart: helm_python.Chart | None = None
     return next(text for path, text in render_manifests(values, the_chart=the_chart).items() if path.endswith("NOTES.txt"))
 
 
-def render(values: dict | None = None, kube_version: str = K8S_VERSION, the_chart: helm_python.Chart | None = None) -> list[dict]:
+def render(values: dict | None = None, kube_version: str = K8S_VERSION, the_chart: helm_python.Chart | None = None,
+           api_versions: list[str] | None = None) -> list[dict]:
     """Renders the chart and returns its documents (NOTES.txt left out)."""
-    manifests = render_manifests(values, kube_version, the_chart)
+    manifests = render_manifests(values, kube_version, the_chart, api_versions)
     docs = []
     for template, text in sorted(manifests.items()):
         if template.endswith("NOTES.txt"):
@@ -243,9 +250,12 @@ class Validate(unittest.TestCase):
         self.validate_all("full")
 
     def test_oldest_supported_version(self):
-        """What the chart renders for the oldest Kubernetes it claims, against that version's schemas."""
-        for label, values in (("default", None), ("full", full_values())):
+        """What the chart renders for the oldest Kubernetes it claims, against that version's schemas
+        (there, without the VirtualKey owner policy, only with keyOwnerPolicy.allowWithout:
+        test_tenancy)."""
+        for label, values in (("default", {}), ("full", full_values())):
             with self.subTest(values=label):
+                values = {**values, "keyOwnerPolicy": {"allowWithout": True}}
                 self.validate_all(f"{label} on {OLDEST_K8S_VERSION}", render(values, OLDEST_K8S_VERSION), OLDEST_K8S_VERSION)
 
 
@@ -999,18 +1009,25 @@ class Rbac(unittest.TestCase):
             self.assertNotIn(f"{RELEASE}-webhook-tls", rule.get("resourceNames", []))
 
     def test_aggregated_roles(self):
+        """What the built-in admin, edit and view roles get. VirtualKeys spend their owner's
+        budgets: namespace admins and editors only read them by default (test_tenancy.py has
+        the switches)."""
         docs = rendered("default")
-        expected = {"admin": {"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"},
-                    "edit": {"create", "update", "patch", "delete", "get", "list", "watch"},
-                    "view": {"get", "list", "watch"}}
-        for level, verbs in expected.items():
+        admin = {"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"}
+        edit = {"create", "update", "patch", "delete", "get", "list", "watch"}
+        read = {"get", "list", "watch"}
+        expected = {"admin": {r: (read if r == "virtualkeys" else admin) for r in TOLLGATE_RESOURCES},
+                    "edit": {r: (read if r == "virtualkeys" else edit) for r in TOLLGATE_RESOURCES},
+                    "view": {**{r: read for r in TOLLGATE_RESOURCES}, **{f"{r}/status": read for r in TOLLGATE_RESOURCES}}}
+        for level, want in expected.items():
             role = one(docs, "ClusterRole", f"{RELEASE}-{level}")
             self.assertEqual(role["metadata"]["labels"][f"rbac.authorization.k8s.io/aggregate-to-{level}"], "true")
-            (rule,) = role["rules"]
-            self.assertEqual(rule["apiGroups"], ["tollgate.dev"])
-            self.assertEqual(set(rule["verbs"]), verbs)
-            resources = set(TOLLGATE_RESOURCES) | ({f"{r}/status" for r in TOLLGATE_RESOURCES} if level == "view" else set())
-            self.assertEqual(set(rule["resources"]), resources)
+            for rule in role["rules"]:
+                self.assertEqual(rule["apiGroups"], ["tollgate.dev"])
+            got = {}
+            for _, resource, verb, _ in grants(role["rules"]):
+                got.setdefault(resource, set()).add(verb)
+            self.assertEqual(got, want, level)
         docs = render({"rbac": {"aggregateClusterRoles": False}})
         self.assertEqual(find(docs, "ClusterRole", f"{RELEASE}-view"), [])
 
@@ -1087,11 +1104,11 @@ class SidecarMode(unittest.TestCase):
         for version, native in (("1.25.0", False), ("1.28.9", False), ("1.28.3-gke.1286000", False),
                                 ("1.29.0", True), ("1.29.1-eks-508b6b3", True), ("1.33.0", True)):
             with self.subTest(kube_version=version):
-                self.assertIs(injection_config(render(kube_version=version))["nativeSidecar"], native)
+                self.assertIs(injection_config(render(OLD_CLUSTER, kube_version=version))["nativeSidecar"], native)
 
     def test_an_explicit_choice_wins(self):
         # 1.28 with the feature gate turned on; a newer cluster that wants plain containers.
-        on = injection_config(render({"injection": {"nativeSidecar": True}}, kube_version="1.28.5"))
+        on = injection_config(render({"injection": {"nativeSidecar": True}, **OLD_CLUSTER}, kube_version="1.28.5"))
         self.assertIs(on["nativeSidecar"], True)
         off = injection_config(render({"injection": {"nativeSidecar": False}}))
         self.assertIs(off["nativeSidecar"], False)

@@ -1,5 +1,10 @@
 //! Virtual key authentication: the presented key is hashed with SHA-256 and looked up; the
 //! policy holds only hashes, so no key comparison ever touches a stored secret.
+//!
+//! A client presents one key, in `Authorization: Bearer` or `x-api-key`, or the same key in
+//! both (Claude Code sends an `apiKeyHelper` value in both). Two different keys are refused
+//! (401) rather than trying each: which key a request is charged to must not depend on
+//! which header a hop reads first.
 
 use std::sync::Arc;
 
@@ -8,21 +13,23 @@ use http::HeaderMap;
 use crate::denial::Denial;
 use crate::policy::{KeyEntry, Snapshot};
 
-/// The keys a client presented: `Authorization: Bearer` first, then `x-api-key` (Claude Code
-/// sends both when both ANTHROPIC_AUTH_TOKEN and ANTHROPIC_API_KEY are set).
+/// The keys a client presented: every `Authorization: Bearer` value, then every `x-api-key`
+/// (Claude Code sends both when both ANTHROPIC_AUTH_TOKEN and ANTHROPIC_API_KEY are set).
 pub fn presented_keys(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     let bearer = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
+        .get_all(http::header::AUTHORIZATION)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| {
             let (scheme, token) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
     let api_key = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
+        .get_all("x-api-key")
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
         .map(str::trim);
-    bearer.into_iter().chain(api_key).filter(|k| !k.is_empty())
+    bearer.chain(api_key).filter(|k| !k.is_empty())
 }
 
 /// The presented key that authenticated as `key`: the one credential a sidecar forwards to
@@ -37,18 +44,14 @@ pub fn authenticate(
     headers: &HeaderMap,
     now: jiff::Timestamp,
 ) -> Result<Arc<KeyEntry>, Denial> {
-    let mut presented = false;
-    let key = presented_keys(headers)
-        .inspect(|_| presented = true)
-        .find_map(|k| snapshot.key(k))
-        .cloned();
-    let Some(key) = key else {
-        return Err(if presented {
-            Denial::UnknownKey
-        } else {
-            Denial::MissingKey
-        });
+    let mut keys = presented_keys(headers);
+    let Some(presented) = keys.next() else {
+        return Err(Denial::MissingKey);
     };
+    if keys.any(|k| k != presented) {
+        return Err(Denial::ConflictingKeys);
+    }
+    let key = snapshot.key(presented).cloned().ok_or(Denial::UnknownKey)?;
     if !key.enabled {
         return Err(Denial::DisabledKey { key: key.id.clone() });
     }
@@ -107,7 +110,7 @@ mod tests {
     fn the_presented_key_of_an_authenticated_key_is_the_one_that_matched() {
         let snap = snapshot();
         let mut h = HeaderMap::new();
-        h.insert("authorization", "Bearer vk-unknown".parse().unwrap());
+        h.insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
         h.insert("x-api-key", "vk-alice".parse().unwrap());
         let now: jiff::Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
         let key = authenticate(&snap, &h, now).unwrap();
@@ -123,10 +126,25 @@ mod tests {
         );
         assert_eq!(auth(&[("x-api-key", "vk-alice")]), Ok("alice".into()));
         assert_eq!(
-            auth(&[("authorization", "Bearer stale"), ("x-api-key", "vk-alice")]),
+            auth(&[("authorization", "Bearer vk-alice"), ("x-api-key", "vk-alice")]),
             Ok("alice".into()),
-            "either presented key may match"
+            "the same key in both headers"
         );
+    }
+
+    #[test]
+    fn different_keys_in_one_request_are_refused() {
+        for pairs in [
+            &[("authorization", "Bearer stale"), ("x-api-key", "vk-alice")][..],
+            &[("authorization", "Bearer vk-alice"), ("x-api-key", "vk-off")],
+            &[("x-api-key", "vk-alice"), ("x-api-key", "vk-old")],
+            &[
+                ("authorization", "Bearer vk-alice"),
+                ("authorization", "Bearer vk-x"),
+            ],
+        ] {
+            assert_eq!(auth(pairs), Err(Denial::ConflictingKeys), "{pairs:?}");
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 pub enum Denial {
     /// No key in `Authorization: Bearer` or `x-api-key`.
     MissingKey,
+    /// `Authorization` and `x-api-key` (or repeated headers) carry different keys.
+    ConflictingKeys,
     /// The key's hash is not in the policy (never issued, revoked or rotated).
     UnknownKey,
     /// The key exists but is disabled.
@@ -25,6 +27,8 @@ pub enum Denial {
     ModelNotAllowed {
         /// Requested model.
         model: String,
+        /// The model a route would serve it as, when that name is the one refused.
+        served: Option<String>,
         /// Key id.
         key: String,
         /// The key's allow patterns.
@@ -64,7 +68,7 @@ pub enum Denial {
         /// Provider id.
         provider: String,
     },
-    /// A budget has no room for this request.
+    /// A budget's settled spend leaves no room for this request.
     BudgetExhausted {
         /// Budget id.
         budget: String,
@@ -72,7 +76,7 @@ pub enum Denial {
         scope: String,
         /// The limit, micro-USD.
         limit: u64,
-        /// Settled plus reserved spend in the window, micro-USD.
+        /// Settled spend in the window, micro-USD.
         used: u64,
         /// This request's estimate, micro-USD.
         estimate: u64,
@@ -80,6 +84,23 @@ pub enum Denial {
         period: String,
         /// When the window resets (RFC 3339).
         resets_at: String,
+    },
+    /// A budget has room for this request, but requests in flight hold it; waiting helps.
+    BudgetHeld {
+        /// Budget id.
+        budget: String,
+        /// `organization`, `team`, `user` or `key`, and its name.
+        scope: String,
+        /// Period name.
+        period: String,
+        /// Room left by the settled spend (limit - spent), micro-USD.
+        left: u64,
+        /// Reserved by requests in flight, micro-USD.
+        reserved: u64,
+        /// This request's estimate, micro-USD.
+        estimate: u64,
+        /// Whole seconds until a retry can succeed.
+        retry_after_secs: u64,
     },
     /// A rate limit is reached; waiting helps.
     RateLimited {
@@ -105,7 +126,7 @@ impl Denial {
     /// HTTP status.
     pub fn status(&self) -> u16 {
         match self {
-            Denial::MissingKey | Denial::UnknownKey => 401,
+            Denial::MissingKey | Denial::ConflictingKeys | Denial::UnknownKey => 401,
             Denial::DisabledKey { .. } | Denial::ExpiredKey { .. } | Denial::ModelNotAllowed { .. } => 403,
             Denial::UnknownModel { .. } | Denial::NotFound { .. } => 404,
             Denial::InvalidRequest { .. } => 400,
@@ -114,7 +135,7 @@ impl Denial {
             Denial::ProviderUnavailable { .. } => 502,
             Denial::UpstreamTimeout { .. } => 504,
             Denial::BudgetExhausted { .. } => 402,
-            Denial::RateLimited { .. } => 429,
+            Denial::RateLimited { .. } | Denial::BudgetHeld { .. } => 429,
             Denial::LedgerUnavailable { .. } => 503,
         }
     }
@@ -137,6 +158,7 @@ impl Denial {
     pub fn reason(&self) -> &'static str {
         match self {
             Denial::MissingKey => "missing_key",
+            Denial::ConflictingKeys => "conflicting_keys",
             Denial::UnknownKey => "unknown_key",
             Denial::DisabledKey { .. } => "disabled_key",
             Denial::ExpiredKey { .. } => "expired_key",
@@ -149,6 +171,7 @@ impl Denial {
             Denial::ProviderUnavailable { .. } => "provider_unavailable",
             Denial::UpstreamTimeout { .. } => "upstream_timeout",
             Denial::BudgetExhausted { .. } => "budget_exhausted",
+            Denial::BudgetHeld { .. } => "budget_held",
             Denial::RateLimited { kind: "requests", .. } => "rate_limited_requests",
             Denial::RateLimited { kind: "tokens", .. } => "rate_limited_tokens",
             Denial::RateLimited { .. } => "rate_limited_concurrency",
@@ -160,12 +183,14 @@ impl Denial {
     pub fn message(&self) -> String {
         match self {
             Denial::MissingKey => "tollgate: no virtual key: set ANTHROPIC_AUTH_TOKEN (or ANTHROPIC_API_KEY) to your Tollgate virtual key".into(),
+            Denial::ConflictingKeys => "tollgate: Authorization and x-api-key carry different keys: send one virtual key (set only one of ANTHROPIC_AUTH_TOKEN and ANTHROPIC_API_KEY, or the same key in both)".into(),
             Denial::UnknownKey => "tollgate: invalid virtual key (unknown, revoked or rotated): ask your platform team for a current key".into(),
             Denial::DisabledKey { key } => format!("tollgate: virtual key '{key}' is disabled"),
             Denial::ExpiredKey { key, at } => format!("tollgate: virtual key '{key}' expired at {at}"),
-            Denial::ModelNotAllowed { model, key, allowed } => {
+            Denial::ModelNotAllowed { model, served, key, allowed } => {
                 let allowed = if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") };
-                format!("tollgate: model '{model}' is not allowed for virtual key '{key}' (allowed: {allowed})")
+                let served = served.as_ref().map(|s| format!(" (served as '{s}')")).unwrap_or_default();
+                format!("tollgate: model '{model}'{served} is not allowed for virtual key '{key}' (allowed: {allowed})")
             }
             Denial::UnknownModel { model } => format!("tollgate: model '{model}' is not served by this gateway"),
             Denial::InvalidRequest { detail } => format!("tollgate: invalid request: {detail}"),
@@ -179,10 +204,20 @@ impl Denial {
             Denial::BudgetExhausted { budget, scope, limit, used, estimate, period, resets_at } => {
                 use crate::limits::plan::dollars;
                 format!(
-                    "tollgate: {period} budget '{budget}' of {scope} is exhausted: {} of {} used \
-                     (including requests in flight); this request needs about {}. It resets at {resets_at}.",
+                    "tollgate: {period} budget '{budget}' of {scope} is exhausted: {} of {} used; \
+                     this request needs about {}. It resets at {resets_at}.",
                     dollars(*used),
                     dollars(*limit),
+                    dollars(*estimate)
+                )
+            }
+            Denial::BudgetHeld { budget, scope, period, left, reserved, estimate, retry_after_secs } => {
+                use crate::limits::plan::dollars;
+                format!(
+                    "tollgate: {period} budget '{budget}' of {scope} has {} left, but {} of it is held by requests \
+                     in flight and this request needs about {}; retry in {retry_after_secs} s",
+                    dollars(*left),
+                    dollars(*reserved),
                     dollars(*estimate)
                 )
             }
@@ -218,7 +253,13 @@ impl Denial {
                     (format!("anthropic-ratelimit-{class}-reset"), reset_at.clone()),
                 ]
             }
+            Denial::BudgetHeld { retry_after_secs, .. } => vec![
+                ("retry-after".into(), retry_after_secs.to_string()),
+                ("x-should-retry".into(), "true".into()),
+            ],
             Denial::LedgerUnavailable { .. } => vec![("retry-after".into(), "5".into())],
+            // The body was not read: do not keep the connection for the next request.
+            Denial::TooLarge { .. } => vec![("connection".into(), "close".into())],
             _ => Vec::new(),
         }
     }
@@ -238,6 +279,7 @@ mod tests {
         );
         let m = Denial::ModelNotAllowed {
             model: "claude-opus-4-8".into(),
+            served: None,
             key: "k".into(),
             allowed: vec!["gw-haiku".into()],
         };
@@ -265,6 +307,33 @@ mod tests {
                 && m.contains("about $0.32")
                 && m.contains("resets at 2026-11-30T00:00:00Z"),
             "{m}"
+        );
+        let held = Denial::BudgetHeld {
+            budget: "team-week".into(),
+            scope: "team 'platform'".into(),
+            period: "weekly".into(),
+            left: 2_000_000,
+            reserved: 1_900_000,
+            estimate: 320_000,
+            retry_after_secs: 1,
+        };
+        assert_eq!(d(held.clone()), (429, "rate_limit_error"));
+        assert!(
+            held.message()
+                .contains("$2.00 left, but $1.90 of it is held by requests in flight")
+        );
+        assert!(held.headers().contains(&("retry-after".into(), "1".into())));
+        assert_eq!(d(Denial::ConflictingKeys), (401, "authentication_error"));
+        let served = Denial::ModelNotAllowed {
+            model: "gw-opus".into(),
+            served: Some("claude-opus-4-8".into()),
+            key: "k".into(),
+            allowed: vec![],
+        };
+        assert!(
+            served
+                .message()
+                .contains("model 'gw-opus' (served as 'claude-opus-4-8') is not allowed")
         );
         let r = Denial::RateLimited {
             scope: "key 'k1'".into(),

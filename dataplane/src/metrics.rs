@@ -1,6 +1,12 @@
 //! Prometheus metrics. Labels carry key ids, teams, models and providers, never secrets.
 //! Latency histograms are labelled by team, model and provider only, to bound cardinality on
 //! shared gateways with thousands of keys.
+//!
+//! Every label value is bounded by configuration, never chosen by a request: key ids, teams,
+//! budgets, providers and MCP servers come from the policy; a model name the policy does not
+//! know (no exact route, route target, price or model rule naming it) is `other`
+//! ([`crate::policy::Snapshot::model_label`]), and so is an MCP tool name no upstream server
+//! listed (see [`crate::mcp`]). Callers pass labels already bounded.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -106,6 +112,7 @@ pub struct Metrics {
     tokens: Family<TokenLabels, Counter>,
     cost: Family<RequestLabels, Counter>,
     incomplete: Family<RequestLabels, Counter>,
+    estimated: Family<RequestLabels, Counter>,
     unpriced: Family<ModelLabels, Counter>,
     upstream_duration: HistogramFamily,
     ttfb: HistogramFamily,
@@ -137,6 +144,7 @@ impl Metrics {
             tokens: Family::default(),
             cost: Family::default(),
             incomplete: Family::default(),
+            estimated: Family::default(),
             unpriced: Family::default(),
             upstream_duration: HistogramFamily::new_with_constructor(latency_histogram),
             ttfb: HistogramFamily::new_with_constructor(latency_histogram),
@@ -172,6 +180,11 @@ impl Metrics {
             "responses_incomplete",
             "Responses that ended without message_stop (cut streams, stream errors, client gone)",
             m.incomplete.clone(),
+        );
+        registry.register(
+            "usage_estimated_responses",
+            "Responses that ended without their final usage, charged by what they delivered",
+            m.estimated.clone(),
         );
         registry.register(
             "unpriced_responses",
@@ -265,6 +278,7 @@ impl Metrics {
         usage: &Usage,
         cost_micro_usd: u64,
         complete: bool,
+        usage_estimated: bool,
     ) {
         let s = StatusLabels {
             key_id: l.key_id.clone(),
@@ -297,6 +311,9 @@ impl Metrics {
         }
         if !complete {
             self.incomplete.get_or_create(l).inc();
+        }
+        if usage_estimated {
+            self.estimated.get_or_create(l).inc();
         }
     }
 
@@ -393,7 +410,7 @@ mod tests {
             output_tokens: 5,
             ..Default::default()
         };
-        m.completed(&l, 200, &usage, 123, true);
+        m.completed(&l, 200, &usage, 123, true, false);
         m.timings(&l, Some(0.01), 0.5);
         m.denial("unknown_key", "", "");
         m.reload("applied", true, 3);

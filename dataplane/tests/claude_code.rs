@@ -25,7 +25,11 @@ async fn rig() -> Rig {
 
 /// A rig whose policy has `extra` top-level sections appended.
 async fn rig_with(extra: &str) -> Rig {
-    let fake = FakeAnthropic::start(FakeConfig::new(PROVIDER_KEY)).await.unwrap();
+    rig_with_config(FakeConfig::new(PROVIDER_KEY), extra).await
+}
+
+async fn rig_with_config(cfg: FakeConfig, extra: &str) -> Rig {
+    let fake = FakeAnthropic::start(cfg).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.yaml");
     std::fs::write(
@@ -45,15 +49,27 @@ async fn rig_with(extra: &str) -> Rig {
 
 /// Runs the blocking Claude Code process off the runtime that serves the fake upstream.
 async fn claude(claude: &Path, rig: &Rig, key: &str, args: &[&str]) -> ClaudeRun {
+    claude_with_env(claude, rig, key, args, &[]).await
+}
+
+/// [`claude`] with extra environment variables.
+async fn claude_with_env(
+    claude: &Path,
+    rig: &Rig,
+    key: &str,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> ClaudeRun {
     let (c, key) = (claude.to_owned(), key.to_owned());
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let base = format!("{}/anthropic", rig.proxy.base_url());
     tokio::task::block_in_place(|| {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        let env = [
+        let mut env = vec![
             ("ANTHROPIC_BASE_URL", base.as_str()),
             ("ANTHROPIC_AUTH_TOKEN", key.as_str()),
         ];
+        env.extend_from_slice(extra);
         run_claude(&c, &a, &env, None)
     })
 }
@@ -203,8 +219,9 @@ async fn claude_code_is_refused_within_a_second_of_revocation() {
 async fn claude_code_shows_the_engineer_which_budget_ran_out_mid_session() {
     let Some(bin) = claude_bin() else { return };
     // Room for the first model call of the tool loop (its estimate is about $0.49 for a
-    // 49 KB Claude Code body at Opus prices with the 16384-token output cap), not for the
-    // second once the first (about $0.06) is settled.
+    // 49 KB Claude Code body at Opus prices with the 16384-token output cap: nothing is
+    // learned from fewer than 4 responses), not for the second once the first (about $0.06)
+    // is settled.
     let rig = rig_with(
         "budgets:\n  - {id: alice-daily, scope: {kind: key, name: alice}, limit_micro_usd: 530000, period: daily}\n",
     )
@@ -250,4 +267,66 @@ async fn claude_code_shows_the_engineer_which_budget_ran_out_mid_session() {
         run.stdout
     );
     assert!(result.contains("resets at"), "{}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_waits_out_budget_room_held_by_a_request_in_flight() {
+    let Some(bin) = claude_bin() else { return };
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let mut cfg = FakeConfig::new(PROVIDER_KEY);
+    cfg.hold = Some(gate.clone());
+    cfg.drip_delay = Duration::from_millis(1);
+    // $0.70: room for Claude Code's request (about $0.49 reserved) or for the held stream
+    // (about $0.41), not for both at once.
+    let rig = rig_with_config(
+        cfg,
+        "budgets:\n  - {id: alice-daily, scope: {kind: key, name: alice}, limit_micro_usd: 700000, period: daily}\n",
+    )
+    .await;
+    let held = tollgate_tests::harness::open(
+        "POST",
+        &format!("{}/v1/messages", rig.proxy.base_url()),
+        &[
+            ("x-api-key", KEY_ALICE),
+            ("anthropic-version", "2023-06-01"),
+            ("content-type", "application/json"),
+            ("x-fake-scenario", "slow"),
+        ],
+        bytes::Bytes::from(
+            serde_json::json!({"model": "claude-opus-4-8", "max_tokens": 16384, "stream": true,
+                "messages": [{"role": "user", "content": "take your time"}]})
+            .to_string(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(held.status(), 200);
+    // The held stream ends two seconds into Claude Code's run, freeing the room.
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        gate.add_permits(1);
+        http_body_util::BodyExt::collect(held.into_body()).await.is_ok()
+    });
+    let started = Instant::now();
+    // The harness turns Claude Code's retries off; here they are the point.
+    let retries = [("CLAUDE_CODE_MAX_RETRIES", "5")];
+    let run = claude_with_env(&bin, &rig, KEY_ALICE, &["-p", "say hi"], &retries).await;
+    assert!(release.await.unwrap(), "the held stream ended cleanly");
+    assert!(
+        !run.is_error(),
+        "stdout {} stderr {}\nproxy logs:\n{}",
+        run.stdout,
+        run.stderr,
+        rig.proxy.logs()
+    );
+    assert!(run.result().contains(DEFAULT_REPLY), "{}", run.stdout);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "served while the room was held"
+    );
+    let logs = rig.proxy.logs();
+    assert!(
+        logs.contains("\"reason\":\"budget_held\"") && !logs.contains("\"reason\":\"budget_exhausted\""),
+        "the refusal was a 429 to wait out, never a 402:\n{logs}"
+    );
 }

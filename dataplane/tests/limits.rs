@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tollgate_dataplane::pricing::PriceTable;
 use tollgate_dataplane::usage::Usage;
-use tollgate_tests::fake_anthropic::{FakeAnthropic, FakeConfig};
+use tollgate_tests::fake_anthropic::{FakeAnthropic, FakeConfig, expected_usage};
 use tollgate_tests::harness::{Proxy, Reply, open, send};
 use tollgate_tests::policy::{KEY_ALICE, PROVIDER_KEY, PROVIDER_KEY_ENV, standard_policy};
 
@@ -116,6 +116,12 @@ async fn exhausted_budget_is_a_402_naming_the_budget_and_spend_never_exceeds_it(
     let mut refused = None;
     for _ in 0..100 {
         let r = call(&proxy, false, &[]).await;
+        // The previous request's settlement may still be on its way: its reservation holds
+        // the room for a moment, and that refusal is a 429 to wait out.
+        if let Some(wait) = held(&r) {
+            tokio::time::sleep(wait).await;
+            continue;
+        }
         if r.status != 200 {
             refused = Some(r);
             break;
@@ -300,6 +306,150 @@ async fn concurrency_limit_frees_its_slot_when_the_stream_ends() {
         assert!(Instant::now() < deadline, "slot never freed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Dollars in a refusal message (`$1.234567` or `$1.23`) as micro-USD.
+fn micro_usd(dollars: &str) -> u64 {
+    let (whole, frac) = dollars.split_once('.').unwrap_or((dollars, "0"));
+    let frac = format!("{frac:0<6}");
+    whole.parse::<u64>().unwrap() * 1_000_000 + frac[..6].parse::<u64>().unwrap()
+}
+
+/// The settled spend a budget refusal reports: `... is exhausted: $X of $Y used; ...`.
+fn spent_in_refusal(msg: &str) -> u64 {
+    let rest = &msg[msg.find("is exhausted: $").unwrap_or_else(|| panic!("{msg}")) + 15..];
+    micro_usd(&rest[..rest.find(' ').unwrap()])
+}
+
+/// Whether a 429 is the "room held by requests in flight" refusal, and how long to wait.
+fn held(r: &Reply) -> Option<Duration> {
+    let msg = r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (r.status == 429 && msg.contains("held by requests in flight")).then(|| {
+        let secs: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        Duration::from_secs(secs)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_way_burst_spends_at_least_90_percent_of_the_budget_before_the_first_402() {
+    let mut cfg = FakeConfig::new(PROVIDER_KEY);
+    cfg.max_recorded = 100_000;
+    let fake = FakeAnthropic::start(cfg).await.unwrap();
+    // What Claude Code sends: a long prompt and max_tokens 32000; the answer is three words.
+    let body = json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 32_000,
+        "messages": [{"role": "user", "content": "x ".repeat(20_000)}],
+    })
+    .to_string();
+    let per_request = cost_of(&expected_usage(body.len(), false, 3));
+    let limit = 100 * per_request;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    let budget = format!(
+        "budgets:\n  - {{id: alice-burst, scope: {{kind: key, name: alice}}, limit_micro_usd: {limit}, period: daily}}\n"
+    );
+    std::fs::write(&file, policy(&fake.base_url(), "", &budget)).unwrap();
+    let proxy = Proxy::start(&bin(), &file, &[(PROVIDER_KEY_ENV, PROVIDER_KEY)]).unwrap();
+    let url = format!("{}/v1/messages", proxy.base_url());
+    let admin = proxy.admin_url();
+
+    // 64 clients, each sending until its first 402, waiting out every 429 as Claude Code does;
+    // on its 402 a client reads the settled spend.
+    let clients: Vec<_> = (0..64)
+        .map(|_| {
+            let (url, body, admin) = (url.clone(), body.clone(), admin.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut waits) = (0, 0);
+                loop {
+                    let r = send(
+                        "POST",
+                        &url,
+                        &[
+                            ("x-api-key", KEY_ALICE),
+                            ("anthropic-version", "2023-06-01"),
+                            ("content-type", "application/json"),
+                        ],
+                        Bytes::from(body.clone()),
+                    )
+                    .await
+                    .unwrap();
+                    match r.status {
+                        200 => ok += 1,
+                        402 => {
+                            let spend = send("GET", &format!("{admin}/admin/spend"), &[], Bytes::new())
+                                .await
+                                .unwrap()
+                                .json();
+                            let spent = spend["budgets"][0]["spent_micro_usd"].as_u64().unwrap();
+                            return (ok, waits, r, spent);
+                        }
+                        _ => {
+                            let wait =
+                                held(&r).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&r.body)));
+                            assert!(wait <= Duration::from_secs(2), "retry-after {wait:?}");
+                            waits += 1;
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let (mut ok, mut waits) = (0, 0);
+    let mut refusals = Vec::new();
+    let mut spent_at_402 = u64::MAX;
+    for c in clients {
+        let (o, w, r, spent) = c.await.unwrap();
+        ok += o;
+        waits += w;
+        refusals.push(r);
+        spent_at_402 = spent_at_402.min(spent);
+    }
+    // What was spent: what the upstream billed, at least 90% of the budget, and over it by
+    // no more than the documented bound (README, "Budgets and rate limits").
+    let calls = fake.requests();
+    assert_eq!(calls.len(), ok, "refused requests never reached the upstream");
+    let total: u64 = calls.iter().filter_map(|c| c.usage.as_ref()).map(cost_of).sum();
+    wait_settled(&proxy, "alice-burst", total).await;
+    println!(
+        "admitted {ok}, waited {waits} times, spent {total} of {limit} micro-USD, {spent_at_402} at the first 402"
+    );
+    let floor = limit * 9 / 10;
+    assert!(
+        spent_at_402 >= floor,
+        "a 402 came with only {spent_at_402} of {limit} spent"
+    );
+    // Every 402 came when the settled spend, not the room held in flight, left no room.
+    for r in &refusals {
+        let v = r.json();
+        assert_eq!(v["error"]["type"], "billing_error");
+        let msg = v["error"]["message"].as_str().unwrap();
+        let spent = spent_in_refusal(msg);
+        assert!(spent >= floor, "402 at {spent} of {limit} spent: {msg}");
+    }
+    let logs = proxy.logs();
+    let bound: u64 = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "request completed")
+        .map(|v| {
+            let f = &v["fields"];
+            let (actual, est) = (
+                f["cost_micro_usd"].as_u64().unwrap(),
+                f["estimate_micro_usd"].as_u64().unwrap(),
+            );
+            actual.saturating_sub(est)
+        })
+        .sum();
+    println!("overshoot bound {bound}");
+    assert!(
+        total <= limit + bound,
+        "spent {total} > limit {limit} + bound {bound}"
+    );
 }
 
 #[test]

@@ -573,6 +573,7 @@ async fn built_in_tools_are_removed_and_the_rest_reach_the_provider_byte_identic
     let headers = [
         ("authorization", auth.as_str()),
         ("content-type", "application/json"),
+        ("anthropic-version", "2023-06-01"),
     ];
     send("POST", &url, &headers, Bytes::from(original.clone()))
         .await

@@ -396,12 +396,26 @@ async fn gateway_refusals_use_anthropic_errors_with_chosen_statuses() {
     let r = send(
         "POST",
         &rig.url("/v1/messages"),
-        &[("x-api-key", KEY_ALICE)],
+        &[("x-api-key", KEY_ALICE), ("anthropic-version", "2023-06-01")],
         Bytes::from_static(b"{not json"),
     )
     .await
     .unwrap();
     assert_anthropic_error(&r, 400, "invalid_request_error", "not a valid JSON object");
+    let r = send(
+        "POST",
+        &rig.url("/v1/messages"),
+        &[("x-api-key", KEY_ALICE)],
+        Bytes::from_static(b"{}"),
+    )
+    .await
+    .unwrap();
+    assert_anthropic_error(
+        &r,
+        400,
+        "invalid_request_error",
+        "anthropic-version: header is required",
+    );
     let mut big = simple_body("claude-sonnet-4-5", false);
     big["messages"][0]["content"] = json!("x".repeat(8192));
     let r = rig.messages(KEY_ALICE, big, &[]).await;

@@ -71,7 +71,7 @@ pub fn referenced(world: &World) -> BTreeSet<SecretKey> {
             world
                 .audit_sinks
                 .iter()
-                .filter_map(|a| a.spec.credential.as_ref()),
+                .flat_map(|a| a.spec.credential.iter().chain(&a.spec.access_key_id)),
         );
     refs.filter_map(|c: &CredentialRef| c.secret_key_ref.as_ref())
         .filter(|s| world.credential_secrets.contains(&s.name))

@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod compile;
 pub mod crd;
 pub mod credentials;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod inject;
 pub mod metrics;
 pub mod names;
+pub mod offline;
 pub mod reconcile;
 pub mod secrets;
 pub mod spend;

@@ -1,6 +1,7 @@
 //! `tollgate-operator`: watches Tollgate's custom resources and writes the policy
 //! ConfigMaps tollgate-proxy loads. One replica leads (a Lease); the others stand by.
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use clap::Parser;
 use kube_lease_manager::LeaseManagerBuilder;
 use signals::shutdown_signal;
 use tollgate_dataplane::server::listen;
-use tollgate_operator::compile::{Settings, ShardLimits, SidecarMode};
+use tollgate_operator::cli::{SettingsArgs, SidecarModeArg};
 use tollgate_operator::inject::{InjectionConfig, Injector};
 use tollgate_operator::metrics::Metrics;
 use tollgate_operator::reconcile::{Config, Reconciler};
@@ -22,23 +23,16 @@ use tracing::{error, info, warn};
 /// Compiles VirtualKey, Team, Budget, ModelProvider, ModelRoute, McpServer and AuditSink
 /// resources into the policy ConfigMaps tollgate-proxy reads.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Namespace the policy ConfigMaps are written to (where the proxies run).
     #[arg(long, env = "TOLLGATE_POLICY_NAMESPACE", default_value = "tollgate-system")]
     policy_namespace: String,
-    /// Name of the main policy ConfigMap; key shards are NAME-keys-NN.
-    #[arg(long, default_value = "tollgate-policy")]
-    policy_name: String,
-    /// The organization name (enables organization-scoped budgets).
-    #[arg(long, env = "TOLLGATE_ORGANIZATION")]
-    organization: Option<String>,
-    /// Where the proxy container mounts credential Secrets (DIR/SECRET/KEY).
-    #[arg(long, default_value = "/var/run/tollgate/credentials")]
-    credentials_dir: String,
-    /// At most this many key shard ConfigMaps (the proxy's projected volume lists as many).
-    #[arg(long, default_value_t = 16)]
-    max_key_shards: usize,
+    /// What shapes the policy (shared with `compile`).
+    #[command(flatten)]
+    settings: SettingsArgs,
     /// Proxy admin base URLs to read budget spend from (`GET URL/admin/spend`); repeatable.
     #[arg(long = "spend-url", env = "TOLLGATE_SPEND_URLS", value_delimiter = ',')]
     spend_urls: Vec<String>,
@@ -100,42 +94,16 @@ struct Args {
     /// Redis ledger URL); repeatable.
     #[arg(long = "mirror-secret", value_delimiter = ',')]
     mirror_secrets: Vec<String>,
-    /// What sidecars in agent namespaces get: `gateway` (default), a policy that sends every
-    /// request to the gateway with the client's own key and no credential of any kind; or
-    /// `direct`, the full policy and a copy of the credentials it references (only for
-    /// namespaces whose pod creators you would trust with the provider keys).
-    #[arg(long, value_enum, default_value = "gateway")]
-    sidecar_mode: SidecarModeArg,
-    /// The gateway's base URL as sidecars reach it, e.g.
-    /// `http://tollgate-gateway.tollgate-system.svc:8080` (required in gateway mode).
-    #[arg(long, env = "TOLLGATE_GATEWAY_URL")]
-    gateway_url: Option<String>,
     /// Check an injection config file and exit (0: valid).
     #[arg(long, value_name = "FILE")]
     check_injection_config: Option<std::path::PathBuf>,
 }
 
-/// `--sidecar-mode` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum SidecarModeArg {
-    /// Sidecars forward to the gateway and hold no credential.
-    Gateway,
-    /// Sidecars hold the full policy and the credentials.
-    Direct,
-}
-
-/// The compile-time sidecar mode from the flags; gateway mode needs the gateway's URL.
-fn sidecar_mode(args: &Args) -> anyhow::Result<SidecarMode> {
-    match (args.sidecar_mode, &args.gateway_url) {
-        (SidecarModeArg::Direct, _) => Ok(SidecarMode::Direct),
-        (SidecarModeArg::Gateway, Some(url)) if url.starts_with("http://") || url.starts_with("https://") => {
-            Ok(SidecarMode::Gateway { url: url.clone() })
-        }
-        (SidecarModeArg::Gateway, Some(url)) => anyhow::bail!("--gateway-url {url:?} is not an http(s) URL"),
-        (SidecarModeArg::Gateway, None) => anyhow::bail!(
-            "--sidecar-mode gateway needs --gateway-url (the gateway Service's URL), or choose --sidecar-mode direct"
-        ),
-    }
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Compile manifests into the policy without a cluster: print the policy document the
+    /// operator would write and every resource's readiness (for CI: --strict).
+    Compile(Box<tollgate_operator::offline::CompileArgs>),
 }
 
 mod signals {
@@ -194,11 +162,11 @@ async fn start_webhook(
     };
     let injector = Injector {
         config: read_injection_config(&args.injection_config)?,
-        policy_name: args.policy_name.clone(),
-        max_key_shards: args.max_key_shards,
+        policy_name: args.settings.policy_name.clone(),
+        max_key_shards: args.settings.max_key_shards,
         credentials_secret: args.credentials_secret.clone(),
-        credentials_dir: args.credentials_dir.clone(),
-        direct: args.sidecar_mode == SidecarModeArg::Direct,
+        credentials_dir: args.settings.credentials_dir.clone(),
+        direct: args.settings.sidecar_mode == SidecarModeArg::Direct,
     };
     let source = if args.webhook_certs == "files" {
         CertSource::Files(args.webhook_cert_dir.clone())
@@ -234,8 +202,11 @@ async fn start_webhook(
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
+    if let Some(Command::Compile(compile)) = &args.command {
+        return Ok(tollgate_operator::offline::run(compile));
+    }
     init_tracing(&args.log_format);
     if let Some(path) = &args.check_injection_config {
         let config = read_injection_config(path)?;
@@ -245,8 +216,13 @@ async fn main() -> anyhow::Result<()> {
             config.image,
             config.port
         );
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
+    run(args).await.map(|()| ExitCode::SUCCESS)
+}
+
+/// Runs the operator until SIGTERM (or a lost leader lease).
+async fn run(args: Args) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let client = kube::Client::try_default()
@@ -262,17 +238,7 @@ async fn main() -> anyhow::Result<()> {
         )?))
     };
     let config = Config {
-        settings: Settings {
-            organization: args.organization.clone(),
-            audit_capture: None,
-            credentials_dir: args.credentials_dir.clone(),
-            policy_name: args.policy_name.clone(),
-            limits: ShardLimits {
-                max_shards: args.max_key_shards,
-                ..ShardLimits::default()
-            },
-            sidecar: sidecar_mode(&args)?,
-        },
+        settings: args.settings.settings(None)?,
         policy_namespace: args.policy_namespace.clone(),
         resync: Duration::from_secs(args.resync_secs),
         spend_interval: Duration::from_secs(args.spend_interval_secs),

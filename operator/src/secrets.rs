@@ -116,6 +116,36 @@ pub fn digest_in_place(secret: &mut Secret) {
     secret.metadata.annotations = Some(BTreeMap::from([(DIGESTED.to_owned(), "true".to_owned())]));
 }
 
+/// Annotation the cache puts on a VirtualKey whose spec was too large to keep: its size in
+/// bytes. The compiler refuses such a key (`KeyTooLarge`) without the cache holding its spec.
+pub const OVERSIZED_ANNOTATION: &str = "tollgate.dev/oversized-spec-bytes";
+
+/// The largest VirtualKey spec the cache keeps whole; twice what a key may compile to.
+pub const MAX_CACHED_SPEC_BYTES: usize = 64 * 1024;
+
+/// Trims a VirtualKey before it is cached: no managed fields or annotations, and a spec too
+/// large to compile replaced by its identity and size, so a tenant writing many maximal keys
+/// cannot exhaust the operator's memory.
+pub fn trim_virtual_key(vk: &mut VirtualKey) {
+    vk.metadata.managed_fields = None;
+    vk.metadata.annotations = None;
+    let bytes = serde_json::to_vec(&vk.spec).map_or(usize::MAX, |v| v.len());
+    if bytes > MAX_CACHED_SPEC_BYTES {
+        let spec = &vk.spec;
+        vk.spec = crate::crd::VirtualKeySpec {
+            owner: spec.owner.clone(),
+            team: spec.team.clone(),
+            enabled: spec.enabled,
+            secret_ref: spec.secret_ref.clone(),
+            ..Default::default()
+        };
+        vk.metadata.annotations = Some(BTreeMap::from([(
+            OVERSIZED_ANNOTATION.to_owned(),
+            bytes.to_string(),
+        )]));
+    }
+}
+
 /// What the compiler needs from a Secret as read from the API (its values still in it).
 pub fn digest_of(secret: &Secret) -> SecretDigest {
     let mut copy = secret.clone();
@@ -191,6 +221,34 @@ mod tests {
             }
             assert_eq!(meta.annotations.as_ref().unwrap()[KEY_NAME_ANNOTATION], name);
         }
+    }
+
+    #[test]
+    fn an_oversized_key_is_cached_as_its_identity_and_size() {
+        let mut vk = VirtualKey::new("big", Default::default());
+        vk.spec.owner = Some("alice".into());
+        vk.spec.models.allow = (0..400).map(|i| format!("{i}-{}", "m".repeat(250))).collect();
+        vk.metadata.annotations = Some(BTreeMap::from([(
+            "kubectl.kubernetes.io/last-applied-configuration".to_owned(),
+            "x".repeat(100_000),
+        )]));
+        trim_virtual_key(&mut vk);
+        assert!(vk.spec.models.allow.is_empty());
+        assert_eq!(vk.spec.owner.as_deref(), Some("alice"));
+        let size: usize = vk.metadata.annotations.as_ref().unwrap()[OVERSIZED_ANNOTATION]
+            .parse()
+            .unwrap();
+        assert!(size > MAX_CACHED_SPEC_BYTES);
+        assert!(
+            serde_json::to_vec(&vk).unwrap().len() < 1024,
+            "the cached copy is small"
+        );
+        // A normal key keeps its spec, without annotations.
+        let mut small = VirtualKey::new("small", Default::default());
+        small.spec.models.allow = vec!["claude-*".into()];
+        trim_virtual_key(&mut small);
+        assert_eq!(small.spec.models.allow, ["claude-*"]);
+        assert!(small.metadata.annotations.is_none());
     }
 
     #[test]

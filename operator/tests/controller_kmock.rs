@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use tollgate_operator::compile::{BudgetSpend, Settings};
+use tollgate_operator::compile::{BudgetSpend, Settings, TeamlessKeys};
 use tollgate_operator::crd::*;
 use tollgate_operator::metrics::Metrics;
 use tollgate_operator::reconcile::{Config, Reconciler};
@@ -84,7 +84,13 @@ async fn the_controller_compiles_resources_into_configmaps_and_reports_status() 
             &pp,
             &Team {
                 metadata: named("platform", None),
-                spec: TeamSpec::default(),
+                spec: TeamSpec {
+                    allowed_namespaces: Some(AllowedNamespaces {
+                        from: NamespacesFrom::All,
+                        selector: None,
+                    }),
+                    ..Default::default()
+                },
                 status: None,
             },
         )
@@ -587,6 +593,10 @@ async fn one_refusing_namespace_does_not_stop_the_rest_and_unlabelled_secrets_st
         .unwrap();
 
     let config = Config {
+        settings: Settings {
+            teamless_keys: TeamlessKeys::Allow,
+            ..Settings::default()
+        },
         policy_namespace: NS.into(),
         debounce: Duration::from_millis(50),
         resync: Duration::from_secs(300),
@@ -804,6 +814,7 @@ async fn gateway_mode_writes_no_secret_into_agent_namespaces() {
     let config = Config {
         settings: Settings {
             sidecar: SidecarMode::Gateway { url: gateway.into() },
+            teamless_keys: TeamlessKeys::Allow,
             ..Settings::default()
         },
         policy_namespace: NS.into(),
@@ -870,6 +881,118 @@ async fn gateway_mode_writes_no_secret_into_agent_namespaces() {
     })
     .await;
     assert!(creds.data.unwrap_or_default().contains_key("anthropic_api-key"));
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// A team admits keys only from the namespaces its selector matches, and a key without a team
+/// is refused by default: both are `Ready=False, NamespaceNotAllowed` and out of the policy.
+/// The operator watches every Namespace (metadata only): labelling one into the team brings its
+/// key in without any change to the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_admits_keys_only_from_the_namespaces_it_selects() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let server = ApiServer::start();
+    let client = server.client();
+    let pp = PostParams::default();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for (name, team) in [("team-a", Some("platform")), ("team-b", None)] {
+        let mut ns = labelled_namespace(name, None);
+        ns.metadata.labels = team.map(|t| BTreeMap::from([("tollgate.dev/team".to_owned(), t.to_owned())]));
+        namespaces.create(&pp, &ns).await.unwrap();
+    }
+    let team = Team {
+        metadata: named("platform", None),
+        spec: TeamSpec {
+            allowed_namespaces: Some(AllowedNamespaces {
+                from: NamespacesFrom::Selector,
+                selector: Some("tollgate.dev/team=platform".parse().unwrap()),
+            }),
+            ..Default::default()
+        },
+        status: None,
+    };
+    Api::<Team>::all(client.clone()).create(&pp, &team).await.unwrap();
+    for (ns, name, team) in [
+        ("team-a", "alice", Some("platform")),
+        ("team-b", "mallory", Some("platform")),
+        ("team-b", "drifter", None),
+    ] {
+        let key = VirtualKey {
+            metadata: named(name, Some(ns)),
+            spec: VirtualKeySpec {
+                team: team.map(Into::into),
+                enabled: true,
+                ..Default::default()
+            },
+            status: None,
+        };
+        Api::<VirtualKey>::namespaced(client.clone(), ns)
+            .create(&pp, &key)
+            .await
+            .unwrap();
+    }
+
+    let config = Config {
+        policy_namespace: NS.into(),
+        debounce: Duration::from_millis(50),
+        resync: Duration::from_secs(300),
+        ..Config::default()
+    };
+    let reconciler = Reconciler::new(client.clone(), config, Arc::new(Metrics::new()), None);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(reconciler.run(async move {
+        let _ = stopped.await;
+    }));
+
+    let ready = |ns: &'static str, name: &'static str, want: (&'static str, &'static str)| {
+        let keys: Api<VirtualKey> = Api::namespaced(client.clone(), ns);
+        async move {
+            eventually(&format!("{ns}/{name} {want:?}"), WAIT, || async {
+                let st = keys.get(name).await.unwrap().status?;
+                let c = st.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+                ((c.status.as_str(), c.reason.as_str()) == want).then_some(c.message)
+            })
+            .await
+        }
+    };
+    ready("team-a", "alice", ("True", "Compiled")).await;
+    let why = ready("team-b", "mallory", ("False", "NamespaceNotAllowed")).await;
+    assert!(why.contains("\"team-b\""), "{why}");
+    let why = ready("team-b", "drifter", ("False", "NamespaceNotAllowed")).await;
+    assert!(why.contains("--teamless-keys=deny"), "{why}");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    let shard = |cm: Option<ConfigMap>| -> String {
+        cm.and_then(|c| c.data?.get("keys-00.json").cloned())
+            .unwrap_or_default()
+    };
+    let keys = shard(cms.get_opt("tollgate-policy-keys-00").await.unwrap());
+    assert!(keys.contains("team-a/alice"), "{keys}");
+    assert!(!keys.contains("team-b/"), "{keys}");
+
+    // The namespace joins the team: its key follows, the teamless one does not.
+    let join = serde_json::json!({"metadata": {"labels": {"tollgate.dev/team": "platform"}}});
+    namespaces
+        .patch("team-b", &PatchParams::default(), &Patch::Merge(join))
+        .await
+        .unwrap();
+    ready("team-b", "mallory", ("True", "Compiled")).await;
+    eventually("mallory in the policy", WAIT, || async {
+        let keys = shard(cms.get_opt("tollgate-policy-keys-00").await.unwrap());
+        keys.contains("team-b/mallory").then_some(())
+    })
+    .await;
+    ready("team-b", "drifter", ("False", "NamespaceNotAllowed")).await;
+    let teams: Api<Team> = Api::all(client.clone());
+    eventually("the team counts two keys", WAIT, || async {
+        (teams.get("platform").await.unwrap().status?.keys == 2).then_some(())
+    })
+    .await;
 
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(5), task)

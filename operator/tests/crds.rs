@@ -4,7 +4,7 @@
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;
 use serde_json::{Value, json};
-use tollgate_operator::crd::{self, Budget, McpServer, ModelProvider, VirtualKey};
+use tollgate_operator::crd::{self, AuditSink, Budget, McpServer, ModelProvider, Team, VirtualKey};
 
 #[test]
 fn checked_in_crds_match_the_types() {
@@ -178,4 +178,257 @@ fn provider_and_mcp_rules() {
     let m = json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "McpServer", "metadata": {"name": "x".repeat(49)}, "spec": {"url": "https://mcp.example"}});
     let errors = broken::<McpServer>(m);
     assert!(errors.iter().any(|e| e.contains("at most 48")), "{errors:?}");
+}
+
+fn object(kind: &str, name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec})
+}
+
+/// Asserts that `spec` passes, and each of `cases` breaks a rule with that message.
+fn check_rules<K: CustomResourceExt>(kind: &str, ok: &[Value], cases: &[(Value, &str)]) {
+    for spec in ok {
+        assert_eq!(
+            broken::<K>(object(kind, "x", spec.clone())),
+            Vec::<String>::new(),
+            "{spec}"
+        );
+    }
+    for (spec, message) in cases {
+        let errors = broken::<K>(object(kind, "x", spec.clone()));
+        assert!(
+            errors.iter().any(|e| e.contains(message)),
+            "{spec}: expected {message:?}, got {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn audit_sink_rules_are_the_proxys_per_kind() {
+    let cred = json!({"env": "TOKEN"});
+    check_rules::<AuditSink>(
+        "AuditSink",
+        &[
+            json!({"kind": "webhook", "endpoint": "https://siem.example"}),
+            json!({"kind": "file", "endpoint": "/var/log/tollgate/audit.jsonl"}),
+            json!({"kind": "splunk", "endpoint": "https://splunk:8088", "credential": cred, "index": "sec", "source": "tg"}),
+            json!({"kind": "opensearch", "endpoint": "https://os:9200", "index": "audit"}),
+            json!({"kind": "s3", "endpoint": "https://s3.amazonaws.com", "credential": cred, "accessKeyId": cred,
+                   "bucket": "b", "region": "eu-west-1", "prefix": "p/",
+                   "batch": {"maxRecords": 10, "maxBytes": 1024, "maxWaitMs": 0},
+                   "retry": {"initialBackoffMs": 100, "maxBackoffMs": 100, "timeoutMs": 5000}}),
+        ],
+        &[
+            (
+                json!({"kind": "webhook", "endpoint": "siem.example"}),
+                "endpoint must be an http(s) URL",
+            ),
+            (
+                json!({"kind": "splunk", "endpoint": "https://s"}),
+                "need a credential",
+            ),
+            (
+                json!({"kind": "datadog", "endpoint": "https://d"}),
+                "need a credential",
+            ),
+            (
+                json!({"kind": "s3", "endpoint": "https://s3", "credential": cred, "accessKeyId": cred}),
+                "kind s3 needs bucket and accessKeyId",
+            ),
+            (
+                json!({"kind": "s3", "endpoint": "https://s3", "credential": cred, "bucket": "b"}),
+                "kind s3 needs bucket and accessKeyId",
+            ),
+            (
+                json!({"kind": "s3", "endpoint": "https://s3", "credential": cred, "accessKeyId": cred, "bucket": ""}),
+                "must not be empty",
+            ),
+            (
+                json!({"kind": "webhook", "endpoint": "https://w", "bucket": "b"}),
+                "for kind s3 only",
+            ),
+            (
+                json!({"kind": "webhook", "endpoint": "https://w", "index": "i"}),
+                "index is for kinds",
+            ),
+            (
+                json!({"kind": "elasticsearch", "endpoint": "https://e", "source": "s"}),
+                "source is for kinds",
+            ),
+            (
+                json!({"kind": "webhook", "endpoint": "https://w", "retry": {"maxBackoffMs": 100}}),
+                "initialBackoffMs must not exceed maxBackoffMs",
+            ),
+            (
+                json!({"kind": "webhook", "endpoint": "https://w", "retry": {"timeoutMs": 0}}),
+                "must be greater than 0",
+            ),
+            (
+                json!({"kind": "webhook", "endpoint": "https://w", "batch": {"maxRecords": 0}}),
+                "must be greater than 0",
+            ),
+        ],
+    );
+    let dotted = json!({"apiVersion": "tollgate.dev/v1alpha1", "kind": "AuditSink", "metadata": {"name": "siem.prod"},
+                        "spec": {"kind": "webhook", "endpoint": "https://w"}});
+    let errors = broken::<AuditSink>(dotted);
+    assert!(
+        errors.iter().any(|e| e.contains("must not contain '.'")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn team_rules() {
+    check_rules::<Team>(
+        "Team",
+        &[
+            json!({}),
+            json!({"allowedNamespaces": {"from": "All"}}),
+            json!({"allowedNamespaces": {"from": "Selector", "selector": {"matchLabels": {"tollgate.dev/team": "platform"}}},
+                   "mcp": [{"server": "github", "allow": ["read_*"]}], "tools": {"deny": ["Bash"]}}),
+            json!({"allowedNamespaces": {"from": "Selector", "selector": {"matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a"]},
+                {"key": "legacy", "operator": "DoesNotExist"}]}}}),
+        ],
+        &[
+            (
+                json!({"allowedNamespaces": {"from": "Selector"}}),
+                "selector is required",
+            ),
+            (
+                json!({"allowedNamespaces": {"from": "All", "selector": {"matchLabels": {"a": "b"}}}}),
+                "selector is required with from: Selector and only allowed with it",
+            ),
+            (
+                json!({"allowedNamespaces": {"from": "Selector", "selector": {}}}),
+                "a selector needs matchLabels or matchExpressions",
+            ),
+            (
+                json!({"allowedNamespaces": {"from": "Selector", "selector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}}),
+                "values must be non-empty for In and NotIn",
+            ),
+            (
+                json!({"allowedNamespaces": {"from": "Selector", "selector": {"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]}}}),
+                "absent for Exists and DoesNotExist",
+            ),
+            (
+                json!({"mcp": [{"server": "gh"}, {"server": "gh"}]}),
+                "each MCP server may be granted once",
+            ),
+            (json!({"tools": {"deny": [""]}}), "patterns must not be empty"),
+            (
+                json!({"mcp": [{"server": "gh", "allow": [""]}]}),
+                "patterns must not be empty",
+            ),
+        ],
+    );
+    // `from` is an enum of the two cases; there is no `Same` for a cluster-scoped Team.
+    let schema = schema::<Team>();
+    let from = &schema["properties"]["spec"]["properties"]["allowedNamespaces"]["properties"]["from"];
+    assert_eq!(from["enum"], json!(["All", "Selector"]));
+}
+
+/// The CRD offers exactly the provider kinds the proxy implements, less `tollgate` (the
+/// gateway as a sidecar's provider, which only the operator writes).
+#[test]
+fn provider_kinds_are_exactly_what_the_proxy_implements() {
+    let schema = schema::<ModelProvider>();
+    let offered: Vec<&str> = schema["properties"]["spec"]["properties"]["kind"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let implemented: Vec<String> = tollgate_dataplane::policy::validate::SUPPORTED_PROVIDER_KINDS
+        .iter()
+        .map(|k| serde_json::to_value(k).unwrap().as_str().unwrap().to_owned())
+        .filter(|k| k != "tollgate")
+        .collect();
+    let mut offered_sorted = offered.clone();
+    offered_sorted.sort();
+    let mut implemented_sorted = implemented.clone();
+    implemented_sorted.sort();
+    assert_eq!(offered_sorted, implemented_sorted);
+    for kind in &offered {
+        let p: ModelProvider = serde_json::from_value(object(
+            "ModelProvider",
+            "p",
+            json!({"kind": kind, "endpoint": "https://x"}),
+        ))
+        .unwrap();
+        assert!(p.spec.kind.document_kind().is_some(), "{kind}");
+    }
+    // An object stored under the old schema still reads (and is reported), rather than failing
+    // the watch of every ModelProvider.
+    let old: ModelProvider = serde_json::from_value(object(
+        "ModelProvider",
+        "p",
+        json!({"kind": "bedrock", "endpoint": "https://x"}),
+    ))
+    .unwrap();
+    assert_eq!(old.spec.kind, crd::ProviderKind::Unsupported);
+    assert!(
+        !offered.contains(&"tollgate"),
+        "users may not declare the gateway kind"
+    );
+}
+
+/// `kubectl get -o wide` shows why a resource is not ready, whatever its kind; conditions are
+/// validated as `metav1.Condition` is.
+#[test]
+fn every_kind_shows_reason_and_message_wide_and_conditions_follow_the_api_conventions() {
+    for (file, crd) in crd::all() {
+        let columns = crd.spec.versions[0]
+            .additional_printer_columns
+            .clone()
+            .unwrap_or_default();
+        for (name, path) in [("Reason", "reason"), ("Message", "message")] {
+            let c = columns
+                .iter()
+                .find(|c| c.name == name)
+                .unwrap_or_else(|| panic!("{file}: no {name} column"));
+            assert_eq!(c.priority, Some(1), "{file}: {name} only with -o wide");
+            assert_eq!(
+                c.json_path,
+                format!(".status.conditions[?(@.type==\"Ready\")].{path}"),
+                "{file}"
+            );
+        }
+        let schema = serde_json::to_value(
+            crd.spec.versions[0]
+                .schema
+                .as_ref()
+                .unwrap()
+                .open_api_v3_schema
+                .as_ref()
+                .unwrap(),
+        )
+        .unwrap();
+        let condition = &schema["properties"]["status"]["properties"]["conditions"]["items"];
+        let p = &condition["properties"];
+        assert_eq!(p["lastTransitionTime"]["format"], "date-time", "{file}");
+        assert_eq!(p["reason"]["minLength"], 1, "{file}");
+        assert_eq!(
+            p["reason"]["pattern"], "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+            "{file}"
+        );
+        assert!(p["type"]["pattern"].is_string(), "{file}");
+        assert_eq!(p["observedGeneration"]["minimum"].as_f64(), Some(0.0), "{file}");
+        let mut required: Vec<&str> = condition["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        required.sort();
+        assert_eq!(
+            required,
+            ["lastTransitionTime", "message", "reason", "status", "type"],
+            "{file}"
+        );
+        assert!(
+            schema["properties"]["status"]["properties"]["observedGeneration"].is_object(),
+            "{file}"
+        );
+    }
 }

@@ -88,7 +88,7 @@ spec:
 apiVersion: tollgate.dev/v1alpha1
 kind: Team
 metadata: {{name: platform}}
-spec: {{}}
+spec: {{allowedNamespaces: {{from: Selector, selector: {{matchLabels: {{kubernetes.io/metadata.name: team-a}}}}}}}}
 ---
 apiVersion: tollgate.dev/v1alpha1
 kind: VirtualKey

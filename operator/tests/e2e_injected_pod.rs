@@ -116,7 +116,13 @@ async fn create_world(client: &kube::Client, upstream: &str) {
         .unwrap();
     let team = Team {
         metadata: meta("platform", None),
-        spec: TeamSpec::default(),
+        spec: TeamSpec {
+            allowed_namespaces: Some(AllowedNamespaces {
+                from: NamespacesFrom::All,
+                selector: None,
+            }),
+            ..Default::default()
+        },
         status: None,
     };
     Api::<Team>::all(client.clone()).create(&pp, &team).await.unwrap();

@@ -13,8 +13,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use tollgate_tests::fake_anthropic::{
-    BIG_REPLY_BYTES, DEFAULT_REPLY, FakeAnthropic, FakeConfig, PROMPT_TOO_LONG, RecordedRequest, Scenario,
-    TOOL_USE_OUTPUT_TOKENS, big_reply_text, expected_usage, input_tokens_for_body_len,
+    BIG_REPLY_BYTES, DEFAULT_REPLY, FakeAnthropic, FakeConfig, HUGE_REPLY_BYTES, PROMPT_TOO_LONG,
+    RecordedRequest, Scenario, TOOL_USE_OUTPUT_TOKENS, big_reply_text, expected_usage,
+    input_tokens_for_body_len,
 };
 
 const KEY: &str = "sk-ant-upstream-test";
@@ -787,6 +788,103 @@ async fn big_reply() {
     let v = r.json();
     assert_eq!(v["content"][0]["text"], big_reply_text());
     assert_eq!(v["usage"]["output_tokens"], words);
+}
+
+#[tokio::test]
+async fn big_cut_delivers_every_block_then_cuts_before_the_final_usage() {
+    let fake = start().await;
+    let body = serde_json::to_vec(&simple_body("hi", true)).unwrap();
+    let mut req =
+        Request::post(format!("{}/v1/messages", fake.base_url())).header("x-fake-scenario", "big-cut");
+    for (k, v) in api_headers() {
+        req = req.header(k, v);
+    }
+    let resp = client()
+        .request(req.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut received = Vec::new();
+    let error = loop {
+        match body.frame().await {
+            Some(Ok(frame)) => received.extend_from_slice(&frame.into_data().unwrap_or_default()),
+            Some(Err(e)) => break Some(e),
+            None => break None,
+        }
+    };
+    assert!(error.is_some(), "the body must end in an error");
+    let events = parse_sse(std::str::from_utf8(&received).unwrap());
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names.last(),
+        Some(&"content_block_stop"),
+        "no message_delta, no message_stop"
+    );
+    let text: String = events
+        .iter()
+        .filter_map(|(_, d)| d["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(text, big_reply_text());
+    assert_eq!(
+        last(&fake).usage.unwrap()["output_tokens"],
+        1,
+        "as message_start said"
+    );
+}
+
+#[tokio::test]
+async fn big_with_a_tool_marker_writes_then_calls_the_tool() {
+    let fake = start().await;
+    let c = client();
+    let body = simple_body("[[tool_use:Lookup]]", true);
+    let r = post_messages(&c, &fake, &[("x-fake-scenario", "big")], &body).await;
+    let s = fold_stream(&parse_sse(r.text()));
+    assert_eq!(s.text, big_reply_text());
+    assert_eq!(s.blocks.len(), 2);
+    assert_eq!(s.blocks[1]["name"], "Lookup");
+    assert_eq!(s.partial_json, "{}");
+    assert_eq!(s.stop_reason, "tool_use");
+    let words = big_reply_text().split_whitespace().count() as u64;
+    assert_eq!(s.usage["output_tokens"], words + TOOL_USE_OUTPUT_TOKENS);
+}
+
+#[tokio::test]
+async fn slow_headers_and_huge_json() {
+    let fake = start_with(FakeConfig {
+        header_delay: Duration::from_millis(300),
+        ..FakeConfig::new(KEY)
+    })
+    .await;
+    let c = client();
+    let t0 = Instant::now();
+    let r = post_messages(
+        &c,
+        &fake,
+        &[("x-fake-scenario", "slow-headers")],
+        &simple_body("hi", false),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(t0.elapsed() >= Duration::from_millis(300), "{:?}", t0.elapsed());
+    assert_eq!(r.json()["content"][0]["text"], DEFAULT_REPLY);
+
+    let r = post_messages(
+        &c,
+        &fake,
+        &[("x-fake-scenario", "huge-json")],
+        &simple_body("hi", false),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.len() > HUGE_REPLY_BYTES, "{}", r.body.len());
+    let v = r.json();
+    let text = v["content"][0]["text"].as_str().unwrap();
+    assert!(text.len() >= HUGE_REPLY_BYTES);
+    assert_eq!(
+        v["usage"]["output_tokens"],
+        text.split_whitespace().count() as u64
+    );
 }
 
 #[tokio::test]

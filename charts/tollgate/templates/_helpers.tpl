@@ -96,6 +96,45 @@ and the sidecar's probes then fail pod validation). Renders "true" or "false".
 {{- end }}
 
 {{/*
+Whether to render the VirtualKey owner ValidatingAdmissionPolicy: keyOwnerPolicy.enabled, or
+with "auto" whether the cluster serves admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy
+(discovery, .Capabilities.APIVersions) or is 1.30+, where that API is GA and on by default (a
+render without a cluster knows only the version it is given). Renders "true" or "false".
+*/}}
+{{- define "tollgate.keyOwnerPolicy" -}}
+{{- $enabled := .Values.keyOwnerPolicy.enabled }}
+{{- if eq (toString $enabled) "auto" }}
+{{- or (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy") (semverCompare ">=1.30.0-0" .Capabilities.KubeVersion.Version) }}
+{{- else }}
+{{- $enabled }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the chart grants anyone VirtualKey writes: the aggregated admin or edit role with
+rbac.virtualKeyWriters, or the key roles (key-editor writes keys). Renders "true" or "".
+*/}}
+{{- define "tollgate.virtualKeyWriterRoles" -}}
+{{- $r := .Values.rbac }}
+{{- if or $r.keyRoles (and $r.aggregateClusterRoles (or $r.virtualKeyWriters.admin $r.virtualKeyWriters.edit)) }}true{{ end }}
+{{- end }}
+
+{{/*
+Fails the render when the chart grants VirtualKey writes but renders no key-owner policy
+(keyOwnerPolicy.enabled false, or auto on what looks like a cluster below 1.30), unless
+keyOwnerPolicy.allowWithout acknowledges it. Without the policy every VirtualKey writer may
+name any owner, grant any MCP server and turn off audit capture; offline renders (helm
+template, Argo CD) may report an old version for a new cluster, so auto must not drop the
+policy silently. Returns nothing.
+*/}}
+{{- define "tollgate.validateKeyOwnerPolicy" -}}
+{{- if and (ne (include "tollgate.keyOwnerPolicy" .) "true") (include "tollgate.virtualKeyWriterRoles" .) (not .Values.keyOwnerPolicy.allowWithout) }}
+{{- $why := ternary "keyOwnerPolicy.enabled is false" (printf "keyOwnerPolicy.enabled is auto and this render's cluster (Kubernetes %s) looks older than 1.30 and serves no admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy" .Capabilities.KubeVersion.Version) (eq (toString .Values.keyOwnerPolicy.enabled) "false") }}
+{{- fail (printf "keyOwnerPolicy: the VirtualKey owner policy would not be rendered (%s), yet the chart grants VirtualKey writes (rbac.keyRoles, or rbac.virtualKeyWriters with rbac.aggregateClusterRoles): without the policy every writer could name any owner, grant MCP servers and switch off audit capture. On Kubernetes 1.30+ set keyOwnerPolicy.enabled true (or render with --kube-version / --api-versions admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy). Below 1.30, either set rbac.keyRoles false and both rbac.virtualKeyWriters false, or set keyOwnerPolicy.allowWithout true to accept writers without the check (then bind no key-editor role and grant VirtualKey writes to key admins only)" $why) }}
+{{- end }}
+{{- end }}
+
+{{/*
 Whether the namespace named by the context exists: "yes", "no", or "unknown" when Helm
 renders without a cluster (helm template, --dry-run=client, Argo CD), where lookup finds
 nothing, not even kube-system.

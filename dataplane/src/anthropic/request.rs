@@ -6,6 +6,9 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+/// Longest model name accepted (model ids, aliases and Bedrock ARNs are far shorter).
+pub const MAX_MODEL_LEN: usize = 256;
+
 /// The fields of a Messages request the gateway acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestInfo {
@@ -29,6 +32,25 @@ struct Fields<'a> {
     max_tokens: Option<u64>,
 }
 
+/// Checks the headers the API requires of a Messages (or count_tokens) request, as the API
+/// does: `anthropic-version` present, and a body declared as JSON when its type is declared
+/// at all (an absent `content-type` is accepted: the body must parse as JSON anyway). The
+/// error is a message for an `invalid_request_error` (400, the API's status for a malformed
+/// request; its documented errors have no 415).
+pub fn check_headers(headers: &http::HeaderMap) -> Result<(), String> {
+    if !headers.contains_key("anthropic-version") {
+        return Err("anthropic-version: header is required".into());
+    }
+    if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
+        let text = String::from_utf8_lossy(ct.as_bytes());
+        let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(format!("content-type: must be application/json (got {text:?})"));
+        }
+    }
+    Ok(())
+}
+
 /// Parses the body; the error is a message for an `invalid_request_error`.
 pub fn inspect(body: &[u8]) -> Result<RequestInfo, String> {
     let fields: Fields<'_> =
@@ -37,6 +59,15 @@ pub fn inspect(body: &[u8]) -> Result<RequestInfo, String> {
     let model: String = serde_json::from_str(raw.get()).map_err(|_| "model: must be a string".to_owned())?;
     if model.is_empty() {
         return Err("model: must not be empty".into());
+    }
+    if model.len() > MAX_MODEL_LEN {
+        return Err(format!(
+            "model: must be at most {MAX_MODEL_LEN} bytes (got {})",
+            model.len()
+        ));
+    }
+    if model.chars().any(char::is_control) {
+        return Err("model: must not contain control characters".into());
     }
     // RawValue borrows from `body`, so its address locates it in the buffer.
     let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
@@ -111,12 +142,54 @@ mod tests {
     }
 
     #[test]
+    fn headers_are_checked_as_the_api_does() {
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, v.parse().unwrap());
+            }
+            check_headers(&h)
+        };
+        let v = ("anthropic-version", "2023-06-01");
+        assert_eq!(headers(&[v]), Ok(()), "no content-type: the body decides");
+        assert_eq!(headers(&[v, ("content-type", "application/json")]), Ok(()));
+        assert_eq!(
+            headers(&[v, ("content-type", "Application/JSON; charset=utf-8")]),
+            Ok(())
+        );
+        assert_eq!(headers(&[v, ("content-type", "application/vnd.x+json")]), Ok(()));
+        assert!(
+            headers(&[v, ("content-type", "text/plain")])
+                .unwrap_err()
+                .contains("content-type")
+        );
+        assert!(
+            headers(&[v, ("content-type", "application/x-www-form-urlencoded")])
+                .unwrap_err()
+                .contains("application/json")
+        );
+        assert_eq!(
+            headers(&[("content-type", "application/json")]),
+            Err("anthropic-version: header is required".into())
+        );
+    }
+
+    #[test]
     fn bad_bodies_get_clear_messages() {
+        let long = format!(r#"{{"model":"{}"}}"#, "m".repeat(MAX_MODEL_LEN + 1));
+        assert!(
+            inspect(long.as_bytes())
+                .unwrap_err()
+                .contains("at most 256 bytes")
+        );
         for (body, want) in [
             (&b"not json"[..], "not a valid JSON object"),
             (br#"{"messages":[]}"#, "model: field required"),
             (br#"{"model":42}"#, "model: must be a string"),
             (br#"{"model":""}"#, "must not be empty"),
+            (br#"{"model":"claude\u0000"}"#, "control characters"),
+            (br#"{"model":"claude\nopus"}"#, "control characters"),
+            (br#"{"model":"claude\u009b"}"#, "control characters"),
             (br#"[1,2]"#, "not a valid JSON object"),
         ] {
             let err = inspect(body).unwrap_err();

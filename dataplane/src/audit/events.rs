@@ -61,19 +61,22 @@ pub struct Identity {
     pub session_id: Option<String>,
 }
 
-/// Body of a `model_request` record: one accounted exchange with a provider.
+/// Body of a `model_request` record: one exchange with a provider (a Messages request or a
+/// token count).
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelRequest {
     /// Who.
     #[serde(flatten)]
     pub identity: Identity,
+    /// `messages` or `count_tokens`.
+    pub endpoint: &'static str,
     /// Requested model name.
     pub model: String,
     /// Model id sent upstream.
     pub upstream_model: String,
     /// Provider id.
     pub provider: String,
-    /// Upstream status.
+    /// Upstream status; 0 when the client left before the upstream answered.
     pub status: u16,
     /// How the body ended (`ended`, `upstream_failed`, `idle_timeout`, `client_gone`).
     pub outcome: &'static str,
@@ -81,6 +84,9 @@ pub struct ModelRequest {
     pub complete: bool,
     /// Tokens by class.
     pub tokens: Tokens,
+    /// Whether the tokens are estimated: the response ended without its final usage and is
+    /// charged by what it delivered (README, "Budgets and rate limits").
+    pub usage_estimated: bool,
     /// Cost in micro-USD.
     pub cost_micro_usd: u64,
     /// From sending upstream to the end of the body.

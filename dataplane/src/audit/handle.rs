@@ -431,6 +431,8 @@ pub struct ExchangeAudit {
 
 /// What the accounting knows when an exchange ends.
 pub struct ExchangeEnd<'a> {
+    /// `messages` or `count_tokens`.
+    pub endpoint: &'static str,
     /// Requested model.
     pub model: &'a str,
     /// Upstream model id.
@@ -445,6 +447,8 @@ pub struct ExchangeEnd<'a> {
     pub complete: bool,
     /// Usage.
     pub usage: &'a Usage,
+    /// Whether the usage is estimated (no final usage was read).
+    pub usage_estimated: bool,
     /// Cost in micro-USD.
     pub cost_micro_usd: u64,
     /// Total latency.
@@ -511,6 +515,7 @@ impl ExchangeAudit {
         let u = end.usage;
         let body = events::ModelRequest {
             identity: self.identity,
+            endpoint: end.endpoint,
             model: end.model.to_owned(),
             upstream_model: end.upstream_model.to_owned(),
             provider: end.provider.to_owned(),
@@ -524,6 +529,7 @@ impl ExchangeAudit {
                 cache_write_1h: u.cache_write_1h_tokens,
                 cache_read: u.cache_read_tokens,
             },
+            usage_estimated: end.usage_estimated,
             cost_micro_usd: end.cost_micro_usd,
             latency_ms: end.latency.as_millis() as u64,
             ttfb_ms: end.ttfb.map(|d| d.as_millis() as u64),

@@ -1,4 +1,6 @@
-//! Budgets and rate limits: window arithmetic, admission planning and cost estimates.
+//! Budgets and rate limits: window arithmetic, admission planning, cost estimates and the
+//! output history they learn from.
 
+pub mod history;
 pub mod plan;
 pub mod window;

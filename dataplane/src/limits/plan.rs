@@ -1,20 +1,31 @@
 //! Turning one request into a ledger [`Admission`]: which budget windows and rate counters
 //! apply, and the cost estimate reserved before forwarding.
 //!
-//! # The estimate and the overshoot bound
+//! # The estimate
 //! Input tokens are estimated as `ceil(body bytes / 3)`: JSON syntax, keys and escapes make a
 //! Messages body longer than its tokens (English text and code run about 4 bytes per token),
-//! so this over-estimates except for unusual content. Output tokens are
-//! `min(max_tokens, estimate_output_tokens_cap)` (cap 16384 by default), an exact upper
-//! bound whenever `max_tokens` is within the cap. Both are priced at the model's rates
-//! (input at the base input rate, which also covers 5-minute cache writes of a prompt up to
-//! 1.25 x its estimate; the prompt-length tier applies when the estimate is above it).
+//! so this over-estimates except for unusual content. Output tokens are what responses of this
+//! key and model actually need: the 95th percentile of the output of their recent complete
+//! responses ([`super::history`], per process; the model's across keys while the key has too
+//! few), never more than `min(max_tokens, estimate_output_tokens_cap)` (cap 16384 by default),
+//! which is also the estimate until something is learned. Both are priced at the model's
+//! rates (input at the base input rate, which also covers 5-minute cache writes of a prompt
+//! up to 1.25 x its estimate; the prompt-length tier applies when the estimate is above it).
 //!
-//! The ledger admits only while `spent + reserved + estimate <= limit`, atomically, so the
-//! spend of a window can exceed its limit by at most the sum, over requests in flight when it
-//! is crossed, of `max(0, actual - estimate)`: zero whenever the estimates hold, and for each
-//! request at most the output beyond the cap (`(max_tokens - cap) x output rate`) plus input
-//! beyond `bytes / 3`.
+//! # Refusals
+//! The ledger admits only while `spent + reserved + estimate <= limit`, atomically. A refusal
+//! is a 402 only when the settled spend leaves no room (`spent + estimate > limit`); when the
+//! room is held by the reservations of requests in flight, it is a 429 with a short
+//! `retry-after`: they settle, usually for less than they reserved, and the room comes back.
+//!
+//! # The overshoot bound
+//! The spend of a window can exceed its limit by at most the sum, over requests in flight
+//! when it is crossed, of `max(0, actual - estimate)`: zero whenever the estimates hold. For
+//! one request that is at most its output beyond the estimate,
+//! `(max_tokens - estimated output) x output rate`, plus its input beyond `bytes / 3`;
+//! `max_tokens` is at most the largest output limit of any model in the price table (a larger
+//! one is refused), so it is finite. Learned estimates make it matter only for a response
+//! longer than 95% of the key's recent ones on that model.
 
 use std::sync::Arc;
 
@@ -29,6 +40,8 @@ use crate::usage::Usage;
 
 /// Default output tokens reserved at most.
 pub const DEFAULT_OUTPUT_CAP: u64 = 16_384;
+/// `max_tokens` accepted at most when the price table states no model's output limit.
+pub const DEFAULT_OUTPUT_CEILING: u64 = 128_000;
 /// Output tokens assumed when a request sets no `max_tokens`.
 pub const DEFAULT_MAX_TOKENS: u64 = 4_096;
 /// How long a reservation or concurrency slot outlives a replica that never settles it.
@@ -101,22 +114,56 @@ pub fn price_for<'a>(
     (dearest, false)
 }
 
-/// Estimated cost (micro-USD, rounded up) and input tokens of a request.
-pub fn estimate(
-    price: Option<&ModelPrice>,
-    body_len: usize,
-    max_tokens: Option<u64>,
-    cap: u64,
-) -> (u64, u64) {
-    let input = (body_len as u64).div_ceil(3);
-    let output = max_tokens.unwrap_or(DEFAULT_MAX_TOKENS).min(cap);
+/// The output tokens reserved for a request: `max_tokens` ([`DEFAULT_MAX_TOKENS`] when
+/// absent) capped at `cap`, lowered to `typical` (what this key and model recently needed)
+/// when known.
+pub fn output_estimate(max_tokens: Option<u64>, cap: u64, typical: Option<u64>) -> u64 {
+    let ceiling = max_tokens.unwrap_or(DEFAULT_MAX_TOKENS).min(cap);
+    typical.map_or(ceiling, |t| t.min(ceiling))
+}
+
+/// A request's estimate: tokens, and their cost in micro-USD (rounded up).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Estimate {
+    /// `ceil(body bytes / 3)`.
+    pub input_tokens: u64,
+    /// See [`output_estimate`].
+    pub output_tokens: u64,
+    /// Input and output at the model's rates.
+    pub cost_micro_usd: u64,
+    /// The input alone.
+    pub input_cost_micro_usd: u64,
+}
+
+/// The estimate of a request of `body_len` bytes reserving `output_tokens`.
+pub fn estimate(price: Option<&ModelPrice>, body_len: usize, output_tokens: u64) -> Estimate {
+    let input_tokens = (body_len as u64).div_ceil(3);
     let usage = Usage {
-        input_tokens: input,
-        output_tokens: output,
+        input_tokens,
+        output_tokens,
         ..Default::default()
     };
-    let cost = price.map_or(0, |p| p.cost(&usage).micro_usd_ceil());
-    (cost, input)
+    let input = Usage {
+        output_tokens: 0,
+        ..usage
+    };
+    let cost = |u: &Usage| price.map_or(0, |p| p.cost(u).micro_usd_ceil());
+    Estimate {
+        input_tokens,
+        output_tokens,
+        cost_micro_usd: cost(&usage),
+        input_cost_micro_usd: cost(&input),
+    }
+}
+
+/// What a request is charged against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// `/v1/messages`: every budget and rate limit.
+    Messages,
+    /// `/v1/messages/count_tokens`: free, so no budget and no tokens per minute; requests
+    /// per minute and concurrency count it like any request.
+    CountTokens,
 }
 
 /// Builds the plan for one request at `now`.
@@ -124,6 +171,7 @@ pub fn plan(
     snapshot: &Snapshot,
     key: &Arc<KeyEntry>,
     request_id: &str,
+    request_kind: RequestKind,
     estimate_micro_usd: u64,
     estimated_tokens: u64,
     now: Timestamp,
@@ -131,7 +179,10 @@ pub fn plan(
     let now_ms = now.as_millisecond();
     let mut budgets = Vec::new();
     let mut charges = Vec::new();
-    for b in snapshot.budgets_for(key) {
+    let charged_budgets = snapshot
+        .budgets_for(key)
+        .filter(|_| request_kind == RequestKind::Messages);
+    for b in charged_budgets {
         let Ok(window) = window_at(&b.budget.period, &b.tz, now) else {
             continue;
         };
@@ -158,7 +209,10 @@ pub fn plan(
             (RateKind::Concurrent, limits.concurrent, "conc", 1),
         ];
         for (kind, limit, tag, amount) in specs {
-            let Some(limit) = limit else { continue };
+            let counted = request_kind == RequestKind::Messages || kind != RateKind::Tokens;
+            let Some(limit) = limit.filter(|_| counted) else {
+                continue;
+            };
             let counter = match kind {
                 RateKind::Concurrent => format!("c:{scope_kind}:{name}"),
                 _ => format!("r:{scope_kind}:{name}:{tag}:{}", minute_start / 60_000),
@@ -316,7 +370,7 @@ mod tests {
         let s = snapshot();
         let key = s.key("vk").unwrap().clone();
         let now: Timestamp = "2026-11-29T19:42:00Z".parse().unwrap();
-        let p = plan(&s, &key, "req-1", 1234, 500, now);
+        let p = plan(&s, &key, "req-1", RequestKind::Messages, 1234, 500, now);
         let ids: Vec<&str> = p.budgets.iter().map(|b| b.id.as_str()).collect();
         assert_eq!(ids, ["org-month", "team-week", "user-year", "key-daily"]);
         assert_eq!(
@@ -355,12 +409,44 @@ mod tests {
         let (p, priced) = price_for(&prices, "claude-sonnet-4-5", "gw-sonnet");
         assert!(priced);
         // 76 KB body, max_tokens 64000 capped at 16384: 25,446 input + 16,384 output tokens.
-        let (cost, input) = estimate(p, 76_337, Some(64_000), DEFAULT_OUTPUT_CAP);
-        assert_eq!(input, 25_446);
+        let out = output_estimate(Some(64_000), DEFAULT_OUTPUT_CAP, None);
+        assert_eq!(out, 16_384);
+        let e = estimate(p, 76_337, out);
+        assert_eq!(e.input_tokens, 25_446);
         // 25,446 x $3/M + 16,384 x $15/M = $0.076338 + $0.24576
-        assert_eq!(cost, 76_338 + 245_760);
-        let (cost, _) = estimate(p, 300, Some(100), DEFAULT_OUTPUT_CAP);
-        assert_eq!(cost, 300 + 1_500, "100 x $3/M + 100 x $15/M");
+        assert_eq!(e.cost_micro_usd, 76_338 + 245_760);
+        assert_eq!(e.input_cost_micro_usd, 76_338);
+        let e = estimate(p, 300, output_estimate(Some(100), DEFAULT_OUTPUT_CAP, None));
+        assert_eq!(e.cost_micro_usd, 300 + 1_500, "100 x $3/M + 100 x $15/M");
+    }
+
+    #[test]
+    fn the_output_estimate_learns_but_never_exceeds_max_tokens_or_the_cap() {
+        assert_eq!(
+            output_estimate(None, DEFAULT_OUTPUT_CAP, None),
+            DEFAULT_MAX_TOKENS
+        );
+        assert_eq!(output_estimate(Some(32_000), DEFAULT_OUTPUT_CAP, Some(700)), 700);
+        assert_eq!(output_estimate(Some(500), DEFAULT_OUTPUT_CAP, Some(700)), 500);
+        assert_eq!(output_estimate(Some(64_000), 1_000, Some(9_000)), 1_000);
+    }
+
+    #[test]
+    fn count_tokens_charges_no_budget_and_no_tokens() {
+        let s = snapshot();
+        let key = s.key("vk").unwrap().clone();
+        let now: Timestamp = "2026-11-29T19:42:00Z".parse().unwrap();
+        let p = plan(&s, &key, "req-1", RequestKind::CountTokens, 0, 500, now);
+        assert!(p.budgets.is_empty() && p.admission.budgets.is_empty());
+        let kinds: Vec<(&str, RateKind)> = p.rates.iter().map(|r| (r.scope_kind, r.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("key", RateKind::Requests),
+                ("key", RateKind::Concurrent),
+                ("team", RateKind::Requests)
+            ]
+        );
     }
 
     #[test]

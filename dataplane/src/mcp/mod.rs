@@ -23,7 +23,8 @@
 //! - **Notifications**: the GET listen stream relays upstream `*/list_changed` notifications
 //!   and sends `notifications/tools/list_changed` when a policy reload changes the revision.
 //! - **Accounting**: every `tools/call` is logged (`mcp tool call`) and counted in
-//!   `tollgate_mcp_tool_calls_total{key_id,team,server,tool,outcome}`.
+//!   `tollgate_mcp_tool_calls_total{key_id,team,server,tool,outcome}`, where `tool` is a
+//!   name an upstream server listed, else `other` (see [`names::KnownTools`]).
 //! - **Sidecar mode**: with `mcp_gateway` set, everything after the key check is the
 //!   gateway's: the request is relayed to it unchanged (see [`relay`]).
 //!
@@ -83,6 +84,8 @@ pub struct McpGateway {
     client: HttpClient,
     metrics: Arc<Metrics>,
     sessions: Sessions,
+    /// Tool names the upstream servers listed: the bounded `tool` metric label.
+    known_tools: names::KnownTools,
 }
 
 /// The kinds of list the gateway aggregates.
@@ -149,6 +152,7 @@ impl McpGateway {
             client,
             metrics,
             sessions: Sessions::new(session::DEFAULT_IDLE_TTL),
+            known_tools: names::KnownTools::default(),
         }
     }
 
@@ -480,6 +484,9 @@ impl McpGateway {
                     let Some(name) = item.get("name").and_then(Value::as_str) else {
                         continue;
                     };
+                    if kind.filter_tools {
+                        self.known_tools.learn(server, name);
+                    }
                     if kind.filter_tools && !key.may_call_mcp(server, name) {
                         continue;
                     }
@@ -553,8 +560,9 @@ impl McpGateway {
             );
         };
         let server = entry.name.as_str();
+        let label = self.known_tools.label(server, &tool);
         if !key.may_call_mcp(server, &tool) {
-            self.metrics.mcp_tool_call(&key.id, team, server, &tool, "denied");
+            self.metrics.mcp_tool_call(&key.id, team, server, label, "denied");
             tracing::warn!(server, tool = %tool, outcome = "denied", "mcp tool call");
             return jsonrpc::error(
                 id,
@@ -599,7 +607,7 @@ impl McpGateway {
                 "unavailable",
             ),
         };
-        self.metrics.mcp_tool_call(&key.id, team, server, &tool, outcome);
+        self.metrics.mcp_tool_call(&key.id, team, server, label, outcome);
         tracing::info!(server, tool = %tool, outcome, duration_ms = started.elapsed().as_millis() as u64, "mcp tool call");
         reply
     }
@@ -742,8 +750,16 @@ impl McpGateway {
     }
 }
 
-/// Reads a request body whole, within [`MAX_BODY_BYTES`].
+/// Reads a request body whole, within [`MAX_BODY_BYTES`] (a larger declared length is
+/// refused before waiting for any of it).
 async fn read_body(body: Incoming) -> Result<Bytes, Refusal> {
+    if http_body::Body::size_hint(&body).lower() > MAX_BODY_BYTES as u64 {
+        return Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            INVALID_REQUEST,
+            format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+        ));
+    }
     Limited::new(body, MAX_BODY_BYTES)
         .collect()
         .await

@@ -2,6 +2,9 @@
 //! `fs__read_file`. The separator is legal in Anthropic tool names (`.` is not), and server
 //! names cannot contain it (validation), so the first `__` always splits correctly.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
 /// Separator between the server name and the upstream name.
 pub const SEPARATOR: &str = "__";
 
@@ -21,9 +24,52 @@ pub fn split(exposed: &str) -> Option<(&str, &str)> {
     (!server.is_empty() && !name.is_empty()).then_some((server, name))
 }
 
+/// Most tool names remembered by [`KnownTools`].
+pub const MAX_KNOWN_TOOLS: usize = 10_000;
+
+/// The tool names upstream servers listed: the only tool names a metric label carries, so a
+/// client calling made-up names cannot grow the metrics (anything else is `other`).
+#[derive(Debug, Default)]
+pub struct KnownTools {
+    names: Mutex<HashSet<(String, String)>>,
+}
+
+impl KnownTools {
+    /// Remembers that `server` lists `tool` (up to [`MAX_KNOWN_TOOLS`] names).
+    pub fn learn(&self, server: &str, tool: &str) {
+        if let Ok(mut names) = self.names.lock() {
+            if names.len() < MAX_KNOWN_TOOLS {
+                names.insert((server.to_owned(), tool.to_owned()));
+            }
+        }
+    }
+
+    /// `tool` as a metric label: itself when `server` listed it, else `other`.
+    pub fn label<'a>(&self, server: &str, tool: &'a str) -> &'a str {
+        let known = self
+            .names
+            .lock()
+            .is_ok_and(|n| n.contains(&(server.to_owned(), tool.to_owned())));
+        if known { tool } else { crate::policy::OTHER_LABEL }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_listed_tools_are_labels() {
+        let known = KnownTools::default();
+        assert_eq!(known.label("fs", "read_file"), "other");
+        known.learn("fs", "read_file");
+        assert_eq!(known.label("fs", "read_file"), "read_file");
+        assert_eq!(known.label("git", "read_file"), "other");
+        for i in 0..MAX_KNOWN_TOOLS + 10 {
+            known.learn("fs", &format!("t{i}"));
+        }
+        assert_eq!(known.names.lock().unwrap().len(), MAX_KNOWN_TOOLS);
+    }
 
     #[test]
     fn round_trip_and_limits() {

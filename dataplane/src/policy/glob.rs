@@ -80,10 +80,15 @@ impl AllowDeny {
 
     /// Whether `name` is permitted.
     pub fn permits(&self, name: &str) -> bool {
-        if self.deny.iter().any(|g| g.matches(name)) {
-            return false;
-        }
-        self.allow.is_empty() || self.allow.iter().any(|g| g.matches(name))
+        self.permits_either(name, name)
+    }
+
+    /// Whether a thing known by two names (a model alias and the model it routes to) is
+    /// permitted: neither name is denied, and an allow list names at least one of them.
+    pub fn permits_either(&self, a: &str, b: &str) -> bool {
+        let denied = |n: &str| self.deny.iter().any(|g| g.matches(n));
+        let allowed = |n: &str| self.allow.iter().any(|g| g.matches(n));
+        !denied(a) && !denied(b) && (self.allow.is_empty() || allowed(a) || allowed(b))
     }
 
     /// The allow patterns, for error messages.
@@ -127,5 +132,17 @@ mod tests {
         let open = AllowDeny::new(&[], &["*opus*".into()]);
         assert!(open.permits("anything"));
         assert!(!open.permits("claude-opus-4-8"));
+    }
+
+    #[test]
+    fn two_names_deny_if_either_is_denied_and_allow_if_either_is_allowed() {
+        let no_opus = AllowDeny::new(&[], &["claude-opus-*".into()]);
+        assert!(!no_opus.permits_either("gw-opus", "claude-opus-4-8"));
+        assert!(no_opus.permits_either("gw-haiku", "claude-haiku-4-5"));
+        let aliases = AllowDeny::new(&["gw-haiku".into()], &[]);
+        assert!(aliases.permits_either("gw-haiku", "claude-haiku-4-5"));
+        assert!(!aliases.permits_either("gw-opus", "claude-opus-4-8"));
+        let family = AllowDeny::new(&["claude-haiku-*".into()], &[]);
+        assert!(family.permits_either("gw-haiku", "claude-haiku-4-5"));
     }
 }

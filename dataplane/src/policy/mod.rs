@@ -10,8 +10,8 @@ pub mod validate;
 
 pub use document::{POLICY_VERSION, PolicyDocument};
 pub use snapshot::{
-    CompiledBudget, CredentialReader, KeyEntry, McpServerEntry, ProviderAuth, ProviderEntry, Snapshot,
-    SystemCredentials, Target, hash_key,
+    CompiledBudget, CredentialReader, KeyEntry, McpServerEntry, OTHER_LABEL, ProviderAuth, ProviderEntry,
+    Snapshot, SystemCredentials, Target, hash_key,
 };
 pub use store::{PolicyStore, ReloadOutcome};
 

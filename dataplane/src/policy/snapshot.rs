@@ -2,7 +2,7 @@
 //! path reads. Key hashes become a hash map, patterns become globs, route targets point at
 //! their providers, credentials are read from their files or variables, prices are merged.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -43,9 +43,18 @@ pub struct KeyEntry {
 }
 
 impl KeyEntry {
-    /// Whether the key (and its team) may request `model`.
+    /// Whether the key (and its team) may request `model`, served under that name.
     pub fn may_use(&self, model: &str) -> bool {
-        self.models.permits(model) && self.team_models.as_ref().is_none_or(|t| t.permits(model))
+        self.may_use_routed(model, model)
+    }
+
+    /// Whether the key (and its team) may request `requested` when a route serves it as
+    /// `served`: the rules judge both names (deny wins for either; an allow list must name
+    /// one of them), so a denied model cannot be reached through an alias, and an allow list
+    /// of aliases still serves them.
+    pub fn may_use_routed(&self, requested: &str, served: &str) -> bool {
+        let ok = |rules: &AllowDeny| rules.permits_either(requested, served);
+        ok(&self.models) && self.team_models.as_ref().is_none_or(ok)
     }
 
     /// The key's allow patterns, for error messages.
@@ -172,7 +181,15 @@ pub struct Snapshot {
     team_rate_limits: HashMap<String, RateLimits>,
     mcp_servers: Vec<Arc<McpServerEntry>>,
     mcp_gateway: Option<Arc<ProviderEntry>>,
+    /// Model names the policy knows: exact routes, route targets, priced models, names in
+    /// model rules.
+    known_models: HashSet<String>,
+    /// The largest `max_tokens` accepted.
+    output_ceiling: u64,
 }
+
+/// The metric label of a name the policy does not know (bounds label cardinality).
+pub const OTHER_LABEL: &str = "other";
 
 /// Where credential values come from; tests substitute the environment.
 pub trait CredentialReader {
@@ -315,6 +332,32 @@ impl Snapshot {
             .mcp_gateway
             .as_ref()
             .and_then(|id| providers.iter().find(|p| &p.id == id).cloned());
+        // Exact names: routes, route targets, priced models, and model rules that name one
+        // (a gateway-mode sidecar routes everything with `*`, yet its keys name aliases).
+        let rule_names = doc
+            .keys
+            .iter()
+            .map(|k| &k.models)
+            .chain(doc.teams.iter().filter_map(|t| t.models.as_ref()))
+            .flat_map(|m| m.allow.iter().chain(&m.deny))
+            .filter(|p| Glob::new(p).is_literal())
+            .cloned();
+        let known_models = doc
+            .routes
+            .iter()
+            .filter(|r| Glob::new(&r.match_).is_literal())
+            .map(|r| r.match_.clone())
+            .chain(
+                doc.routes
+                    .iter()
+                    .flat_map(|r| r.targets.iter().filter_map(|t| t.model.clone())),
+            )
+            .chain(prices.model_names().map(str::to_owned))
+            .chain(rule_names)
+            .collect();
+        let output_ceiling = prices
+            .largest_output_limit()
+            .unwrap_or(crate::limits::plan::DEFAULT_OUTPUT_CEILING);
         Ok(Snapshot {
             revision: loaded.revision,
             loaded_at: jiff::Timestamp::now(),
@@ -329,6 +372,8 @@ impl Snapshot {
             team_rate_limits,
             mcp_servers,
             mcp_gateway,
+            known_models,
+            output_ceiling,
         })
     }
 
@@ -353,6 +398,36 @@ impl Snapshot {
             .iter()
             .find(|r| r.pattern.matches(model))
             .map(|r| r.targets.as_slice())
+    }
+
+    /// The targets of the route serving `model` that `key` may use, in fallback order
+    /// (see [`KeyEntry::may_use_routed`]); `None` when no route serves the model.
+    pub fn targets_for(&self, key: &KeyEntry, model: &str) -> Option<Vec<Target>> {
+        let targets = self.route(model)?;
+        Some(
+            targets
+                .iter()
+                .filter(|t| key.may_use_routed(model, t.model.as_deref().unwrap_or(model)))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// `model` as a metric label: itself when the policy knows it (an exact route, a route
+    /// target, a priced model, a name in a model rule), else [`OTHER_LABEL`], so
+    /// request-chosen names cannot grow the metrics without bound.
+    pub fn model_label<'a>(&self, model: &'a str) -> &'a str {
+        if self.known_models.contains(model) {
+            model
+        } else {
+            OTHER_LABEL
+        }
+    }
+
+    /// The largest `max_tokens` a request may ask for: the largest output limit of any model
+    /// in the price table ([`crate::limits::plan::DEFAULT_OUTPUT_CEILING`] when it states none).
+    pub fn output_ceiling(&self) -> u64 {
+        self.output_ceiling
     }
 
     /// Every budget, in document order.
@@ -413,7 +488,7 @@ impl Snapshot {
                     .filter(|m| self.route(m).is_some())
                     .map(str::to_owned),
             )
-            .filter(|m| key.may_use(m))
+            .filter(|m| self.targets_for(key, m).is_some_and(|t| !t.is_empty()))
             .collect();
         names.sort();
         names.dedup();
@@ -610,6 +685,41 @@ mod tests {
         let k2 = s.key("vk-two").unwrap();
         assert!(k2.may_use("gw-haiku"));
         assert!(!k2.may_use("claude-sonnet-4-5"));
+    }
+
+    #[test]
+    fn model_rules_judge_the_routed_model_too() {
+        let mut d = doc();
+        d.keys[0].models.deny = vec!["claude-haiku-*".into()];
+        let s = compile(d);
+        let k1 = s.key("vk-one").unwrap();
+        assert!(k1.may_use("gw-haiku"), "the alias alone passes");
+        assert_eq!(
+            s.targets_for(k1, "gw-haiku").map(|t| t.len()),
+            Some(0),
+            "its model does not"
+        );
+        assert!(!s.models_for(k1).contains(&"gw-haiku".to_string()));
+        assert_eq!(s.targets_for(k1, "claude-sonnet-4-5").map(|t| t.len()), Some(1));
+        assert!(s.targets_for(k1, "gpt-5").is_none(), "no route");
+        // An allow list naming only the alias still serves it.
+        let k2 = s.key("vk-two").unwrap();
+        assert_eq!(s.targets_for(k2, "gw-haiku").map(|t| t.len()), Some(1));
+    }
+
+    #[test]
+    fn only_names_the_policy_knows_are_metric_labels_and_max_tokens_has_a_ceiling() {
+        let s = compile(doc());
+        for known in ["gw-haiku", "claude-haiku-4-5", "claude-opus-4-8"] {
+            assert_eq!(s.model_label(known), known);
+        }
+        assert_eq!(s.model_label("claude-made-up-name"), OTHER_LABEL);
+        assert_eq!(s.model_label("claude-*"), OTHER_LABEL, "a glob is not a name");
+        assert_eq!(
+            s.output_ceiling(),
+            128_000,
+            "the largest output limit in the table"
+        );
     }
 
     #[test]

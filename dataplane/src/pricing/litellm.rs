@@ -13,6 +13,8 @@ use super::{derived_cache_read, derived_cache_write_1h, derived_cache_write_5m};
 /// LiteLLM's documentation entry, with zero prices; not a model.
 const SAMPLE_SPEC: &str = "sample_spec";
 const SEARCH_FIELD: &str = "search_context_cost_per_query";
+/// LiteLLM's output limit field; `max_tokens` is its legacy name.
+const MAX_OUTPUT_FIELDS: [&str; 2] = ["max_output_tokens", "max_tokens"];
 
 /// One model's prices in LiteLLM's shape, USD per token. Prompt-length tiers
 /// are fields named `<price field>_above_<N>k_tokens` (e.g.
@@ -87,7 +89,9 @@ impl PriceTable {
             };
             let mut prices = EntryPrices::new(&model);
             for (field, raw) in fields {
-                if field == SEARCH_FIELD {
+                if MAX_OUTPUT_FIELDS.contains(&field.as_str()) {
+                    prices.output_limit(&field, serde_json::from_str::<u64>(raw.get()).ok());
+                } else if field == SEARCH_FIELD {
                     if let Ok(sizes) = serde_json::from_str::<BTreeMap<String, &RawValue>>(raw.get()) {
                         for (size, raw) in sizes {
                             prices.push(
@@ -163,7 +167,9 @@ impl PriceTable {
                 }
             }
             for (field, value) in &entry.extra {
-                if let Some(target) = price_field(field) {
+                if MAX_OUTPUT_FIELDS.contains(&field.as_str()) {
+                    prices.output_limit(field, value.as_u64());
+                } else if let Some(target) = price_field(field) {
                     prices.push(
                         field.clone(),
                         Target::Price(target),
@@ -237,6 +243,8 @@ enum Target {
 struct EntryPrices<'m> {
     model: &'m str,
     fields: Vec<(String, Target, Result<UsdPerToken, PriceValueError>)>,
+    /// `max_output_tokens` (preferred) or the legacy `max_tokens`.
+    max_output: (Option<u64>, Option<u64>),
 }
 
 impl<'m> EntryPrices<'m> {
@@ -244,6 +252,17 @@ impl<'m> EntryPrices<'m> {
         Self {
             model,
             fields: Vec::new(),
+            max_output: (None, None),
+        }
+    }
+
+    /// Records an output limit field; anything but a positive integer reads as absent.
+    fn output_limit(&mut self, field: &str, value: Option<u64>) {
+        let value = value.filter(|v| *v > 0);
+        if field == MAX_OUTPUT_FIELDS[0] {
+            self.max_output.0 = value;
+        } else {
+            self.max_output.1 = value;
         }
     }
 
@@ -301,7 +320,9 @@ impl<'m> EntryPrices<'m> {
                 .unwrap_or_else(|| derived_cache_write_1h(input)),
             cache_read: base[Class::CacheRead as usize].unwrap_or_else(|| derived_cache_read(input)),
         };
-        let mut price = ModelPrice::new(base).with_web_search_request(web_search.unwrap_or(0));
+        let mut price = ModelPrice::new(base)
+            .with_web_search_request(web_search.unwrap_or(0))
+            .with_max_output_tokens(self.max_output.0.or(self.max_output.1));
         for (above_prompt_tokens, tier) in tiers {
             // A class the tier does not price keeps its base price.
             let rates = Rates {

@@ -133,6 +133,9 @@ pub struct ModelPrice {
     tiers: Vec<Tier>,
     /// pico-USD per server-side web search request.
     web_search_request: u64,
+    /// Most output tokens one response can have (LiteLLM's `max_output_tokens`), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_output_tokens: Option<u64>,
 }
 
 impl ModelPrice {
@@ -141,7 +144,19 @@ impl ModelPrice {
             base,
             tiers: Vec::new(),
             web_search_request: 0,
+            max_output_tokens: None,
         }
+    }
+
+    /// Sets the most output tokens one response of the model can have.
+    pub fn with_max_output_tokens(mut self, max: Option<u64>) -> Self {
+        self.max_output_tokens = max;
+        self
+    }
+
+    /// The most output tokens one response of the model can have, when the table says.
+    pub fn max_output_tokens(&self) -> Option<u64> {
+        self.max_output_tokens
     }
 
     /// Adds (or replaces) the tier for prompts longer than `above_prompt_tokens`.
@@ -269,6 +284,14 @@ impl PriceTable {
     /// Model names in ascending order.
     pub fn model_names(&self) -> impl Iterator<Item = &str> {
         self.models.keys().map(String::as_str)
+    }
+
+    /// The largest output limit of any model in the table, when any entry states one.
+    pub fn largest_output_limit(&self) -> Option<u64> {
+        self.models
+            .values()
+            .filter_map(ModelPrice::max_output_tokens)
+            .max()
     }
 }
 

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::admission::Admitted;
+use super::metered::TapResult;
 use crate::audit::{ExchangeAudit, ExchangeEnd};
 use crate::ledger::Settlement;
+use crate::limits::history::OutputHistory;
 use crate::limits::plan::price_for;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::policy::Snapshot;
-use crate::usage::Usage;
+use crate::usage::{RequestSize, Usage, charged_usage};
 
 /// How a response body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +28,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn as_str(self) -> &'static str {
+    /// The name in logs and audit records.
+    pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ended => "ended",
             Outcome::UpstreamFailed => "upstream_failed",
@@ -40,8 +43,10 @@ impl Outcome {
 pub struct Completion {
     /// Metrics sink.
     pub metrics: Arc<Metrics>,
-    /// Labels of the exchange.
+    /// Labels of the exchange (the model as a bounded label).
     pub labels: RequestLabels,
+    /// The requested model name.
+    pub requested: String,
     /// The snapshot the request started with (its prices apply).
     pub snapshot: Arc<Snapshot>,
     /// The upstream model id, used first for the price lookup.
@@ -56,6 +61,13 @@ pub struct Completion {
     pub admitted: Option<Admitted>,
     /// The exchange's audit record in the making, when auditing.
     pub audit: Option<ExchangeAudit>,
+    /// `messages` or `count_tokens`.
+    pub endpoint: &'static str,
+    /// The request's size, for a response that ends without its final usage.
+    pub request: RequestSize,
+    /// Where complete responses teach the budget estimate what this key and model (its
+    /// label) need: the history and the key id.
+    pub history: Option<(Arc<OutputHistory>, String)>,
 }
 
 /// Cost of an exchange, and whether the model had its own price (an unpriced model is
@@ -73,43 +85,55 @@ impl Completion {
         }
     }
 
-    /// Accounts the exchange: metrics and one log line.
-    pub fn finish(
-        mut self,
-        usage: Option<Usage>,
-        complete: bool,
-        stream_error: Option<String>,
-        first_byte: Option<Instant>,
-        outcome: Outcome,
-    ) {
-        let usage = usage.unwrap_or_default();
-        let (cost, priced) = cost_micro_usd(&self.snapshot, &self.upstream_model, &self.labels.model, &usage);
+    /// Accounts the exchange: settlement, metrics, audit and one log line. A metered
+    /// response without its final usage is charged by [`crate::usage::charged_usage`].
+    pub fn finish(mut self, tap: TapResult, first_byte: Option<Instant>, outcome: Outcome) {
+        let TapResult {
+            usage,
+            complete,
+            stream_error,
+            delivered,
+        } = tap;
+        let (usage, estimated) = match delivered {
+            Some(d) => charged_usage(usage, d, self.request),
+            None => (usage.unwrap_or_default(), false),
+        };
+        let (cost, priced) = cost_micro_usd(&self.snapshot, &self.upstream_model, &self.requested, &usage);
+        let estimate = self.admitted.as_ref().map_or(0, Admitted::estimate_micro_usd);
         if let Some(a) = self.admitted.take() {
             a.settle(Settlement {
                 actual_micro_usd: cost,
                 actual_tokens: usage.input_tokens + usage.output_tokens,
             });
         }
+        if let Some((history, key_id)) = self.history.take() {
+            if complete && !estimated && (200..300).contains(&self.status) {
+                history.record(&key_id, &self.labels.model, usage.output_tokens);
+            }
+        }
         let total = self.sent.elapsed();
         let ttfb = first_byte.map(|t| t.duration_since(self.sent));
         if let Some(a) = self.audit.take() {
             a.finish(ExchangeEnd {
-                model: &self.labels.model,
+                endpoint: self.endpoint,
+                model: &self.requested,
                 upstream_model: &self.upstream_model,
                 provider: &self.labels.provider,
                 status: self.status,
                 outcome: outcome.as_str(),
                 complete,
                 usage: &usage,
+                usage_estimated: estimated,
                 cost_micro_usd: cost,
                 latency: total,
                 ttfb,
             });
         }
         self.metrics
-            .completed(&self.labels, self.status, &usage, cost, complete);
+            .completed(&self.labels, self.status, &usage, cost, complete, estimated);
         if !priced && usage.total_tokens() > 0 {
-            self.metrics.unpriced(&self.upstream_model);
+            self.metrics
+                .unpriced(self.snapshot.model_label(&self.upstream_model));
             tracing::warn!(
                 parent: &self.span,
                 upstream_model = %self.upstream_model,
@@ -131,7 +155,9 @@ impl Completion {
             cache_write_5m_tokens = usage.cache_write_5m_tokens,
             cache_write_1h_tokens = usage.cache_write_1h_tokens,
             cache_read_tokens = usage.cache_read_tokens,
+            usage_estimated = estimated,
             cost_micro_usd = cost,
+            estimate_micro_usd = estimate,
             priced,
             ttfb_ms = ttfb.map(|d| d.as_millis() as u64),
             duration_ms = total.as_millis() as u64,

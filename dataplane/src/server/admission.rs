@@ -1,5 +1,10 @@
 //! Budget and rate-limit admission on the request path: plan the charges, ask the ledger
 //! once, turn a refusal into the denial the engineer sees, and settle when the response ends.
+//!
+//! An admission is never stranded: the ledger call runs in its own task, so a request
+//! dropped while waiting for it (the client left) still gets its answer, and an [`Admitted`]
+//! dropped without a settlement (the request future dropped before a response body existed)
+//! releases its reservation and slots at once instead of holding them for the lease.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +17,11 @@ use crate::limits::plan::{Plan, crossed_thresholds};
 use crate::metrics::Metrics;
 use crate::policy::document::LedgerFailureMode;
 
+/// Whole seconds a request waits when requests in flight hold a budget's room.
+pub const HELD_RETRY_SECS: u64 = 1;
+
 /// The ledgers a gateway admits against.
+#[derive(Clone)]
 pub struct Ledgers {
     /// The configured ledger (embedded or Redis).
     pub primary: Arc<dyn Ledger>,
@@ -21,8 +30,14 @@ pub struct Ledgers {
     pub local: Arc<dyn Ledger>,
 }
 
-/// A request admitted against a ledger; settle it exactly once.
+/// A request admitted against a ledger; settle it exactly once. Dropped unsettled, it
+/// releases everything it holds, charging nothing.
 pub struct Admitted {
+    inner: Option<Held>,
+}
+
+/// What an admission holds until it is settled.
+struct Held {
     plan: Plan,
     ledger: Arc<dyn Ledger>,
     metrics: Arc<Metrics>,
@@ -41,6 +56,26 @@ pub async fn admit(
     if plan.is_empty() {
         return Ok(None);
     }
+    let (ledgers, metrics, span) = (ledgers.clone(), metrics.clone(), span.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        // When the request is gone, the send fails and drops the admission: released.
+        let _ = tx.send(admit_now(&ledgers, plan, mode, &metrics, &span).await);
+    });
+    rx.await.unwrap_or_else(|_| {
+        Err(Denial::LedgerUnavailable {
+            detail: "the admission task failed".into(),
+        })
+    })
+}
+
+async fn admit_now(
+    ledgers: &Ledgers,
+    plan: Plan,
+    mode: LedgerFailureMode,
+    metrics: &Arc<Metrics>,
+    span: &tracing::Span,
+) -> Result<Option<Admitted>, Denial> {
     let (ledger, verdict) = match ledgers.primary.admit(&plan.admission).await {
         Ok(v) => (ledgers.primary.clone(), v),
         Err(e) => {
@@ -65,14 +100,53 @@ pub async fn admit(
     };
     match verdict {
         Ok(()) => Ok(Some(Admitted {
-            plan,
-            ledger,
-            metrics: metrics.clone(),
-            span: span.clone(),
-            audit: None,
+            inner: Some(Held {
+                plan,
+                ledger,
+                metrics: metrics.clone(),
+                span: span.clone(),
+                audit: None,
+            }),
         })),
+        Err(refusal @ Refusal::Budget { .. }) => {
+            let refusal = exhausted_instead(&*ledger, &plan, refusal).await;
+            Err(refusal_denial(&plan, refusal))
+        }
         Err(refusal) => Err(refusal_denial(&plan, refusal)),
     }
+}
+
+/// Whether a budget refusal means the money is gone: the settled spend leaves no room for
+/// the estimate (else requests in flight hold the room, and waiting helps).
+fn money_gone(plan: &Plan, index: usize, spent: u64) -> bool {
+    plan.budgets
+        .get(index)
+        .is_none_or(|b| spent.saturating_add(plan.admission.estimate_micro_usd) > b.limit_micro_usd)
+}
+
+/// A refusal for held room, unless another budget of the plan has no money left: the ledger
+/// stops at the first budget without room, but waiting cannot help the engineer if a later
+/// one is spent, so that one is named (one more ledger read, on refusals only).
+async fn exhausted_instead(ledger: &dyn Ledger, plan: &Plan, refusal: Refusal) -> Refusal {
+    let Refusal::Budget { index, spent, .. } = refusal else {
+        return refusal;
+    };
+    if money_gone(plan, index, spent) || plan.budgets.len() < 2 {
+        return refusal;
+    }
+    let counters: Vec<String> = plan.admission.budgets.iter().map(|b| b.counter.clone()).collect();
+    let Ok(states) = ledger.budget_states(&counters, plan.admission.now_ms).await else {
+        return refusal;
+    };
+    states
+        .iter()
+        .enumerate()
+        .find(|(i, s)| money_gone(plan, *i, s.spent))
+        .map_or(refusal, |(index, s)| Refusal::Budget {
+            index,
+            spent: s.spent,
+            reserved: s.reserved,
+        })
 }
 
 fn refusal_denial(plan: &Plan, refusal: Refusal) -> Denial {
@@ -82,14 +156,23 @@ fn refusal_denial(plan: &Plan, refusal: Refusal) -> Denial {
             spent,
             reserved,
         } => match plan.budgets.get(index) {
-            Some(b) => Denial::BudgetExhausted {
+            Some(b) if money_gone(plan, index, spent) => Denial::BudgetExhausted {
                 budget: b.id.clone(),
                 scope: format!("{} '{}'", scope_kind_name(b.scope.kind), b.scope.name),
                 limit: b.limit_micro_usd,
-                used: spent.saturating_add(reserved),
+                used: spent,
                 estimate: plan.admission.estimate_micro_usd,
                 period: b.period.clone(),
                 resets_at: b.window.end.to_string(),
+            },
+            Some(b) => Denial::BudgetHeld {
+                budget: b.id.clone(),
+                scope: format!("{} '{}'", scope_kind_name(b.scope.kind), b.scope.name),
+                period: b.period.clone(),
+                left: b.limit_micro_usd.saturating_sub(spent),
+                reserved,
+                estimate: plan.admission.estimate_micro_usd,
+                retry_after_secs: HELD_RETRY_SECS,
             },
             None => Denial::LedgerUnavailable {
                 detail: "ledger refused an unknown budget".into(),
@@ -141,23 +224,59 @@ impl Admitted {
         request_id: &str,
         key: &crate::policy::KeyEntry,
     ) -> Self {
-        self.audit = audit.map(|a| {
-            let who = Identity {
-                request_id: request_id.to_owned(),
-                key_id: Some(key.id.clone()),
-                user: key.user.clone(),
-                team: key.team.clone(),
-                session_id: None,
-            };
-            (a.clone(), who)
-        });
+        if let Some(held) = self.inner.as_mut() {
+            held.audit = audit.map(|a| {
+                let who = Identity {
+                    request_id: request_id.to_owned(),
+                    key_id: Some(key.id.clone()),
+                    user: key.user.clone(),
+                    team: key.team.clone(),
+                    session_id: None,
+                };
+                (a.clone(), who)
+            });
+        }
         self
+    }
+
+    /// The estimate reserved, micro-USD.
+    pub fn estimate_micro_usd(&self) -> u64 {
+        self.inner
+            .as_ref()
+            .map_or(0, |h| h.plan.admission.estimate_micro_usd)
     }
 
     /// Settles in the background (the response is already on its way), retrying briefly;
     /// a settlement that still fails is logged with its amount and counted, never dropped
     /// silently. Crossed soft thresholds are logged and counted.
-    pub fn settle(self, settlement: Settlement) {
+    pub fn settle(mut self, settlement: Settlement) {
+        if let Some(held) = self.inner.take() {
+            held.settle(settlement);
+        }
+    }
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plan = self.inner.as_ref().map(|h| &h.plan.admission);
+        f.debug_struct("Admitted")
+            .field("request_id", &plan.map(|a| a.request_id.as_str()))
+            .field("estimate_micro_usd", &plan.map(|a| a.estimate_micro_usd))
+            .finish()
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some(held) = self.inner.take() {
+            tracing::debug!(parent: &held.span, "admission dropped unsettled: released");
+            held.settle(Settlement::default());
+        }
+    }
+}
+
+impl Held {
+    fn settle(self, settlement: Settlement) {
         let task = async move {
             let mut delay = Duration::from_millis(50);
             let mut last: Option<LedgerError> = None;
@@ -216,5 +335,158 @@ impl Admitted {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::BudgetState;
+    use crate::ledger::conformance::admission;
+    use crate::ledger::memory::MemoryLedger;
+    use crate::limits::plan::PlannedBudget;
+    use crate::limits::window::Window;
+    use crate::policy::document::{BudgetScope, ScopeKind};
+
+    const NOW: i64 = 1_000_000;
+
+    /// A plan reserving `estimate` on budgets `b:one` and `b:two` (limits as given).
+    fn plan(id: &str, estimate: u64, limits: [u64; 2]) -> Plan {
+        let window = Window {
+            start: jiff::Timestamp::from_millisecond(0).unwrap(),
+            end: jiff::Timestamp::from_millisecond(NOW * 10).unwrap(),
+        };
+        let budget = |name: &str, limit| PlannedBudget {
+            id: name.into(),
+            scope: BudgetScope {
+                kind: ScopeKind::Team,
+                name: "t".into(),
+            },
+            limit_micro_usd: limit,
+            period: "daily".into(),
+            window,
+            thresholds: Vec::new(),
+        };
+        Plan {
+            admission: admission(
+                id,
+                estimate,
+                &[("b:one", limits[0], NOW * 10), ("b:two", limits[1], NOW * 10)],
+                NOW,
+            ),
+            budgets: vec![budget("one", limits[0]), budget("two", limits[1])],
+            rates: Vec::new(),
+        }
+    }
+
+    fn ledgers() -> (Ledgers, Arc<MemoryLedger>) {
+        let memory = Arc::new(MemoryLedger::ephemeral());
+        let ledgers = Ledgers {
+            primary: memory.clone(),
+            local: Arc::new(MemoryLedger::ephemeral()),
+        };
+        (ledgers, memory)
+    }
+
+    async fn try_admit(l: &Ledgers, p: Plan) -> Result<Option<Admitted>, Denial> {
+        let metrics = Arc::new(Metrics::new());
+        admit(
+            l,
+            p,
+            LedgerFailureMode::FailClosed,
+            &metrics,
+            &tracing::Span::none(),
+        )
+        .await
+    }
+
+    async fn states(ledger: &MemoryLedger) -> Vec<BudgetState> {
+        let counters = ["b:one".to_owned(), "b:two".to_owned()];
+        ledger.budget_states(&counters, NOW).await.unwrap()
+    }
+
+    async fn settled(ledger: &MemoryLedger, spent: u64) {
+        for _ in 0..100 {
+            let s = states(ledger).await;
+            if s[0].spent == spent && s[0].reserved == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("not settled at {spent}: {:?}", states(ledger).await);
+    }
+
+    #[tokio::test]
+    async fn room_held_in_flight_is_a_429_and_money_gone_a_402() {
+        let (l, memory) = ledgers();
+        let first = try_admit(&l, plan("r1", 600, [1_000, 10_000]))
+            .await
+            .unwrap()
+            .unwrap();
+        // 600 reserved: 600 more fits the money (0 spent) but not the room.
+        match try_admit(&l, plan("r2", 600, [1_000, 10_000])).await {
+            Err(d @ Denial::BudgetHeld { .. }) => {
+                assert_eq!(d.status(), 429);
+                assert!(
+                    d.message().contains("held by requests in flight"),
+                    "{}",
+                    d.message()
+                );
+                assert!(d.headers().contains(&("retry-after".into(), "1".into())));
+            }
+            other => panic!("{other:?}"),
+        }
+        first.settle(Settlement {
+            actual_micro_usd: 500,
+            actual_tokens: 0,
+        });
+        settled(&memory, 500).await;
+        // 500 spent: 600 no longer fits the money.
+        match try_admit(&l, plan("r3", 600, [1_000, 10_000])).await {
+            Err(Denial::BudgetExhausted { used, .. }) => assert_eq!(used, 500),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_later_budget_without_money_is_named_rather_than_a_held_one() {
+        let (l, memory) = ledgers();
+        // Budget two has 400 left of its money once 600 is spent there.
+        let a = try_admit(&l, plan("r1", 600, [10_000, 1_000]))
+            .await
+            .unwrap()
+            .unwrap();
+        a.settle(Settlement {
+            actual_micro_usd: 600,
+            actual_tokens: 0,
+        });
+        settled(&memory, 600).await;
+        // Hold budget one's room with a big reservation on it alone.
+        let hold = Plan {
+            admission: admission("big", 9_000, &[("b:one", 10_000, NOW * 10)], NOW),
+            budgets: plan("x", 0, [10_000, 0]).budgets[..1].to_vec(),
+            rates: Vec::new(),
+        };
+        let _held = try_admit(&l, hold).await.unwrap().unwrap();
+        // Budget one refuses first (its room is held), but two has no money for 500.
+        match try_admit(&l, plan("r2", 500, [10_000, 1_000])).await {
+            Err(Denial::BudgetExhausted { budget, used, .. }) => {
+                assert_eq!((budget.as_str(), used), ("two", 600))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dropped_admission_releases_what_it_holds_at_once() {
+        let (l, memory) = ledgers();
+        let a = try_admit(&l, plan("r1", 700, [1_000, 10_000]))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(states(&memory).await[0].reserved, 700);
+        drop(a);
+        settled(&memory, 0).await;
+        assert!(try_admit(&l, plan("r2", 700, [1_000, 10_000])).await.is_ok());
     }
 }

@@ -1,6 +1,8 @@
 //! The response body handed to the client: upstream frames pass through one by one as they
-//! arrive (no buffering), while a tap reads usage on the side. When the body ends, fails,
-//! goes idle too long or is dropped (client gone), the exchange is accounted exactly once.
+//! arrive (no buffering), while a tap reads usage, and measures the content delivered, on
+//! the side. When the body ends, fails, goes idle too long or is dropped (client gone), the
+//! exchange is accounted exactly once: by its final usage, or when that never came, by what
+//! it delivered ([`crate::usage::delivered`]).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,19 +14,32 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use super::accounting::{Completion, Outcome};
-use crate::usage::{SseUsageTap, Usage, usage_from_json};
+use crate::usage::{Delivered, SseUsageTap, Usage, usage_from_json};
 
-/// Largest non-streaming body kept aside for reading usage.
+/// Largest non-streaming body kept aside for reading usage; a larger one is charged by its
+/// size (see [`crate::usage::delivered`]).
 const JSON_TAP_LIMIT: usize = 16 << 20;
 
 /// How usage is read from a response.
 pub enum Tap {
     /// An SSE stream.
     Sse(Box<SseUsageTap>),
-    /// A JSON body, kept aside up to a limit.
-    Json(Vec<u8>),
+    /// A JSON body, kept aside up to a limit (dropped past it), and its size so far.
+    Json(Vec<u8>, u64),
     /// Not read (errors, count_tokens).
     Off,
+}
+
+/// What a tap read when the body ended.
+pub struct TapResult {
+    /// Usage read, if any.
+    pub usage: Option<Usage>,
+    /// Whether the response was complete.
+    pub complete: bool,
+    /// An `event: error` in the stream.
+    pub stream_error: Option<String>,
+    /// What it delivered; `None` when the body is not metered.
+    pub delivered: Option<Delivered>,
 }
 
 impl Tap {
@@ -33,7 +48,7 @@ impl Tap {
         match content_type {
             _ if !enabled => Tap::Off,
             Some(ct) if ct.starts_with("text/event-stream") => Tap::Sse(Box::default()),
-            Some(ct) if ct.starts_with("application/json") => Tap::Json(Vec::new()),
+            Some(ct) if ct.starts_with("application/json") => Tap::Json(Vec::new(), 0),
             _ => Tap::Off,
         }
     }
@@ -41,25 +56,53 @@ impl Tap {
     fn feed(&mut self, data: &[u8]) {
         match self {
             Tap::Sse(t) => t.feed(data),
-            Tap::Json(buf) if buf.len() + data.len() <= JSON_TAP_LIMIT => buf.extend_from_slice(data),
-            Tap::Json(buf) => *buf = Vec::new(),
+            Tap::Json(buf, seen) => {
+                let fits = *seen as usize + data.len() <= JSON_TAP_LIMIT;
+                *seen += data.len() as u64;
+                if fits {
+                    buf.extend_from_slice(data);
+                } else {
+                    *buf = Vec::new();
+                }
+            }
             Tap::Off => {}
         }
     }
 
-    /// Usage read so far, and whether the response was complete.
-    fn result(&self, ended: bool) -> (Option<Usage>, bool, Option<String>) {
+    /// Usage read so far, whether the response was complete, and what it delivered.
+    fn result(&self, ended: bool) -> TapResult {
         match self {
             Tap::Sse(t) => {
                 let err = t.stream_error().map(|e| format!("{e:?}"));
-                let usage = (t.events_seen() > 0).then(|| t.usage());
-                (usage, t.completed() && err.is_none(), err)
+                TapResult {
+                    usage: (t.events_seen() > 0).then(|| t.usage()),
+                    complete: t.completed() && err.is_none(),
+                    stream_error: err,
+                    delivered: Some(Delivered {
+                        content_bytes: t.content_bytes(),
+                        final_usage: t.final_usage(),
+                    }),
+                }
             }
-            Tap::Json(buf) => match usage_from_json(buf) {
-                Some((u, _)) => (Some(u), ended, None),
-                None => (None, ended, None),
+            Tap::Json(buf, seen) => {
+                // Over the limit the buffer was dropped: no usage, charged by size.
+                let usage = usage_from_json(buf).map(|(u, _)| u);
+                TapResult {
+                    delivered: Some(Delivered {
+                        content_bytes: *seen,
+                        final_usage: usage.is_some(),
+                    }),
+                    usage,
+                    complete: ended,
+                    stream_error: None,
+                }
+            }
+            Tap::Off => TapResult {
+                usage: None,
+                complete: ended,
+                stream_error: None,
+                delivered: None,
             },
-            Tap::Off => (None, ended, None),
         }
     }
 }
@@ -101,8 +144,7 @@ impl MeteredBody {
     fn finish(&mut self, outcome: Outcome) {
         if let Some(c) = self.completion.take() {
             let ended = matches!(outcome, Outcome::Ended);
-            let (usage, complete, stream_error) = self.tap.result(ended);
-            c.finish(usage, complete, stream_error, self.first_byte, outcome);
+            c.finish(self.tap.result(ended), self.first_byte, outcome);
         }
     }
 }
@@ -164,5 +206,53 @@ impl Drop for MeteredBody {
             Outcome::ClientGone
         };
         self.finish(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MESSAGE: &[u8] = br#"{"type":"message","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":7,"output_tokens":2}}"#;
+
+    #[test]
+    fn a_json_body_is_read_whole_or_charged_by_its_size() {
+        let mut tap = Tap::for_content_type(Some("application/json"), true);
+        tap.feed(&MESSAGE[..20]);
+        tap.feed(&MESSAGE[20..]);
+        let r = tap.result(true);
+        assert_eq!(r.usage.map(|u| (u.input_tokens, u.output_tokens)), Some((7, 2)));
+        assert_eq!(
+            r.delivered,
+            Some(Delivered {
+                content_bytes: MESSAGE.len() as u64,
+                final_usage: true
+            })
+        );
+
+        // Over the limit the body is dropped, and stays dropped: a later small chunk does not
+        // start a partial body that could parse.
+        let mut tap = Tap::for_content_type(Some("application/json"), true);
+        tap.feed(&vec![b' '; JSON_TAP_LIMIT]);
+        tap.feed(MESSAGE);
+        let r = tap.result(true);
+        assert_eq!(r.usage, None);
+        let d = r.delivered.unwrap();
+        assert!(!d.final_usage);
+        assert_eq!(d.content_bytes, (JSON_TAP_LIMIT + MESSAGE.len()) as u64);
+    }
+
+    #[test]
+    fn unmetered_bodies_deliver_nothing_to_charge() {
+        let mut tap = Tap::for_content_type(Some("application/json"), false);
+        tap.feed(MESSAGE);
+        let r = tap.result(true);
+        assert!(r.usage.is_none() && r.delivered.is_none());
+        let tap = Tap::for_content_type(Some("text/event-stream"), true);
+        assert_eq!(
+            tap.result(false).delivered,
+            Some(Delivered::default()),
+            "a stream that sent nothing delivered nothing"
+        );
     }
 }

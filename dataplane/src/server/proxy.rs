@@ -13,19 +13,23 @@ use hyper::body::Incoming;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use super::accounting::Completion;
-use super::admission::{Ledgers, admit};
+use super::accounting::{Completion, Outcome};
+use super::admission::{Admitted, Ledgers, admit};
 use super::metered::{MeteredBody, Tap};
 use crate::anthropic::{error::denial_body, request};
-use crate::audit::{self, Audit};
+use crate::audit::{self, Audit, ExchangeAudit, ExchangeEnd};
 use crate::auth::authenticate;
 use crate::denial::Denial;
 use crate::ledger::Settlement;
-use crate::limits::plan::{DEFAULT_OUTPUT_CAP, estimate, plan, price_for};
+use crate::limits::history::OutputHistory;
+use crate::limits::plan::{
+    DEFAULT_OUTPUT_CAP, Estimate, RequestKind, estimate, output_estimate, plan, price_for,
+};
 use crate::metrics::{Metrics, RequestLabels};
 use crate::policy::document::ProviderKind;
 use crate::policy::{KeyEntry, PolicyStore, Snapshot, Target};
 use crate::upstream::{HttpClient, build_request, response_headers};
+use crate::usage::RequestSize;
 
 /// The body of every proxy response: a small gateway answer, or a stream (a metered upstream
 /// body, possibly tool-policy-guarded, or an MCP listen stream).
@@ -62,6 +66,8 @@ pub struct Gateway {
     next_id: AtomicU64,
     mcp: crate::mcp::McpGateway,
     audit: Option<Audit>,
+    /// What keys and models recently produced: the budget estimate's output part.
+    history: Arc<OutputHistory>,
 }
 
 /// What a request asks for.
@@ -127,6 +133,7 @@ impl Gateway {
             id_prefix,
             next_id: AtomicU64::new(0),
             audit: None,
+            history: Arc::new(OutputHistory::new()),
         }
     }
 
@@ -247,69 +254,94 @@ impl Gateway {
         match endpoint {
             Endpoint::Models => Ok(json_response(models_page(&snapshot.models_for(&key)))),
             Endpoint::Model(id) => {
-                if snapshot.route(&id).is_some() && key.may_use(&id) {
+                if snapshot.targets_for(&key, &id).is_some_and(|t| !t.is_empty()) {
                     Ok(json_response(model_object(&id)))
                 } else {
                     Err(Denial::UnknownModel { model: id })
                 }
             }
-            Endpoint::Messages | Endpoint::CountTokens => {
-                let accounted = endpoint == Endpoint::Messages;
-                self.forward(req, snapshot, key, request_id, accounted, span)
+            Endpoint::Messages => {
+                self.forward(req, snapshot, key, request_id, RequestKind::Messages, span)
+                    .await
+            }
+            Endpoint::CountTokens => {
+                self.forward(req, snapshot, key, request_id, RequestKind::CountTokens, span)
                     .await
             }
             Endpoint::Probe | Endpoint::Mcp | Endpoint::NotFound => Err(Denial::NotFound { path }),
         }
     }
 
+    /// Forwards a Messages or count_tokens request: read and check it, route it, admit it
+    /// against budgets and rate limits, then try its targets in order.
     async fn forward(
         &self,
         req: Request<Incoming>,
         snapshot: Arc<Snapshot>,
         key: Arc<KeyEntry>,
         request_id: &str,
-        accounted: bool,
+        kind: RequestKind,
         span: &tracing::Span,
     ) -> Result<Response<ProxyBody>, Denial> {
+        let messages = kind == RequestKind::Messages;
         let (parts, body) = req.into_parts();
+        request::check_headers(&parts.headers).map_err(|detail| Denial::InvalidRequest { detail })?;
         let body = read_body(body, self.max_body_bytes).await?;
         let (body, tool_guard) = crate::anthropic::tools::filter_request(&key, body)?;
         let info = request::inspect(&body).map_err(|detail| Denial::InvalidRequest { detail })?;
         span.record("model", info.model.as_str());
-        if !key.may_use(&info.model) {
-            let allowed = key.allowed_patterns().into_iter().map(str::to_owned).collect();
-            return Err(Denial::ModelNotAllowed {
-                model: info.model.clone(),
-                key: key.id.clone(),
-                allowed,
+        let ceiling = snapshot.output_ceiling();
+        if let Some(max) = info.max_tokens.filter(|m| *m > ceiling) {
+            return Err(Denial::InvalidRequest {
+                detail: format!(
+                    "max_tokens: {max} is more than {ceiling}, the largest output limit of any model this gateway knows"
+                ),
             });
         }
-        let targets = snapshot.route(&info.model).ok_or_else(|| Denial::UnknownModel {
+        let targets = permitted_targets(&snapshot, &key, &info.model)?;
+        let model_label = snapshot.model_label(&info.model).to_owned();
+        let size = RequestSize {
+            input_tokens: (body.len() as u64).div_ceil(3),
+            max_output_tokens: info.max_tokens.unwrap_or(ceiling).min(ceiling),
+        };
+        let estimate = match kind {
+            RequestKind::Messages => {
+                self.estimate(&snapshot, &key, &targets, &info, &model_label, body.len())
+            }
+            RequestKind::CountTokens => Estimate::default(),
+        };
+        let plan = plan(
+            &snapshot,
+            &key,
+            request_id,
+            kind,
+            estimate.cost_micro_usd,
+            estimate.input_tokens,
+            jiff::Timestamp::now(),
+        );
+        let admitted = admit(
+            &self.ledgers,
+            plan,
+            snapshot.limits.on_ledger_unavailable,
+            &self.metrics,
+            span,
+        )
+        .await?
+        .map(|a| a.with_audit(self.audit.as_ref(), request_id, &key));
+        let endpoint = if messages { "messages" } else { "count_tokens" };
+        let mut pending = Pending {
+            admitted,
+            exchange: (self.audit.as_ref())
+                .map(|a| a.exchange(&snapshot, &key, request_id, &parts.headers, &body)),
+            endpoint,
             model: info.model.clone(),
-        })?;
-        let mut admitted = if accounted {
-            let first_model = targets
-                .first()
-                .and_then(|t| t.model.as_deref())
-                .unwrap_or(&info.model);
-            let (price, _) = price_for(&snapshot.prices, first_model, &info.model);
-            let cap = snapshot
-                .limits
-                .estimate_output_tokens_cap
-                .unwrap_or(DEFAULT_OUTPUT_CAP);
-            let (cost, tokens) = estimate(price, body.len(), info.max_tokens, cap);
-            let plan = plan(&snapshot, &key, request_id, cost, tokens, jiff::Timestamp::now());
-            admit(
-                &self.ledgers,
-                plan,
-                snapshot.limits.on_ledger_unavailable,
-                &self.metrics,
-                span,
-            )
-            .await?
-            .map(|a| a.with_audit(self.audit.as_ref(), request_id, &key))
-        } else {
-            None
+            upstream: None,
+            abandon: Settlement {
+                actual_micro_usd: estimate.input_cost_micro_usd,
+                actual_tokens: estimate.input_tokens,
+            },
+            span: span.clone(),
+            sent: Instant::now(),
         };
         let path_and_query = parts
             .uri
@@ -319,12 +351,10 @@ impl Gateway {
         let path_and_query = path_and_query
             .strip_prefix("/anthropic")
             .unwrap_or(path_and_query);
+        let client_key = crate::auth::presented_key_of(&snapshot, &parts.headers, &key);
         let mut last = Denial::UnknownModel {
             model: info.model.clone(),
         };
-        let mut exchange = (self.audit.as_ref())
-            .filter(|_| accounted)
-            .map(|a| a.exchange(&snapshot, &key, request_id, &parts.headers, &body));
         for (i, target) in targets.iter().enumerate() {
             let has_fallback = i + 1 < targets.len();
             let upstream_model = target.model.clone().unwrap_or_else(|| info.model.clone());
@@ -333,42 +363,46 @@ impl Gateway {
             } else {
                 info.rewrite_model(&body, &upstream_model)
             };
-            let client_key = crate::auth::presented_key_of(&snapshot, &parts.headers, &key);
+            pending.upstream = Some((target.provider.id.clone(), upstream_model.clone()));
             match self
                 .send(target, &parts.headers, client_key, path_and_query, body)
                 .await
             {
-                Ok((resp, sent)) if has_fallback && falls_back(target.provider.kind, resp.status()) => {
+                Ok((resp, _)) if has_fallback && falls_back(target.provider.kind, resp.status()) => {
                     tracing::warn!(provider = %target.provider.id, status = resp.status().as_u16(), "falling back to the next target");
                     last = Denial::ProviderUnavailable {
                         provider: target.provider.id.clone(),
                         detail: format!("status {}", resp.status()),
                     };
-                    drop((resp, sent));
                 }
                 Ok((resp, sent)) => {
                     let labels = RequestLabels {
                         key_id: key.id.clone(),
                         team: key.team.clone().unwrap_or_default(),
-                        model: info.model.clone(),
+                        model: model_label.clone(),
                         provider: target.provider.id.clone(),
                     };
+                    let (admitted, audit) = pending.take();
                     let completion = Completion {
                         metrics: self.metrics.clone(),
                         labels,
+                        requested: info.model.clone(),
                         snapshot: snapshot.clone(),
                         upstream_model,
                         status: resp.status().as_u16(),
                         sent,
                         span: span.clone(),
-                        admitted: admitted.take(),
-                        audit: exchange.take(),
+                        admitted,
+                        audit,
+                        endpoint,
+                        request: size,
+                        history: messages.then(|| (self.history.clone(), key.id.clone())),
                     };
                     let idle = Duration::from_millis(target.provider.timeouts.stream_idle_ms);
                     let stamp = (target.provider.kind != ProviderKind::Tollgate).then_some(request_id);
-                    let resp = respond(resp, completion, accounted, idle, stamp);
+                    let resp = respond(resp, completion, messages, idle, stamp);
                     return Ok(match tool_guard {
-                        Some(guard) if accounted => guard.guard(resp).await,
+                        Some(guard) if messages => guard.guard(resp).await,
                         _ => resp,
                     });
                 }
@@ -378,11 +412,32 @@ impl Gateway {
                 }
             }
         }
-        // Nothing was used: release the reservation.
-        if let Some(a) = admitted {
-            a.settle(Settlement::default());
-        }
+        // No answer came: nothing was used.
+        pending.release();
         Err(last)
+    }
+
+    /// The budget estimate of a Messages request, priced at its first target's model.
+    fn estimate(
+        &self,
+        snapshot: &Snapshot,
+        key: &KeyEntry,
+        targets: &[Target],
+        info: &request::RequestInfo,
+        model_label: &str,
+        body_len: usize,
+    ) -> Estimate {
+        let first_model = targets
+            .first()
+            .and_then(|t| t.model.as_deref())
+            .unwrap_or(&info.model);
+        let (price, _) = price_for(&snapshot.prices, first_model, &info.model);
+        let cap = snapshot
+            .limits
+            .estimate_output_tokens_cap
+            .unwrap_or(DEFAULT_OUTPUT_CAP);
+        let typical = self.history.typical_output(&key.id, model_label);
+        estimate(price, body_len, output_estimate(info.max_tokens, cap, typical))
     }
 
     async fn send(
@@ -408,6 +463,109 @@ impl Gateway {
             }),
             Ok(Err(e)) => Err(unavailable(crate::upstream::error_chain(&e))),
             Ok(Ok(resp)) => Ok((resp, sent)),
+        }
+    }
+}
+
+/// The targets of the route serving `model` that `key` may use (model rules judge the
+/// requested name and the model each target serves), or why none.
+fn permitted_targets(snapshot: &Snapshot, key: &KeyEntry, model: &str) -> Result<Vec<Target>, Denial> {
+    let refused = |served: Option<String>| Denial::ModelNotAllowed {
+        model: model.to_owned(),
+        served,
+        key: key.id.clone(),
+        allowed: key.allowed_patterns().into_iter().map(str::to_owned).collect(),
+    };
+    match snapshot.targets_for(key, model) {
+        None if key.may_use(model) => Err(Denial::UnknownModel {
+            model: model.to_owned(),
+        }),
+        None => Err(refused(None)),
+        Some(targets) if targets.is_empty() => {
+            // Name the served model when the requested name alone would pass.
+            let served = snapshot
+                .route(model)
+                .and_then(|t| t.iter().find_map(|t| t.model.clone()))
+                .filter(|served| served != model && key.may_use(model));
+            Err(refused(served))
+        }
+        Some(targets) => Ok(targets),
+    }
+}
+
+/// What a request holds between its admission and its upstream answer. When the request
+/// future is dropped first (the client left), its drop releases the admission at once: the
+/// reservation and slots go, and the prompt's input estimate is charged once the request
+/// was on its way upstream (the provider may have processed it); the audit trail records it.
+struct Pending {
+    admitted: Option<Admitted>,
+    exchange: Option<ExchangeAudit>,
+    endpoint: &'static str,
+    model: String,
+    /// Provider and model of the target being tried, once one is.
+    upstream: Option<(String, String)>,
+    /// What an abandoned request is charged: its input estimate.
+    abandon: Settlement,
+    span: tracing::Span,
+    sent: Instant,
+}
+
+impl Pending {
+    /// Hands the admission and the audit record over to the response.
+    fn take(&mut self) -> (Option<Admitted>, Option<ExchangeAudit>) {
+        (self.admitted.take(), self.exchange.take())
+    }
+
+    /// Nothing was used (every target failed): releases without charging.
+    fn release(mut self) {
+        if let Some(a) = self.admitted.take() {
+            a.settle(Settlement::default());
+        }
+        self.exchange = None;
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some((provider, upstream_model)) = self.upstream.take() else {
+            // Never sent: the admission's own drop releases it.
+            return;
+        };
+        if self.admitted.is_none() && self.exchange.is_none() {
+            return;
+        }
+        let charge = self.abandon;
+        if let Some(a) = self.admitted.take() {
+            a.settle(charge);
+        }
+        let usage = crate::usage::Usage {
+            input_tokens: charge.actual_tokens,
+            ..Default::default()
+        };
+        tracing::warn!(
+            parent: &self.span,
+            provider = %provider,
+            upstream_model = %upstream_model,
+            input_tokens = usage.input_tokens,
+            output_tokens = 0,
+            cost_micro_usd = charge.actual_micro_usd,
+            "request abandoned before the response: admission released, input estimate charged"
+        );
+        if let Some(a) = self.exchange.take() {
+            a.finish(ExchangeEnd {
+                endpoint: self.endpoint,
+                model: &self.model,
+                upstream_model: &upstream_model,
+                provider: &provider,
+                status: 0,
+                outcome: Outcome::ClientGone.as_str(),
+                complete: false,
+                usage: &usage,
+                usage_estimated: true,
+                cost_micro_usd: charge.actual_micro_usd,
+                latency: self.sent.elapsed(),
+                ttfb: None,
+            });
         }
     }
 }
@@ -448,6 +606,10 @@ fn respond(
 }
 
 async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Denial> {
+    // A declared length over the limit is refused before waiting for any of it.
+    if http_body::Body::size_hint(&body).lower() > limit as u64 {
+        return Err(Denial::TooLarge { limit });
+    }
     match Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Denial::TooLarge { limit }),

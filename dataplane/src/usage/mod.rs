@@ -3,11 +3,14 @@
 //! The proxy never buffers a response to learn its usage: [`SseUsageTap`] is fed
 //! the streamed body chunk by chunk as it is relayed, and [`usage_from_json`]
 //! reads a non-streaming body once it is complete. Both produce a [`Usage`]
-//! split by billing class, which [`crate::pricing`] turns into a cost.
+//! split by billing class, which [`crate::pricing`] turns into a cost. A response that
+//! ends without its final usage is charged by [`delivered::charged_usage`].
 
+pub mod delivered;
 mod json;
 mod sse;
 
+pub use delivered::{Delivered, RequestSize, charged_usage};
 pub use json::usage_from_json;
 pub use sse::{MAX_EVENT_BYTES, MAX_LINE_BYTES, SseUsageTap, StreamError};
 

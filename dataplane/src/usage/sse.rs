@@ -2,14 +2,19 @@
 //!
 //! The tap sees every byte the proxy relays, so the hot path is kept cheap: lines
 //! are found with a word-at-a-time scan, lines complete within a chunk are read in
-//! place, and the data of `content_block_*` and `ping` events is neither copied
-//! nor parsed. Only `message_start`, `message_delta` and `error` data is buffered
-//! and JSON-parsed; there are a handful of those per response.
+//! place, and the data of `content_block_start`, `content_block_stop` and `ping`
+//! events is neither copied nor parsed. `message_start`, `message_delta` and `error`
+//! data is buffered and JSON-parsed (a handful per response); `content_block_delta`
+//! data is buffered and its payload string measured without being decoded (its
+//! `text`, `partial_json` or `thinking` as raw JSON), so a stream cut before its
+//! final usage can still be charged for what it delivered (see
+//! [`super::delivered`]).
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::{Usage, UsageAccumulator, WireUsage};
 
@@ -51,7 +56,9 @@ enum EventKind {
     MessageDelta,
     MessageStop,
     Error,
-    /// Anything else, including `content_block_*` and `ping`: data ignored.
+    /// `content_block_delta`: only the length of its payload string is read.
+    ContentDelta,
+    /// Anything else, including `content_block_start`/`_stop` and `ping`: data ignored.
     Other,
 }
 
@@ -63,6 +70,7 @@ impl EventKind {
             b"message_delta" => Self::MessageDelta,
             b"message_stop" => Self::MessageStop,
             b"error" => Self::Error,
+            b"content_block_delta" => Self::ContentDelta,
             _ => Self::Other,
         }
     }
@@ -70,7 +78,7 @@ impl EventKind {
     fn wants_data(self) -> bool {
         matches!(
             self,
-            Self::Unnamed | Self::MessageStart | Self::MessageDelta | Self::Error
+            Self::Unnamed | Self::MessageStart | Self::MessageDelta | Self::Error | Self::ContentDelta
         )
     }
 }
@@ -137,6 +145,10 @@ pub struct SseUsageTap {
     error: Option<StreamError>,
     events_seen: u64,
     malformed_events: u64,
+    /// Bytes of content delivered in `content_block_delta` payloads.
+    content_bytes: u64,
+    /// Whether a `message_delta` carried the final `output_tokens`.
+    final_usage: bool,
 }
 
 impl Default for SseUsageTap {
@@ -163,6 +175,8 @@ impl SseUsageTap {
             error: None,
             events_seen: 0,
             malformed_events: 0,
+            content_bytes: 0,
+            final_usage: false,
         }
     }
 
@@ -226,6 +240,19 @@ impl SseUsageTap {
     /// [`MAX_EVENT_BYTES`] / a line over [`MAX_LINE_BYTES`].
     pub fn malformed_events(&self) -> u64 {
         self.malformed_events
+    }
+
+    /// Bytes of content the stream delivered so far: the raw JSON string (escapes
+    /// included, quotes not) of every `text_delta.text`, `input_json_delta.partial_json`
+    /// and `thinking_delta.thinking`; a delta that cannot be read counts whole.
+    pub fn content_bytes(&self) -> u64 {
+        self.content_bytes
+    }
+
+    /// Whether a `message_delta` carried `output_tokens`: the stream's final usage
+    /// was seen (it may still have ended without `message_stop`).
+    pub fn final_usage(&self) -> bool {
+        self.final_usage
     }
 
     /// Consumes a UTF-8 byte-order mark at the start of the stream (the SSE spec
@@ -373,6 +400,10 @@ impl SseUsageTap {
             self.events_seen += 1;
             if self.data_overflow {
                 self.malformed_events += 1;
+                if self.event == EventKind::ContentDelta {
+                    // Too big to hold, but delivered: at least this much.
+                    self.content_bytes += MAX_EVENT_BYTES as u64;
+                }
             } else {
                 let mut data = std::mem::take(&mut self.data);
                 data.pop(); // the '\n' after the last data line
@@ -399,6 +430,7 @@ impl SseUsageTap {
             EventKind::MessageStart => self.on_message_start(data),
             EventKind::MessageDelta => self.on_message_delta(data),
             EventKind::Error => self.on_error(data),
+            EventKind::ContentDelta => self.on_content_delta(data),
             EventKind::Unnamed => self.on_unnamed(data),
         };
         if parsed.is_err() {
@@ -428,8 +460,23 @@ impl SseUsageTap {
             self.stop_reason = Some(stop_reason);
         }
         if let Some(usage) = &event.usage {
+            self.final_usage |= usage.output_tokens.is_some();
             self.usage.overlay(usage);
         }
+        Ok(())
+    }
+
+    /// Measures a delta's payload; a delta that cannot be read counts whole (it was
+    /// delivered all the same).
+    fn on_content_delta(&mut self, data: &[u8]) -> serde_json::Result<()> {
+        let bytes = match serde_json::from_slice::<ContentDeltaEvent<'_>>(data) {
+            Ok(event) => event.delta.map_or(0, |d| d.payload_len()),
+            Err(e) => {
+                self.content_bytes += data.len() as u64;
+                return Err(e);
+            }
+        };
+        self.content_bytes += bytes;
         Ok(())
     }
 
@@ -447,11 +494,12 @@ impl SseUsageTap {
     /// this is a fallback: a substring check keeps content deltas (whose text is
     /// JSON-escaped, so cannot contain these quoted names) from being parsed.
     fn on_unnamed(&mut self, data: &[u8]) -> serde_json::Result<()> {
-        const NAMES: [&[u8]; 4] = [
+        const NAMES: [&[u8]; 5] = [
             b"\"message_start\"",
             b"\"message_delta\"",
             b"\"message_stop\"",
             b"\"error\"",
+            b"\"content_block_delta\"",
         ];
         if !NAMES.iter().any(|name| contains(data, name)) {
             return Ok(());
@@ -497,6 +545,41 @@ struct MessageDeltaEvent {
 struct DeltaBody {
     #[serde(default)]
     stop_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ContentDeltaEvent<'a> {
+    #[serde(borrow, default)]
+    delta: Option<DeltaPayload<'a>>,
+}
+
+/// The payload of a content delta, kept raw: only its length matters.
+#[derive(Deserialize)]
+struct DeltaPayload<'a> {
+    #[serde(borrow, default)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    partial_json: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    thinking: Option<&'a RawValue>,
+}
+
+impl DeltaPayload<'_> {
+    /// Bytes of the payload strings as sent (escapes included, quotes not).
+    fn payload_len(&self) -> u64 {
+        [self.text, self.partial_json, self.thinking]
+            .into_iter()
+            .flatten()
+            .map(|raw| {
+                let s = raw.get();
+                if s.starts_with('"') {
+                    s.len().saturating_sub(2) as u64
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
 }
 
 #[derive(Deserialize)]
@@ -561,6 +644,8 @@ mod tests {
         error: Option<StreamError>,
         events_seen: u64,
         malformed_events: u64,
+        content_bytes: u64,
+        final_usage: bool,
     }
 
     fn summary(tap: &SseUsageTap) -> Summary {
@@ -572,6 +657,8 @@ mod tests {
             error: tap.stream_error().cloned(),
             events_seen: tap.events_seen(),
             malformed_events: tap.malformed_events(),
+            content_bytes: tap.content_bytes(),
+            final_usage: tap.final_usage(),
         }
     }
 
@@ -642,6 +729,9 @@ mod tests {
             error: None,
             events_seen: 20,
             malformed_events: 0,
+            // The thinking, text and tool-input payloads as sent (the signature is not content).
+            content_bytes: 330,
+            final_usage: true,
         }
     }
 
@@ -688,6 +778,8 @@ mod tests {
             }),
             events_seen: 6,
             malformed_events: 0,
+            content_bytes: 10,
+            final_usage: false,
         };
         assert_eq!(assert_split_invariant(ERROR_AFTER_200.as_bytes()), expected);
         assert_eq!(assert_split_invariant(crlf(ERROR_AFTER_200).as_bytes()), expected);
@@ -837,6 +929,8 @@ mod tests {
                 // message_start, brand_new_event, the bare `data` line, message_delta, message_stop
                 events_seen: 5,
                 malformed_events: 0,
+                content_bytes: 0,
+                final_usage: true,
             }
         );
     }
@@ -863,7 +957,7 @@ mod tests {
             event: error\n\
             data: not json\n\n\
             event: content_block_delta\n\
-            data: not json either, but nobody reads it\n\n";
+            data: not json either, but delivered\n\n";
         let got = assert_every_line_ending(stream);
         assert_eq!(
             got.usage,
@@ -873,8 +967,13 @@ mod tests {
             }
         );
         assert_eq!(got.events_seen, 4);
-        assert_eq!(got.malformed_events, 2);
+        assert_eq!(got.malformed_events, 3);
         assert_eq!(got.error, None);
+        assert_eq!(
+            got.content_bytes,
+            "not json either, but delivered".len() as u64,
+            "an unreadable delta counts whole"
+        );
     }
 
     #[test]
@@ -891,11 +990,11 @@ mod tests {
 
     #[test]
     fn huge_skipped_data_is_not_buffered() {
-        // A 3 MiB content_block_delta line arrives in 64 KiB chunks: it is
+        // A 3 MiB content_block_start line arrives in 64 KiB chunks: it is
         // skipped without being held, and the stream reads on.
         let mut tap = SseUsageTap::new();
         tap.feed(
-            b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"",
+            b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"content_block\":{\"text\":\"",
         );
         let filler = vec![b'a'; 64 << 10];
         for _ in 0..48 {
@@ -907,6 +1006,38 @@ mod tests {
         assert_eq!(tap.usage().output_tokens, 9);
         assert_eq!(tap.events_seen(), 2);
         assert_eq!(tap.malformed_events(), 0);
+    }
+
+    #[test]
+    fn content_deltas_are_measured_and_a_huge_one_counts_at_least_its_cap() {
+        let stream = "event: content_block_delta\n\
+            data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"caf\u{e9} \\\"ok\\\"\"}}\n\n\
+            event: content_block_delta\n\
+            data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"AAAA\"}}\n\n";
+        let got = assert_every_line_ending(stream);
+        // `café \"ok\"` as sent: 5 + 1 + 6 bytes; a signature is not content.
+        assert_eq!(got.content_bytes, 12);
+        assert!(!got.final_usage);
+
+        // A 3 MiB delta arrives in 64 KiB chunks: held only up to the cap, then
+        // dropped; it counts as the cap, and the stream reads on.
+        let mut tap = SseUsageTap::new();
+        tap.feed(b"event: content_block_delta\ndata: {\"delta\":{\"text\":\"");
+        let filler = vec![b'a'; 64 << 10];
+        for _ in 0..48 {
+            tap.feed(&filler);
+            assert!(
+                tap.line.capacity() <= 2 * MAX_LINE_BYTES,
+                "held {}",
+                tap.line.capacity()
+            );
+        }
+        tap.feed(b"\"}}\n\nevent: message_delta\ndata: {\"usage\":{\"output_tokens\":9}}\n\n");
+        assert_eq!(tap.usage().output_tokens, 9);
+        assert!(tap.final_usage());
+        assert_eq!(tap.malformed_events(), 1);
+        assert_eq!(tap.content_bytes(), MAX_EVENT_BYTES as u64);
+        assert!(tap.line.capacity() <= RETAINED_CAPACITY && tap.data.capacity() <= RETAINED_CAPACITY);
     }
 
     #[test]

@@ -2,14 +2,17 @@
 //! policy document shards and a status for every resource.
 //!
 //! Deterministic: inputs are sorted before use, so the same world gives byte-identical
-//! ConfigMaps and statuses whatever order the API server listed things in. A resource with an
-//! invalid reference (a key naming a missing team) is left out with `Ready=False` and a
-//! reason; the rest of the policy still compiles. Nothing here does I/O.
+//! ConfigMaps and statuses whatever order the API server listed things in. Each resource is
+//! judged on its own, by the operator's checks and then by the proxy's own validation of its
+//! entry: one that is invalid, refers to something missing (a key naming a missing team), or
+//! sits in a namespace its team does not admit is left out with `Ready=False` and a reason,
+//! and the rest of the policy still compiles. Nothing here does I/O.
 
 mod resources;
 pub mod shard;
 pub mod sidecar;
 pub mod status;
+pub mod tenancy;
 #[cfg(test)]
 mod tests;
 
@@ -22,6 +25,7 @@ use tollgate_dataplane::policy::validate::{ValidationErrors, validate};
 use crate::crd::{AuditSink, Budget, McpServer, ModelProvider, ModelRoute, Team, VirtualKey};
 pub use shard::{ShardError, ShardLimits, Sharded};
 pub use status::{Kind, Readiness, StatusUpdate};
+pub use tenancy::TeamlessKeys;
 
 /// Operator-wide settings that shape the document.
 #[derive(Debug, Clone)]
@@ -38,6 +42,8 @@ pub struct Settings {
     pub limits: ShardLimits,
     /// What the sidecars in agent namespaces get.
     pub sidecar: SidecarMode,
+    /// Where keys without a team are compiled.
+    pub teamless_keys: TeamlessKeys,
 }
 
 /// What the sidecars in agent namespaces get.
@@ -64,6 +70,7 @@ impl Default for Settings {
             policy_name: "tollgate-policy".to_owned(),
             limits: ShardLimits::default(),
             sidecar: SidecarMode::Direct,
+            teamless_keys: TeamlessKeys::Deny,
         }
     }
 }
@@ -113,6 +120,8 @@ pub struct World {
     pub mcp_servers: Vec<McpServer>,
     /// Audit sinks.
     pub audit_sinks: Vec<AuditSink>,
+    /// Labels of every namespace, by name (which namespaces a team admits).
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// Virtual-key Secrets by (namespace, name).
     pub secrets: BTreeMap<(String, String), SecretDigest>,
     /// Names of the Secrets in the release namespace labelled

@@ -1,16 +1,22 @@
 //! Per-kind compilation: each resource becomes its policy entry or a `Ready=False` reason.
+//!
+//! Kinds compile in dependency order (providers, routes, MCP servers, audit sinks, teams, keys,
+//! budgets), each resource on its own: after the operator's own checks, its entry is judged by
+//! the proxy's validation in a document holding only that entry and what it refers to (already
+//! compiled), so a resource the proxy would refuse is left out with the proxy's message instead
+//! of making the merged document invalid and freezing every policy update.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use kube::ResourceExt;
 use tollgate_dataplane::policy::document::{self as doc, PolicyDocument};
 use tollgate_dataplane::policy::validate::validate;
 
 use super::status::{self, Kind, Readiness, StatusUpdate, ready_condition, usd};
-use super::{Settings, World};
+use super::{Settings, World, tenancy};
 use crate::crd::{
     self, AuditSink, Budget, BudgetStatus, CaptureMode, CredentialRef, McpServer, ModelProvider, ModelRoute,
-    Period, ProviderKind, ResourceStatus, ScopeKind, TeamStatus, VirtualKey, VirtualKeyStatus,
+    Period, ResourceStatus, ScopeKind, Team, TeamStatus, VirtualKey, VirtualKeyStatus,
 };
 use crate::{credentials, secrets};
 
@@ -62,6 +68,23 @@ fn models(m: &crd::ModelAccess) -> doc::ModelAccess {
     }
 }
 
+fn patterns(p: &crd::PatternList) -> doc::PatternList {
+    doc::PatternList {
+        allow: p.allow.clone(),
+        deny: p.deny.clone(),
+    }
+}
+
+fn grants(g: &[crd::McpGrant]) -> Vec<doc::McpGrant> {
+    g.iter()
+        .map(|g| doc::McpGrant {
+            server: g.server.clone(),
+            allow: g.allow.clone(),
+            deny: g.deny.clone(),
+        })
+        .collect()
+}
+
 fn rate_limits(r: &crd::RateLimits) -> doc::RateLimits {
     doc::RateLimits {
         requests_per_minute: r.requests_per_minute,
@@ -91,18 +114,220 @@ fn empty_pattern(lists: &[&[String]]) -> bool {
     lists.iter().any(|l| l.iter().any(|p| p.is_empty()))
 }
 
-/// Runs the proxy's own validation on a one-entry document and reports its first problem,
-/// so providers, MCP servers and the like are judged by exactly the proxy's rules.
-fn proxy_check(doc: PolicyDocument) -> Option<(String, String)> {
-    validate(&doc)
-        .err()
-        .and_then(|e| e.0.into_iter().next())
-        .map(|f| (f.field, f.message))
+/// `CredentialNotAllowed` when a credential names a Secret not labelled as one.
+fn credentials_allowed<'c>(
+    refs: impl IntoIterator<Item = &'c CredentialRef>,
+    world: &World,
+) -> Result<(), Readiness> {
+    match refs
+        .into_iter()
+        .find_map(|c| credentials::refusal(c, &world.credential_secrets))
+    {
+        Some(why) => Err(Readiness::fail("CredentialNotAllowed", why)),
+        None => Ok(()),
+    }
 }
 
-// `..Default::default()` on policy-document structs keeps this compiling as the document
-// gains optional sections (audit, MCP); clippy flags it while a struct has no other field.
-#[allow(clippy::needless_update)]
+/// Judges an entry by the proxy's own validation. `doc` holds the entry, at `at` (e.g.
+/// `keys[0].`), and only what it refers to, already judged: any problem is the entry's own.
+/// Field names are given as the resource spells them (`accessKeyId`, not `access_key_id`).
+fn proxy_check(doc: PolicyDocument, at: &str) -> Result<(), Readiness> {
+    let Err(errors) = validate(&doc) else {
+        return Ok(());
+    };
+    let problems: Vec<String> = errors
+        .0
+        .iter()
+        .map(|f| {
+            format!(
+                "{}: {}",
+                camel_case(f.field.strip_prefix(at).unwrap_or(&f.field)),
+                f.message
+            )
+        })
+        .collect();
+    Err(Readiness::fail("InvalidSpec", problems.join("; ")))
+}
+
+/// `access_key_id` -> `accessKeyId`, segment by segment of a field path.
+fn camel_case(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut upper = false;
+    for c in path.chars() {
+        match c {
+            '_' => upper = true,
+            c if upper => {
+                out.extend(c.to_uppercase());
+                upper = false;
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn document() -> PolicyDocument {
+    PolicyDocument {
+        version: doc::POLICY_VERSION,
+        ..Default::default()
+    }
+}
+
+/// Why a resource named by another (`what`: "key", "route", ...) is not in the policy:
+/// `<Kind>NotReady` when it exists (its own status says why), `<Kind>NotFound` when it does not.
+fn missing(kind: Kind, name: &str, exists: bool, what: &str) -> Readiness {
+    let reason = match (kind, exists) {
+        (Kind::Team, true) => "TeamNotReady",
+        (Kind::Team, false) => "TeamNotFound",
+        (Kind::McpServer, true) => "McpServerNotReady",
+        (Kind::McpServer, false) => "McpServerNotFound",
+        (_, true) => "ProviderNotReady",
+        (_, false) => "ProviderNotFound",
+    };
+    let state = if exists { "is not ready" } else { "does not exist" };
+    Readiness::fail(
+        reason,
+        format!("{} {name:?} {state}; the {what} is left out", kind.as_str()),
+    )
+}
+
+/// A compiled team as the context of another entry's check: its id is all that is referred to
+/// (the team itself was judged already).
+fn reference(t: &doc::Team) -> doc::Team {
+    doc::Team {
+        id: t.id.clone(),
+        ..Default::default()
+    }
+}
+
+/// One compilation pass: the document so far, and every resource's readiness.
+struct Pass<'w> {
+    world: &'w World,
+    settings: &'w Settings,
+    document: PolicyDocument,
+    readiness: BTreeMap<ResourceId, Readiness>,
+}
+
+impl Pass<'_> {
+    fn record(&mut self, kind: Kind, ns: Option<String>, name: String, r: Result<Readiness, Readiness>) {
+        self.readiness
+            .insert((kind, ns, name), r.unwrap_or_else(|fail| fail));
+    }
+
+    fn providers(&mut self) {
+        for p in sorted(&self.world.providers) {
+            let r = compile_provider(p, self.world, self.settings).map(|entry| {
+                self.document.providers.push(entry);
+                Readiness::ok("Compiled", "in the policy")
+            });
+            self.record(Kind::ModelProvider, None, p.name_any(), r);
+        }
+    }
+
+    fn routes(&mut self) {
+        let mut routes: Vec<&ModelRoute> = self.world.routes.iter().collect();
+        routes.sort_by_key(|a| (a.spec.priority, a.name_any()));
+        for r in routes {
+            let res = compile_route(r, self.world, &self.document).map(|entry| {
+                self.document.routes.push(entry);
+                Readiness::ok("Compiled", "in the policy")
+            });
+            self.record(Kind::ModelRoute, None, r.name_any(), res);
+        }
+    }
+
+    fn mcp_servers(&mut self) {
+        for m in sorted(&self.world.mcp_servers) {
+            let r = compile_mcp_server(m, self.world, self.settings).map(|entry| {
+                self.document.mcp_servers.push(entry);
+                Readiness::ok("Compiled", "in the policy")
+            });
+            self.record(Kind::McpServer, None, m.name_any(), r);
+        }
+    }
+
+    fn audit_sinks(&mut self) {
+        let mut sinks = Vec::new();
+        for a in sorted(&self.world.audit_sinks) {
+            let r = compile_audit_sink(a, self.world, self.settings).map(|entry| {
+                sinks.push(entry);
+                Readiness::ok("Compiled", "in the policy")
+            });
+            self.record(Kind::AuditSink, None, a.name_any(), r);
+        }
+        if !sinks.is_empty() || self.settings.audit_capture.is_some() {
+            self.document.audit = Some(doc::AuditConfig {
+                capture: self.settings.audit_capture.unwrap_or_default(),
+                sinks,
+                ..Default::default()
+            });
+        }
+    }
+
+    fn teams(&mut self) {
+        for t in sorted(&self.world.teams) {
+            let r = compile_team(t, self.world, &self.document).map(|entry| {
+                self.document.teams.push(entry);
+                Readiness::ok("Compiled", tenancy::team_message(t))
+            });
+            self.record(Kind::Team, None, t.name_any(), r);
+        }
+    }
+
+    /// Keys whose id is in `refused` are left out with that readiness.
+    fn keys(&mut self, refused: &BTreeMap<String, Readiness>) -> Vec<CompiledKey> {
+        let mut keys = Vec::new();
+        let mut by_hash: HashMap<String, String> = HashMap::new();
+        let teams: HashMap<String, &Team> = self.world.teams.iter().map(|t| (t.name_any(), t)).collect();
+        // The oldest key keeps a secret two keys share (a newcomer cannot take it over by
+        // sorting first); ties by id.
+        let mut by_age = sorted(&self.world.keys);
+        by_age.sort_by_key(|k| k.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        for k in by_age {
+            let (ns, name) = (k.namespace().unwrap_or_default(), k.name_any());
+            let id = key_id(&ns, &name);
+            let res = match refused.get(&id) {
+                Some(r) => Err(r.clone()),
+                None => {
+                    let context = KeyContext {
+                        world: self.world,
+                        settings: self.settings,
+                        compiled: &self.document,
+                        teams: &teams,
+                    };
+                    compile_key(k, &id, &context, &mut by_hash)
+                }
+            };
+            let res = res.map(|key| {
+                let r = match &key.expires_at {
+                    _ if !key.enabled => Readiness::ok("Disabled", "disabled: the proxy refuses it with 403"),
+                    Some(t) if *t <= self.world.now => Readiness::ok(
+                        "Expired",
+                        format!("expired at {t}: the proxy refuses it with 403"),
+                    ),
+                    _ => Readiness::ok("Compiled", "in the policy"),
+                };
+                keys.push(CompiledKey { key });
+                r
+            });
+            self.record(Kind::VirtualKey, Some(ns), name, res);
+        }
+        keys
+    }
+
+    fn budgets(&mut self, keys: &[CompiledKey]) {
+        let by_id: BTreeMap<&str, &doc::VirtualKey> =
+            keys.iter().map(|k| (k.key.id.as_str(), &k.key)).collect();
+        for b in sorted(&self.world.budgets) {
+            let r = compile_budget(b, self.settings, &self.document, &by_id).map(|entry| {
+                self.document.budgets.push(entry);
+                Readiness::ok("Compiled", "in the policy")
+            });
+            self.record(Kind::Budget, None, b.name_any(), r);
+        }
+    }
+}
+
 /// Compiles every resource; keys whose id is in `refused` are left out with that readiness
 /// (the second pass after the policy turned out too large to shard).
 pub(super) fn compile_resources(
@@ -110,271 +335,278 @@ pub(super) fn compile_resources(
     settings: &Settings,
     refused: &BTreeMap<String, Readiness>,
 ) -> Output {
-    let mut readiness: BTreeMap<ResourceId, Readiness> = BTreeMap::new();
-    let mut document = PolicyDocument {
-        version: doc::POLICY_VERSION,
-        ..Default::default()
+    let mut pass = Pass {
+        world,
+        settings,
+        document: document(),
+        readiness: BTreeMap::new(),
     };
-
-    // Providers, then the routes that name them.
-    let mut providers = BTreeSet::new();
-    for p in sorted(&world.providers) {
-        let name = p.name_any();
-        let s = &p.spec;
-        let mut timeouts = doc::Timeouts::default();
-        if let Some(t) = &s.timeouts {
-            timeouts.response_headers_ms = t.response_headers_ms.unwrap_or(timeouts.response_headers_ms);
-            timeouts.stream_idle_ms = t.stream_idle_ms.unwrap_or(timeouts.stream_idle_ms);
-        }
-        let entry = doc::Provider {
-            id: name.clone(),
-            kind: match s.kind {
-                ProviderKind::Anthropic => doc::ProviderKind::Anthropic,
-                ProviderKind::Bedrock => doc::ProviderKind::Bedrock,
-                ProviderKind::Vertex => doc::ProviderKind::Vertex,
-                ProviderKind::Foundry => doc::ProviderKind::Foundry,
-                ProviderKind::Openai => doc::ProviderKind::Openai,
-            },
-            endpoint: s.endpoint.clone(),
-            region: s.region.clone(),
-            project: s.project.clone(),
-            credential: s.credential.as_ref().map(|c| credential(c, settings)),
-            timeouts,
-        };
-        let check = proxy_check(PolicyDocument {
-            version: doc::POLICY_VERSION,
-            providers: vec![entry.clone()],
-            ..Default::default()
-        });
-        let refused = s
-            .credential
-            .as_ref()
-            .and_then(|c| credentials::refusal(c, &world.credential_secrets));
-        let r = match (refused, check) {
-            (Some(why), _) => Readiness::fail("CredentialNotAllowed", why),
-            (None, Some((field, msg))) if field.ends_with(".kind") => Readiness::fail("UnsupportedKind", msg),
-            (None, Some((field, msg))) => Readiness::fail(
-                "InvalidSpec",
-                format!("{}: {msg}", field.trim_start_matches("providers[0].")),
-            ),
-            (None, None) => {
-                providers.insert(name.clone());
-                document.providers.push(entry);
-                Readiness::ok("Compiled", "in the policy")
-            }
-        };
-        readiness.insert((Kind::ModelProvider, None, name), r);
+    pass.providers();
+    pass.routes();
+    pass.mcp_servers();
+    pass.audit_sinks();
+    pass.teams();
+    let keys = pass.keys(refused);
+    pass.budgets(&keys);
+    Output {
+        document: pass.document,
+        keys,
+        readiness: pass.readiness,
     }
+}
 
-    let mut routes: Vec<&ModelRoute> = world.routes.iter().collect();
-    routes.sort_by_key(|a| (a.spec.priority, a.name_any()));
-    let provider_exists: BTreeSet<String> = world.providers.iter().map(|p| p.name_any()).collect();
-    for r in routes {
-        let name = r.name_any();
-        let missing: Vec<&str> = r
+fn compile_provider(
+    p: &ModelProvider,
+    world: &World,
+    settings: &Settings,
+) -> Result<doc::Provider, Readiness> {
+    let s = &p.spec;
+    credentials_allowed(&s.credential, world)?;
+    let supported = || {
+        let kinds: Vec<String> = tollgate_dataplane::policy::validate::SUPPORTED_PROVIDER_KINDS
+            .iter()
+            .filter(|k| **k != doc::ProviderKind::Tollgate)
+            .filter_map(|k| serde_json::to_value(k).ok()?.as_str().map(str::to_owned))
+            .collect();
+        kinds.join(", ")
+    };
+    let Some(kind) = s.kind.document_kind() else {
+        return Err(Readiness::fail(
+            "UnsupportedKind",
+            format!(
+                "kind is not one tollgate-proxy implements (supported: {})",
+                supported()
+            ),
+        ));
+    };
+    let mut timeouts = doc::Timeouts::default();
+    if let Some(t) = &s.timeouts {
+        timeouts.response_headers_ms = t.response_headers_ms.unwrap_or(timeouts.response_headers_ms);
+        timeouts.stream_idle_ms = t.stream_idle_ms.unwrap_or(timeouts.stream_idle_ms);
+    }
+    let entry = doc::Provider {
+        id: p.name_any(),
+        kind,
+        endpoint: s.endpoint.clone(),
+        region: s.region.clone(),
+        project: s.project.clone(),
+        credential: s.credential.as_ref().map(|c| credential(c, settings)),
+        timeouts,
+    };
+    let check = proxy_check(
+        PolicyDocument {
+            providers: vec![entry.clone()],
+            ..document()
+        },
+        "providers[0].",
+    );
+    match check {
+        Err(r) if r.message.starts_with("kind:") => Err(Readiness::fail("UnsupportedKind", r.message)),
+        other => other.map(|()| entry),
+    }
+}
+
+fn compile_route(r: &ModelRoute, world: &World, compiled: &PolicyDocument) -> Result<doc::Route, Readiness> {
+    if r.spec.match_.is_empty() || r.spec.targets.is_empty() {
+        return Err(Readiness::fail(
+            "InvalidSpec",
+            "match and at least one target are required",
+        ));
+    }
+    let mut providers = Vec::new();
+    for t in &r.spec.targets {
+        match compiled.providers.iter().find(|p| p.id == t.provider) {
+            // A provider may be a route's fallback to itself (another model of it).
+            Some(p) if providers.iter().any(|q: &doc::Provider| q.id == p.id) => {}
+            Some(p) => providers.push(p.clone()),
+            None => {
+                let exists = world.providers.iter().any(|p| p.name_any() == t.provider);
+                return Err(missing(Kind::ModelProvider, &t.provider, exists, "route"));
+            }
+        }
+    }
+    let entry = doc::Route {
+        match_: r.spec.match_.clone(),
+        targets: r
             .spec
             .targets
             .iter()
-            .map(|t| t.provider.as_str())
-            .filter(|p| !providers.contains(*p))
-            .collect();
-        let res = if r.spec.match_.is_empty() || r.spec.targets.is_empty() {
-            Readiness::fail("InvalidSpec", "match and at least one target are required")
-        } else if r.spec.targets.iter().any(|t| t.model.as_deref() == Some("")) {
-            Readiness::fail("InvalidSpec", "targets[].model must not be empty when set")
-        } else if let Some(p) = missing.first() {
-            if provider_exists.contains(*p) {
-                Readiness::fail(
-                    "ProviderNotReady",
-                    format!("ModelProvider {p:?} is not ready; the route is left out"),
-                )
-            } else {
-                Readiness::fail(
-                    "ProviderNotFound",
-                    format!("ModelProvider {p:?} does not exist; the route is left out"),
-                )
-            }
-        } else {
-            document.routes.push(doc::Route {
-                match_: r.spec.match_.clone(),
-                targets: r
-                    .spec
-                    .targets
-                    .iter()
-                    .map(|t| doc::RouteTarget {
-                        provider: t.provider.clone(),
-                        model: t.model.clone(),
-                    })
-                    .collect(),
-            });
-            Readiness::ok("Compiled", "in the policy")
-        };
-        readiness.insert((Kind::ModelRoute, None, name), res);
-    }
+            .map(|t| doc::RouteTarget {
+                provider: t.provider.clone(),
+                model: t.model.clone(),
+            })
+            .collect(),
+    };
+    proxy_check(
+        PolicyDocument {
+            providers,
+            routes: vec![entry.clone()],
+            ..document()
+        },
+        "routes[0].",
+    )?;
+    Ok(entry)
+}
 
-    // MCP servers.
-    let mut servers = BTreeSet::new();
-    for m in sorted(&world.mcp_servers) {
-        let name = m.name_any();
-        let entry = doc::McpServer {
-            name: name.clone(),
-            url: m.spec.url.clone(),
-            credential: m.spec.credential.as_ref().map(|c| credential(c, settings)),
-        };
-        let check = proxy_check(PolicyDocument {
-            version: doc::POLICY_VERSION,
+fn compile_mcp_server(
+    m: &McpServer,
+    world: &World,
+    settings: &Settings,
+) -> Result<doc::McpServer, Readiness> {
+    credentials_allowed(&m.spec.credential, world)?;
+    let entry = doc::McpServer {
+        name: m.name_any(),
+        url: m.spec.url.clone(),
+        credential: m.spec.credential.as_ref().map(|c| credential(c, settings)),
+    };
+    proxy_check(
+        PolicyDocument {
             mcp_servers: vec![entry.clone()],
-            ..Default::default()
-        });
-        let refused = m
-            .spec
-            .credential
-            .as_ref()
-            .and_then(|c| credentials::refusal(c, &world.credential_secrets));
-        let res = match (refused, check) {
-            (Some(why), _) => Readiness::fail("CredentialNotAllowed", why),
-            (None, Some((field, msg))) => Readiness::fail(
-                "InvalidSpec",
-                format!("{}: {msg}", field.trim_start_matches("mcp_servers[0].")),
-            ),
-            (None, None) => {
-                servers.insert(name.clone());
-                document.mcp_servers.push(entry);
-                Readiness::ok("Compiled", "in the policy")
-            }
-        };
-        readiness.insert((Kind::McpServer, None, name), res);
-    }
+            ..document()
+        },
+        "mcp_servers[0].",
+    )?;
+    Ok(entry)
+}
 
-    // Audit sinks.
-    let mut sinks = Vec::new();
-    for a in sorted(&world.audit_sinks) {
-        let name = a.name_any();
-        let refused = a
-            .spec
-            .credential
-            .as_ref()
-            .and_then(|c| credentials::refusal(c, &world.credential_secrets));
-        let res = if let Some(why) = refused {
-            Readiness::fail("CredentialNotAllowed", why)
-        } else if a.spec.endpoint.trim().is_empty() {
-            Readiness::fail("InvalidSpec", "endpoint must not be empty")
-        } else if a
-            .spec
-            .credential
-            .as_ref()
-            .is_some_and(|c| c.secret_key_ref.is_some() == c.env.is_some())
-        {
-            Readiness::fail(
-                "InvalidSpec",
-                "credential: set exactly one of secretKeyRef or env",
-            )
-        } else {
-            sinks.push(doc::AuditSink {
-                name: name.clone(),
-                kind: a.spec.kind.as_str().to_owned(),
-                endpoint: a.spec.endpoint.clone(),
-                credential: a.spec.credential.as_ref().map(|c| credential(c, settings)),
+fn compile_audit_sink(
+    a: &AuditSink,
+    world: &World,
+    settings: &Settings,
+) -> Result<doc::AuditSink, Readiness> {
+    let s = &a.spec;
+    credentials_allowed(s.credential.iter().chain(&s.access_key_id), world)?;
+    let (batch, retry) = (doc::AuditBatch::default(), doc::AuditRetry::default());
+    let b = s.batch.clone().unwrap_or_default();
+    let r = s.retry.clone().unwrap_or_default();
+    let entry = doc::AuditSink {
+        name: a.name_any(),
+        kind: s.kind.as_str().to_owned(),
+        endpoint: s.endpoint.clone(),
+        credential: s.credential.as_ref().map(|c| credential(c, settings)),
+        access_key_id: s.access_key_id.as_ref().map(|c| credential(c, settings)),
+        index: s.index.clone(),
+        bucket: s.bucket.clone(),
+        region: s.region.clone(),
+        prefix: s.prefix.clone(),
+        source: s.source.clone(),
+        batch: doc::AuditBatch {
+            max_records: b.max_records.unwrap_or(batch.max_records),
+            max_bytes: b.max_bytes.unwrap_or(batch.max_bytes),
+            max_wait_ms: b.max_wait_ms.unwrap_or(batch.max_wait_ms),
+        },
+        retry: doc::AuditRetry {
+            initial_backoff_ms: r.initial_backoff_ms.unwrap_or(retry.initial_backoff_ms),
+            max_backoff_ms: r.max_backoff_ms.unwrap_or(retry.max_backoff_ms),
+            timeout_ms: r.timeout_ms.unwrap_or(retry.timeout_ms),
+        },
+    };
+    // The proxy's own checks, and the two it leaves to the CRD: a zero timeout or byte limit.
+    proxy_check(
+        PolicyDocument {
+            audit: Some(doc::AuditConfig {
+                sinks: vec![entry.clone()],
                 ..Default::default()
-            });
-            Readiness::ok("Compiled", "in the policy")
-        };
-        readiness.insert((Kind::AuditSink, None, name), res);
+            }),
+            ..document()
+        },
+        "audit.sinks[0].",
+    )?;
+    if entry.retry.timeout_ms == 0 || entry.batch.max_bytes == 0 {
+        return Err(Readiness::fail(
+            "InvalidSpec",
+            "retry.timeoutMs and batch.maxBytes must be greater than 0",
+        ));
     }
-    if !sinks.is_empty() || settings.audit_capture.is_some() {
-        document.audit = Some(doc::AuditConfig {
-            capture: settings.audit_capture.unwrap_or_default(),
-            sinks,
-            ..Default::default()
-        });
-    }
+    Ok(entry)
+}
 
-    // Teams.
-    let mut teams = BTreeSet::new();
-    for t in sorted(&world.teams) {
-        let name = t.name_any();
-        let m = t.spec.models.as_ref();
-        let res = if m.is_some_and(|m| empty_pattern(&[&m.allow, &m.deny])) {
-            Readiness::fail("InvalidSpec", "models: patterns must not be empty")
-        } else {
-            teams.insert(name.clone());
-            document.teams.push(doc::Team {
-                id: name.clone(),
-                rate_limits: t.spec.rate_limits.as_ref().map(rate_limits),
-                models: m.map(models),
-                ..Default::default()
-            });
-            Readiness::ok("Compiled", "in the policy")
-        };
-        readiness.insert((Kind::Team, None, name), res);
-    }
-
-    // Keys.
-    let mut keys: Vec<CompiledKey> = Vec::new();
-    let mut by_hash: HashMap<String, String> = HashMap::new();
-    for k in sorted(&world.keys) {
-        let (ns, name) = (k.namespace().unwrap_or_default(), k.name_any());
-        let id = key_id(&ns, &name);
-        if let Some(r) = refused.get(&id) {
-            readiness.insert((Kind::VirtualKey, Some(ns), name), r.clone());
-            continue;
+/// The compiled MCP servers `g` grants, or why one is missing (`what`: "key" or "team").
+fn granted_servers(
+    g: &[crd::McpGrant],
+    world: &World,
+    compiled: &PolicyDocument,
+    what: &str,
+) -> Result<Vec<doc::McpServer>, Readiness> {
+    let mut servers: Vec<doc::McpServer> = Vec::new();
+    for grant in g {
+        if servers.iter().any(|s| s.name == grant.server) {
+            return Err(Readiness::fail(
+                "InvalidSpec",
+                format!("McpServer {:?} is granted twice", grant.server),
+            ));
         }
-        let res = compile_key(k, &id, world, &teams, &servers, &mut by_hash).and_then(|key| {
-            let bytes = serde_json::to_vec(&key).map_or(usize::MAX, |v| v.len());
-            if bytes > MAX_KEY_BYTES {
-                return Err(Readiness::fail(
-                    "KeyTooLarge",
-                    format!("the key compiles to {bytes} bytes, over the {MAX_KEY_BYTES} a key may take in the policy; shrink its patterns or MCP grants"),
-                ));
+        match compiled.mcp_servers.iter().find(|s| s.name == grant.server) {
+            Some(s) => servers.push(s.clone()),
+            None => {
+                let exists = world.mcp_servers.iter().any(|m| m.name_any() == grant.server);
+                return Err(missing(Kind::McpServer, &grant.server, exists, what));
             }
-            Ok(key)
-        });
-        let res = res.map(|key| {
-            let r = match &key.expires_at {
-                _ if !key.enabled => Readiness::ok("Disabled", "disabled: the proxy refuses it with 403"),
-                Some(t) if *t <= world.now => Readiness::ok(
-                    "Expired",
-                    format!("expired at {t}: the proxy refuses it with 403"),
-                ),
-                _ => Readiness::ok("Compiled", "in the policy"),
-            };
-            keys.push(CompiledKey { key });
-            r
-        });
-        readiness.insert(
-            (Kind::VirtualKey, Some(ns), name),
-            res.unwrap_or_else(|fail| fail),
-        );
+        }
     }
-    let compiled_keys: BTreeSet<&str> = keys.iter().map(|k| k.key.id.as_str()).collect();
+    Ok(servers)
+}
 
-    // Budgets.
-    for b in sorted(&world.budgets) {
-        let name = b.name_any();
-        let res = compile_budget(b, settings, &teams, &compiled_keys).map(|entry| {
-            document.budgets.push(entry);
-            Readiness::ok("Compiled", "in the policy")
-        });
-        readiness.insert((Kind::Budget, None, name), res.unwrap_or_else(|fail| fail));
+fn compile_team(t: &Team, world: &World, compiled: &PolicyDocument) -> Result<doc::Team, Readiness> {
+    let s = &t.spec;
+    if s.models
+        .as_ref()
+        .is_some_and(|m| empty_pattern(&[&m.allow, &m.deny]))
+    {
+        return Err(Readiness::fail(
+            "InvalidSpec",
+            "models: patterns must not be empty",
+        ));
     }
+    if let Some(problem) = tenancy::allowed_namespaces_problem(t) {
+        return Err(Readiness::fail("InvalidSpec", problem));
+    }
+    let servers = granted_servers(&s.mcp, world, compiled, "team")?;
+    let entry = doc::Team {
+        id: t.name_any(),
+        rate_limits: s.rate_limits.as_ref().map(rate_limits),
+        models: s.models.as_ref().map(models),
+        mcp: grants(&s.mcp),
+        tools: s.tools.as_ref().map(patterns),
+    };
+    proxy_check(
+        PolicyDocument {
+            teams: vec![entry.clone()],
+            mcp_servers: servers,
+            ..document()
+        },
+        "teams[0].",
+    )?;
+    Ok(entry)
+}
 
-    Output {
-        document,
-        keys,
-        readiness,
-    }
+/// What a key is compiled against.
+struct KeyContext<'a> {
+    world: &'a World,
+    settings: &'a Settings,
+    /// The document so far: teams and MCP servers are compiled before keys.
+    compiled: &'a PolicyDocument,
+    /// Every Team by name, compiled or not.
+    teams: &'a HashMap<String, &'a Team>,
 }
 
 fn compile_key(
     k: &VirtualKey,
     id: &str,
-    world: &World,
-    teams: &BTreeSet<String>,
-    servers: &BTreeSet<String>,
+    cx: &KeyContext<'_>,
     by_hash: &mut HashMap<String, String>,
 ) -> Result<doc::VirtualKey, Readiness> {
+    let (world, compiled) = (cx.world, cx.compiled);
     let s = &k.spec;
     let ns = k.namespace().unwrap_or_default();
+    if let Some(bytes) = k.annotations().get(secrets::OVERSIZED_ANNOTATION) {
+        return Err(Readiness::fail(
+            "KeyTooLarge",
+            format!(
+                "the key's spec takes {bytes} bytes, over the {MAX_KEY_BYTES} a key may compile to; shrink its patterns or MCP grants"
+            ),
+        ));
+    }
     let expires_at = match &s.expires_at {
         None => None,
         Some(t) => Some(t.parse::<jiff::Timestamp>().map_err(|e| {
@@ -392,69 +624,63 @@ fn compile_key(
     if empty_pattern(&[&s.models.allow, &s.models.deny]) || empty_pattern(&tool_lists) {
         return Err(Readiness::fail("InvalidSpec", "patterns must not be empty"));
     }
-    if let Some(team) = &s.team
-        && !teams.contains(team)
-    {
-        let reason = if world.teams.iter().any(|t| t.name_any() == *team) {
-            "TeamNotReady"
-        } else {
-            "TeamNotFound"
-        };
-        return Err(Readiness::fail(
-            reason,
-            format!("Team {team:?} is not in the policy; the key is left out"),
-        ));
-    }
-    let mut seen_servers = BTreeSet::new();
-    for g in &s.mcp {
-        if !servers.contains(&g.server) {
-            return Err(Readiness::fail(
-                "McpServerNotFound",
-                format!(
-                    "McpServer {:?} is not in the policy; the key is left out",
-                    g.server
-                ),
-            ));
-        }
-        if !seen_servers.insert(&g.server) {
-            return Err(Readiness::fail(
-                "InvalidSpec",
-                format!("McpServer {:?} is granted twice", g.server),
-            ));
-        }
-    }
+    let team = match &s.team {
+        None => None,
+        Some(name) => match compiled.teams.iter().find(|t| t.id == *name) {
+            Some(entry) => Some(reference(entry)),
+            None => return Err(missing(Kind::Team, name, cx.teams.contains_key(name), "key")),
+        },
+    };
+    let team_resource = s.team.as_ref().and_then(|name| cx.teams.get(name).copied());
+    tenancy::admit(team_resource, &ns, world, &cx.settings.teamless_keys)?;
+    let servers = granted_servers(&s.mcp, world, compiled, "key")?;
     let sha256 = key_hash(k, &ns, world)?;
     if let Some(other) = by_hash.get(&sha256) {
+        // Another namespace's key is not named: that would tell a tenant whose key it guessed.
+        let same_namespace = other.split_once('/').is_some_and(|(other_ns, _)| other_ns == ns);
+        let holder = if same_namespace {
+            format!("VirtualKey {other}")
+        } else {
+            "an older VirtualKey".to_owned()
+        };
         return Err(Readiness::fail(
             "DuplicateKey",
-            format!("the same secret key is already used by VirtualKey {other}; the key is left out"),
+            format!("the same secret key is already used by {holder}; the key is left out"),
         ));
     }
-    by_hash.insert(sha256.clone(), id.to_owned());
-    Ok(doc::VirtualKey {
+    let entry = doc::VirtualKey {
         id: id.to_owned(),
-        sha256,
+        sha256: sha256.clone(),
         user: s.owner.clone(),
         team: s.team.clone(),
         enabled: s.enabled,
         expires_at,
         models: models(&s.models),
         rate_limits: s.rate_limits.as_ref().map(rate_limits),
-        mcp: s
-            .mcp
-            .iter()
-            .map(|g| doc::McpGrant {
-                server: g.server.clone(),
-                allow: g.allow.clone(),
-                deny: g.deny.clone(),
-            })
-            .collect(),
-        tools: s.tools.as_ref().map(|t| doc::PatternList {
-            allow: t.allow.clone(),
-            deny: t.deny.clone(),
-        }),
+        mcp: grants(&s.mcp),
+        tools: s.tools.as_ref().map(patterns),
         capture: s.capture.map(capture),
-    })
+    };
+    let bytes = serde_json::to_vec(&entry).map_or(usize::MAX, |v| v.len());
+    if bytes > MAX_KEY_BYTES {
+        return Err(Readiness::fail(
+            "KeyTooLarge",
+            format!(
+                "the key compiles to {bytes} bytes, over the {MAX_KEY_BYTES} a key may take in the policy; shrink its patterns or MCP grants"
+            ),
+        ));
+    }
+    proxy_check(
+        PolicyDocument {
+            teams: team.into_iter().collect(),
+            mcp_servers: servers,
+            keys: vec![entry.clone()],
+            ..document()
+        },
+        "keys[0].",
+    )?;
+    by_hash.insert(sha256, id.to_owned());
+    Ok(entry)
 }
 
 /// The key's SHA-256 from the digest of its Secret.
@@ -510,8 +736,8 @@ fn key_hash(k: &VirtualKey, ns: &str, world: &World) -> Result<String, Readiness
 fn compile_budget(
     b: &Budget,
     settings: &Settings,
-    teams: &BTreeSet<String>,
-    keys: &BTreeSet<&str>,
+    compiled: &PolicyDocument,
+    keys: &BTreeMap<&str, &doc::VirtualKey>,
 ) -> Result<doc::Budget, Readiness> {
     let s = &b.spec;
     let limit = match (&s.limit_usd, s.limit_micro_usd) {
@@ -571,7 +797,7 @@ fn compile_budget(
             (doc::ScopeKind::Organization, org.clone())
         }
         ScopeKind::Team => {
-            if !teams.contains(&scope.name) {
+            if !compiled.teams.iter().any(|t| t.id == scope.name) {
                 return Err(Readiness::fail(
                     "ScopeNotFound",
                     format!(
@@ -596,7 +822,7 @@ fn compile_budget(
                 ));
             };
             let id = key_id(ns, &scope.name);
-            if !keys.contains(id.as_str()) {
+            if !keys.contains_key(id.as_str()) {
                 return Err(Readiness::fail(
                     "ScopeNotFound",
                     format!("VirtualKey {id} is not in the policy; the budget is left out"),
@@ -608,14 +834,44 @@ fn compile_budget(
     let mut thresholds = s.thresholds.clone();
     thresholds.sort_unstable();
     thresholds.dedup();
-    Ok(doc::Budget {
+    let entry = doc::Budget {
         id: b.name_any(),
         scope: doc::BudgetScope { kind, name },
         limit_micro_usd: limit,
         period,
         time_zone: s.time_zone.clone(),
         thresholds,
-    })
+    };
+    // The subject, so the proxy's check that the scope names something passes on its own.
+    let subject = &entry.scope.name;
+    proxy_check(
+        PolicyDocument {
+            organization: (kind == doc::ScopeKind::Organization).then(|| doc::Organization {
+                name: subject.clone(),
+            }),
+            teams: compiled
+                .teams
+                .iter()
+                .filter(|t| kind == doc::ScopeKind::Team && t.id == *subject)
+                .map(reference)
+                .collect(),
+            mcp_servers: Vec::new(),
+            keys: keys
+                .get(subject.as_str())
+                .filter(|_| kind == doc::ScopeKind::Key)
+                .map(|k| doc::VirtualKey {
+                    team: None,
+                    mcp: Vec::new(),
+                    ..(*k).clone()
+                })
+                .into_iter()
+                .collect(),
+            budgets: vec![entry.clone()],
+            ..document()
+        },
+        "budgets[0].",
+    )?;
+    Ok(entry)
 }
 
 /// Builds every resource's desired status.

@@ -53,7 +53,7 @@ pub fn ready_condition(
         .iter()
         .find(|c| c.type_ == READY && c.status == status)
         .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| now.to_string());
+        .unwrap_or_else(|| metav1_time(now));
     Condition {
         type_: READY.to_owned(),
         status: status.to_owned(),
@@ -62,6 +62,11 @@ pub fn ready_condition(
         last_transition_time,
         observed_generation: generation,
     }
+}
+
+/// `now` as `metav1.Time` writes it: RFC 3339 in UTC, whole seconds.
+pub fn metav1_time(now: Timestamp) -> String {
+    now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Which kind of resource a status belongs to.
@@ -225,5 +230,13 @@ mod tests {
         assert_eq!(c1.last_transition_time, c0.last_transition_time);
         let c2 = ready_condition(&[c1], Some(2), t1, &Readiness::fail("TeamNotFound", "x"));
         assert_eq!(c2.last_transition_time, t1.to_string());
+    }
+
+    /// `metav1.Time` has whole seconds; a clock reading with nanoseconds is not written as is.
+    #[test]
+    fn transition_times_are_whole_seconds_in_utc() {
+        let t: Timestamp = "2026-11-15T12:00:00.123456789Z".parse().unwrap();
+        let c = ready_condition(&[], Some(1), t, &Readiness::ok("Compiled", "ok"));
+        assert_eq!(c.last_transition_time, "2026-11-15T12:00:00Z");
     }
 }

@@ -20,10 +20,17 @@ fn meta(ns: Option<&str>, name: &str) -> ObjectMeta {
     }
 }
 
+/// A team admitting keys from every namespace.
 fn team(name: &str) -> Team {
     Team {
         metadata: meta(None, name),
-        spec: TeamSpec::default(),
+        spec: TeamSpec {
+            allowed_namespaces: Some(AllowedNamespaces {
+                from: NamespacesFrom::All,
+                selector: None,
+            }),
+            ..Default::default()
+        },
         status: None,
     }
 }
@@ -144,9 +151,12 @@ fn bob_secret(w: &mut World) -> &mut SecretDigest {
         .unwrap()
 }
 
+/// The operator's settings, with teamless keys allowed (bob has no team); the default, deny,
+/// has its own tests.
 fn settings() -> Settings {
     Settings {
         organization: Some("acme".into()),
+        teamless_keys: TeamlessKeys::Allow,
         ..Default::default()
     }
 }
@@ -395,14 +405,14 @@ fn every_invalid_reference_is_a_ready_false_reason_and_the_rest_compiles() {
         ),
         (
             "route to an unsupported provider",
-            |w| w.providers[0].spec.kind = ProviderKind::Bedrock,
+            |w| w.providers[0].spec.kind = ProviderKind::Unsupported,
             Kind::ModelRoute,
             "claude",
             "ProviderNotReady",
         ),
         (
             "provider kind the proxy cannot speak",
-            |w| w.providers[0].spec.kind = ProviderKind::Vertex,
+            |w| w.providers[0].spec.kind = ProviderKind::Unsupported,
             Kind::ModelProvider,
             "anthropic",
             "UnsupportedKind",
@@ -474,6 +484,24 @@ fn a_deleted_key_leaves_the_policy() {
     w.keys.remove(0);
     let c = compile(&w, &settings()).unwrap();
     assert!(c.document.keys.iter().all(|k| k.id != "team-a/alice"));
+}
+
+/// A route falling back to another model of the same provider, around another provider.
+#[test]
+fn a_route_may_name_a_provider_twice() {
+    let mut w = world();
+    w.providers.push(provider("foundry", ProviderKind::Foundry));
+    let mut r = route("opus", "gw-opus", "anthropic", 10);
+    for (provider, model) in [("foundry", "claude-opus-4-8"), ("anthropic", "claude-opus-4-1")] {
+        r.spec.targets.push(RouteTarget {
+            provider: provider.into(),
+            model: Some(model.into()),
+        });
+    }
+    w.routes.push(r);
+    let c = compile(&w, &settings()).unwrap();
+    assert_eq!(ready(&c, Kind::ModelRoute, "opus"), (true, "Compiled".into()));
+    assert_eq!(c.document.routes[0].targets.len(), 3);
 }
 
 #[test]
@@ -735,6 +763,7 @@ fn credentials_must_name_labelled_secrets() {
                 }),
                 env: None,
             }),
+            ..Default::default()
         },
         status: None,
     };
@@ -860,4 +889,664 @@ fn gateway_mode_sidecars_get_a_credential_free_policy_naming_only_the_gateway() 
         .collect();
     assert_eq!(hashes(&d.keys), hashes(&alice));
     assert!(d.keys.iter().all(|k| k.rate_limits.is_none() && k.mcp.is_empty()));
+}
+
+fn sink(name: &str, kind: SinkKind, endpoint: &str) -> AuditSink {
+    AuditSink {
+        metadata: meta(None, name),
+        spec: AuditSinkSpec {
+            kind,
+            endpoint: endpoint.into(),
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+fn env_credential(name: &str) -> Option<CredentialRef> {
+    Some(CredentialRef {
+        secret_key_ref: None,
+        env: Some(name.into()),
+    })
+}
+
+fn status_of<'c>(c: &'c Compiled, kind: Kind, name: &str) -> &'c StatusUpdate {
+    c.statuses
+        .iter()
+        .find(|s| s.kind == kind && s.name == name)
+        .unwrap_or_else(|| panic!("no status for {kind:?} {name}"))
+}
+
+/// One resource of each kind that the proxy's own validation refuses (audit sinks above all:
+/// these used to pass the operator's checks and then make the merged document invalid, so no
+/// policy update applied anywhere). The resource is left out with the proxy's message, and the
+/// rest still compiles: a new key gets in, a revoked key stays in as disabled, and the merged
+/// document passes the proxy's validation.
+#[test]
+fn a_resource_the_proxy_would_refuse_is_left_out_alone_and_every_other_change_applies() {
+    type Mutation = fn(&mut World);
+    let cases: Vec<(&str, Mutation, Kind, &str, &str, &str)> = vec![
+        (
+            "audit sink named with a dot",
+            |w| {
+                w.audit_sinks
+                    .push(sink("siem.prod", SinkKind::Webhook, "https://siem.example"))
+            },
+            Kind::AuditSink,
+            "siem.prod",
+            "InvalidSpec",
+            "name: use letters, digits",
+        ),
+        (
+            "s3 sink without a bucket",
+            |w| {
+                let mut s = sink("archive", SinkKind::S3, "https://s3.eu-west-1.amazonaws.com");
+                s.spec.credential = env_credential("S3_SECRET");
+                s.spec.access_key_id = env_credential("S3_KEY_ID");
+                w.audit_sinks.push(s);
+            },
+            Kind::AuditSink,
+            "archive",
+            "InvalidSpec",
+            "bucket: an s3 sink needs a bucket",
+        ),
+        (
+            "s3 sink without an access key id",
+            |w| {
+                let mut s = sink("archive", SinkKind::S3, "https://s3.eu-west-1.amazonaws.com");
+                s.spec.credential = env_credential("S3_SECRET");
+                s.spec.bucket = Some("audit".into());
+                w.audit_sinks.push(s);
+            },
+            Kind::AuditSink,
+            "archive",
+            "InvalidSpec",
+            "accessKeyId: an s3 sink needs an access key id",
+        ),
+        (
+            "splunk sink without a credential",
+            |w| {
+                w.audit_sinks
+                    .push(sink("splunk", SinkKind::Splunk, "https://splunk.example:8088"))
+            },
+            Kind::AuditSink,
+            "splunk",
+            "InvalidSpec",
+            "credential: a splunk sink needs a credential",
+        ),
+        (
+            "webhook sink whose endpoint is not a URL",
+            |w| {
+                w.audit_sinks
+                    .push(sink("hook", SinkKind::Webhook, "siem.example/ingest"))
+            },
+            Kind::AuditSink,
+            "hook",
+            "InvalidSpec",
+            "endpoint:",
+        ),
+        (
+            "sink retrying with its longest backoff under its first",
+            |w| {
+                let mut s = sink("hook", SinkKind::Webhook, "https://siem.example");
+                s.spec.retry = Some(AuditRetry {
+                    max_backoff_ms: Some(100),
+                    ..Default::default()
+                });
+                w.audit_sinks.push(s);
+            },
+            Kind::AuditSink,
+            "hook",
+            "InvalidSpec",
+            "retry: need 0 < initial_backoff_ms <= max_backoff_ms",
+        ),
+        (
+            "sink with a zero delivery timeout",
+            |w| {
+                let mut s = sink("hook", SinkKind::Webhook, "https://siem.example");
+                s.spec.retry = Some(AuditRetry {
+                    timeout_ms: Some(0),
+                    ..Default::default()
+                });
+                w.audit_sinks.push(s);
+            },
+            Kind::AuditSink,
+            "hook",
+            "InvalidSpec",
+            "timeoutMs",
+        ),
+        (
+            "provider of a kind the proxy does not implement",
+            |w| w.providers.push(provider("bedrock", ProviderKind::Unsupported)),
+            Kind::ModelProvider,
+            "bedrock",
+            "UnsupportedKind",
+            "supported: anthropic, foundry",
+        ),
+        (
+            "provider with a zero timeout",
+            |w| {
+                let mut p = provider("slow", ProviderKind::Anthropic);
+                p.spec.timeouts = Some(Timeouts {
+                    response_headers_ms: Some(0),
+                    stream_idle_ms: None,
+                });
+                w.providers.push(p);
+            },
+            Kind::ModelProvider,
+            "slow",
+            "InvalidSpec",
+            "timeouts.responseHeadersMs: must be greater than 0",
+        ),
+        (
+            "route with an empty target model",
+            |w| {
+                let mut r = route("broken", "gw-opus", "anthropic", 10);
+                r.spec.targets[0].model = Some(String::new());
+                w.routes.push(r);
+            },
+            Kind::ModelRoute,
+            "broken",
+            "InvalidSpec",
+            "targets[0].model: must not be empty",
+        ),
+        (
+            "MCP server named with a dot",
+            |w| {
+                w.mcp_servers
+                    .push(mcp("jira.internal", "https://jira.example/mcp"))
+            },
+            Kind::McpServer,
+            "jira.internal",
+            "InvalidSpec",
+            "name: use 1-48 characters",
+        ),
+        (
+            "team with an empty tool pattern",
+            |w| {
+                let mut t = team("sandbox");
+                t.spec.tools = Some(PatternList {
+                    allow: vec![],
+                    deny: vec![String::new()],
+                });
+                w.teams.push(t);
+            },
+            Kind::Team,
+            "sandbox",
+            "InvalidSpec",
+            "tools.deny[0]: pattern must not be empty",
+        ),
+        (
+            "team granting an empty MCP pattern",
+            |w| {
+                let mut t = team("sandbox");
+                t.spec.mcp = vec![McpGrant {
+                    server: "github".into(),
+                    allow: vec![String::new()],
+                    deny: vec![],
+                }];
+                w.teams.push(t);
+            },
+            Kind::Team,
+            "sandbox",
+            "InvalidSpec",
+            "mcp[0].allow[0]: pattern must not be empty",
+        ),
+        (
+            "team with a selector matching nothing",
+            |w| {
+                let mut t = team("sandbox");
+                t.spec.allowed_namespaces = Some(AllowedNamespaces {
+                    from: NamespacesFrom::Selector,
+                    selector: None,
+                });
+                w.teams.push(t);
+            },
+            Kind::Team,
+            "sandbox",
+            "InvalidSpec",
+            "selector is required",
+        ),
+        (
+            "key granting an empty MCP pattern",
+            |w| {
+                let mut k = key("team-b", "mallory", None);
+                k.spec.mcp = vec![McpGrant {
+                    server: "github".into(),
+                    allow: vec![],
+                    deny: vec![String::new()],
+                }];
+                with_secret(w, &k);
+                w.keys.push(k);
+            },
+            Kind::VirtualKey,
+            "mallory",
+            "InvalidSpec",
+            "mcp[0].deny[0]: pattern must not be empty",
+        ),
+        (
+            "budget in a time zone that does not exist",
+            |w| {
+                let mut b = budget("mars", ScopeKind::User, "bob@acme.example", None);
+                b.spec.time_zone = Some("Mars/Olympus_Mons".into());
+                w.budgets.push(b);
+            },
+            Kind::Budget,
+            "mars",
+            "InvalidSpec",
+            "timeZone",
+        ),
+    ];
+    for (what, mutate, kind, name, reason, message) in cases {
+        let mut w = world();
+        // A key revoked and a key added in the same change as the broken resource.
+        w.keys[0].spec.enabled = false;
+        let newcomer = key("team-a", "newcomer", Some("platform"));
+        with_secret(&mut w, &newcomer);
+        w.keys.push(newcomer);
+        mutate(&mut w);
+
+        let c = compile(&w, &settings()).unwrap_or_else(|e| panic!("{what}: the whole policy failed: {e}"));
+        let s = status_of(&c, kind, name);
+        assert_eq!(
+            (s.readiness.ready, s.readiness.reason),
+            (false, reason),
+            "{what}: {}",
+            s.readiness.message
+        );
+        assert!(
+            s.readiness.message.contains(message),
+            "{what}: {:?} lacks {message:?}",
+            s.readiness.message
+        );
+        assert_eq!(
+            ready(&c, Kind::VirtualKey, "newcomer"),
+            (true, "Compiled".into()),
+            "{what}"
+        );
+        assert_eq!(
+            ready(&c, Kind::VirtualKey, "alice"),
+            (true, "Disabled".into()),
+            "{what}"
+        );
+        let alice = c.document.keys.iter().find(|k| k.id == "team-a/alice");
+        assert!(alice.is_some_and(|k| !k.enabled), "{what}: the revocation is in");
+        tollgate_dataplane::policy::validate::validate(&c.document)
+            .unwrap_or_else(|e| panic!("{what}: the merged document is invalid: {e}"));
+        let d = load_as_proxy(&c);
+        assert!(d.keys.iter().any(|k| k.id == "team-a/newcomer"), "{what}");
+        let not_ready: Vec<_> = c
+            .statuses
+            .iter()
+            .filter(|s| !s.readiness.ready)
+            .map(|s| &s.name)
+            .collect();
+        assert_eq!(not_ready, [name], "{what}: only the broken resource is out");
+    }
+}
+
+fn admitting(name: &str, selector: &str) -> Team {
+    let mut t = team(name);
+    t.spec.allowed_namespaces = Some(AllowedNamespaces {
+        from: NamespacesFrom::Selector,
+        selector: Some(selector.parse().unwrap()),
+    });
+    t
+}
+
+/// A key in a namespace its team does not admit is left out with `NamespaceNotAllowed`, and so
+/// is every budget on it; a team without `allowedNamespaces` admits no namespace.
+#[test]
+fn a_key_compiles_only_in_a_namespace_its_team_admits() {
+    let mut w = world();
+    w.teams = vec![admitting("platform", "tollgate.dev/team=platform")];
+    w.namespaces.insert(
+        "team-a".into(),
+        BTreeMap::from([("tollgate.dev/team".to_owned(), "platform".to_owned())]),
+    );
+    // mallory, in team-b, names the platform team to use its grants and spend its budget.
+    let mallory = key("team-b", "mallory", Some("platform"));
+    with_secret(&mut w, &mallory);
+    w.keys.push(mallory);
+    w.budgets
+        .push(budget("mallory-daily", ScopeKind::Key, "mallory", Some("team-b")));
+    let c = compile(&w, &settings()).unwrap();
+    assert_eq!(ready(&c, Kind::VirtualKey, "alice"), (true, "Compiled".into()));
+    let s = status_of(&c, Kind::VirtualKey, "mallory");
+    assert_eq!(
+        (s.readiness.ready, s.readiness.reason),
+        (false, "NamespaceNotAllowed")
+    );
+    assert!(
+        s.readiness.message.contains("\"team-b\""),
+        "{}",
+        s.readiness.message
+    );
+    assert!(c.document.keys.iter().all(|k| k.id != "team-b/mallory"));
+    assert_eq!(
+        ready(&c, Kind::Budget, "mallory-daily"),
+        (false, "ScopeNotFound".into())
+    );
+    assert_eq!(status_of(&c, Kind::Team, "platform").status["keys"], 1);
+
+    // Labelling team-b into the team admits mallory.
+    w.namespaces.insert(
+        "team-b".into(),
+        BTreeMap::from([("tollgate.dev/team".to_owned(), "platform".to_owned())]),
+    );
+    let c = compile(&w, &settings()).unwrap();
+    assert!(ready(&c, Kind::VirtualKey, "mallory").0);
+
+    // By name, with the label the API server sets on every namespace (even one not seen yet).
+    w.namespaces.clear();
+    w.teams = vec![admitting("platform", "kubernetes.io/metadata.name in (team-a)")];
+    let c = compile(&w, &settings()).unwrap();
+    assert!(ready(&c, Kind::VirtualKey, "alice").0);
+    assert_eq!(
+        ready(&c, Kind::VirtualKey, "mallory"),
+        (false, "NamespaceNotAllowed".into())
+    );
+
+    // No allowedNamespaces: the team is in the policy, its keys are not, and both say why.
+    w.teams[0].spec.allowed_namespaces = None;
+    let c = compile(&w, &settings()).unwrap();
+    let t = status_of(&c, Kind::Team, "platform");
+    assert!(t.readiness.ready && t.readiness.message.contains("admits no namespace"));
+    let s = status_of(&c, Kind::VirtualKey, "alice");
+    assert_eq!(s.readiness.reason, "NamespaceNotAllowed");
+    assert!(
+        s.readiness.message.contains("admits no namespace"),
+        "{}",
+        s.readiness.message
+    );
+    load_as_proxy(&c);
+}
+
+/// A key without a team escapes every team limit: by default (`--teamless-keys=deny`) it is
+/// left out; `allow` compiles it anywhere, a selector where namespace labels match.
+#[test]
+fn keys_without_a_team_are_denied_by_default_and_allowed_only_where_configured() {
+    let mut w = world();
+    let mut s = Settings {
+        organization: Some("acme".into()),
+        ..Settings::default()
+    };
+    assert_eq!(s.teamless_keys, TeamlessKeys::Deny);
+    let c = compile(&w, &s).unwrap();
+    let bob = status_of(&c, Kind::VirtualKey, "bob");
+    assert_eq!(
+        (bob.readiness.ready, bob.readiness.reason),
+        (false, "NamespaceNotAllowed")
+    );
+    assert!(
+        bob.readiness.message.contains("--teamless-keys=deny"),
+        "{}",
+        bob.readiness.message
+    );
+    assert!(c.document.keys.iter().all(|k| k.id != "team-b/bob"));
+    assert!(
+        ready(&c, Kind::VirtualKey, "alice").0,
+        "keys with a team are unaffected"
+    );
+
+    s.teamless_keys = "tollgate.dev/sandbox=true".parse().unwrap();
+    let c = compile(&w, &s).unwrap();
+    assert_eq!(
+        ready(&c, Kind::VirtualKey, "bob"),
+        (false, "NamespaceNotAllowed".into())
+    );
+    w.namespaces.insert(
+        "team-b".into(),
+        BTreeMap::from([("tollgate.dev/sandbox".to_owned(), "true".to_owned())]),
+    );
+    let c = compile(&w, &s).unwrap();
+    assert!(ready(&c, Kind::VirtualKey, "bob").0);
+
+    s.teamless_keys = TeamlessKeys::Allow;
+    w.namespaces.clear();
+    let c = compile(&w, &s).unwrap();
+    assert!(ready(&c, Kind::VirtualKey, "bob").0);
+}
+
+/// A team's MCP and built-in tool grants reach the policy's team entry, and the proxy applies
+/// them with the key's own: a server granted by either is granted, a tool must pass both
+/// (deny wins). The gateway-mode sidecar gets the team's tool policy but not its MCP grants.
+#[test]
+fn team_grants_compile_into_the_team_and_combine_with_the_keys_deny_winning() {
+    use tollgate_dataplane::policy::snapshot::{Snapshot, SystemCredentials};
+    let mut w = world();
+    w.mcp_servers.push(mcp("jira", "https://jira.example/mcp"));
+    w.teams[0].spec.mcp = vec![
+        McpGrant {
+            server: "github".into(),
+            allow: vec!["read_*".into(), "list_*".into()],
+            deny: vec![],
+        },
+        McpGrant {
+            server: "jira".into(),
+            allow: vec![],
+            deny: vec!["delete_*".into()],
+        },
+    ];
+    w.teams[0].spec.tools = Some(PatternList {
+        allow: vec![],
+        deny: vec!["Bash".into()],
+    });
+    w.keys[0].spec.mcp = vec![McpGrant {
+        server: "github".into(),
+        allow: vec![],
+        deny: vec!["read_secrets".into()],
+    }];
+    w.keys[0].spec.tools = Some(PatternList {
+        allow: vec![],
+        deny: vec!["Write".into()],
+    });
+    let mut s = settings();
+    s.sidecar = SidecarMode::Gateway {
+        url: "http://tollgate-gateway.tollgate-system.svc:8080".into(),
+    };
+    let c = compile(&w, &s).unwrap();
+    assert!(
+        c.statuses.iter().all(|s| s.readiness.ready),
+        "{:?}",
+        c.not_ready()
+    );
+    let t = &c.document.teams[0];
+    assert_eq!(t.mcp.len(), 2);
+    assert_eq!(t.mcp[0].server, "github");
+    assert_eq!(t.mcp[0].allow, ["read_*", "list_*"]);
+    assert_eq!(t.tools.as_ref().unwrap().deny, ["Bash"]);
+
+    // As the proxy compiles it.
+    let dir = tempfile::tempdir().unwrap();
+    for cm in &c.config_maps {
+        std::fs::write(dir.path().join(&cm.file), &cm.content).unwrap();
+    }
+    let loaded = tollgate_dataplane::policy::load::load(dir.path()).unwrap();
+    let prices = tollgate_dataplane::pricing::PriceTable::builtin();
+    let snapshot = Snapshot::compile(loaded, &prices, &SystemCredentials).unwrap();
+    let alice = snapshot.key("tg_team-a_alice").unwrap();
+    assert!(alice.may_call_mcp("github", "read_file"));
+    assert!(!alice.may_call_mcp("github", "read_secrets"), "the key's deny");
+    assert!(
+        !alice.may_call_mcp("github", "create_issue"),
+        "outside the team's allow"
+    );
+    assert!(
+        alice.may_call_mcp("jira", "create_issue"),
+        "granted by the team alone"
+    );
+    assert!(!alice.may_call_mcp("jira", "delete_issue"), "the team's deny");
+    assert!(!alice.keeps_tool("Bash") && !alice.keeps_tool("Write") && alice.keeps_tool("Read"));
+
+    // The sidecar: tools yes (a local check), MCP grants no (the gateway's).
+    let maps = c.config_maps_for("team-a", "tollgate-system").unwrap();
+    let sidecar: PolicyDocument = serde_json::from_str(&maps[0].content).unwrap();
+    assert_eq!(sidecar.teams[0].tools.as_ref().unwrap().deny, ["Bash"]);
+    assert!(sidecar.teams[0].mcp.is_empty());
+    assert!(!maps[0].content.contains("read_*"), "{}", maps[0].content);
+}
+
+/// A team granting an MCP server that is missing (or not ready) is left out, and so are its
+/// keys: they must not run without the team's limits.
+#[test]
+fn a_team_granting_a_missing_mcp_server_is_left_out_with_its_keys() {
+    let mut w = world();
+    w.teams[0].spec.mcp = vec![McpGrant {
+        server: "ghost".into(),
+        ..Default::default()
+    }];
+    let c = compile(&w, &settings()).unwrap();
+    assert_eq!(
+        ready(&c, Kind::Team, "platform"),
+        (false, "McpServerNotFound".into())
+    );
+    assert_eq!(
+        ready(&c, Kind::VirtualKey, "alice"),
+        (false, "TeamNotReady".into())
+    );
+    assert!(ready(&c, Kind::VirtualKey, "bob").0);
+    w.teams[0].spec.mcp[0].server = "github".into();
+    w.mcp_servers[0].spec.url = "not a url".into();
+    let c = compile(&w, &settings()).unwrap();
+    assert_eq!(
+        ready(&c, Kind::Team, "platform"),
+        (false, "McpServerNotReady".into())
+    );
+    load_as_proxy(&c);
+}
+
+/// Every field of the policy's audit sinks can be set on an AuditSink, and reaches the policy.
+#[test]
+fn audit_sinks_map_every_field_of_the_policy() {
+    let mut w = world();
+    let mut s3 = sink("archive", SinkKind::S3, "https://s3.eu-west-1.amazonaws.com");
+    s3.spec.credential = Some(CredentialRef {
+        secret_key_ref: Some(SecretKeyRef {
+            name: "s3".into(),
+            key: "secret-access-key".into(),
+        }),
+        env: None,
+    });
+    s3.spec.access_key_id = Some(CredentialRef {
+        secret_key_ref: Some(SecretKeyRef {
+            name: "s3".into(),
+            key: "access-key-id".into(),
+        }),
+        env: None,
+    });
+    s3.spec.bucket = Some("acme-audit".into());
+    s3.spec.region = Some("eu-west-1".into());
+    s3.spec.prefix = Some("tollgate/".into());
+    s3.spec.batch = Some(AuditBatch {
+        max_records: Some(100),
+        max_bytes: None,
+        max_wait_ms: Some(250),
+    });
+    s3.spec.retry = Some(AuditRetry {
+        initial_backoff_ms: Some(500),
+        max_backoff_ms: Some(60_000),
+        timeout_ms: None,
+    });
+    let mut splunk = sink("splunk", SinkKind::Splunk, "https://splunk.example:8088");
+    splunk.spec.credential = env_credential("SPLUNK_HEC_TOKEN");
+    splunk.spec.index = Some("security".into());
+    splunk.spec.source = Some("tollgate:audit".into());
+    w.audit_sinks = vec![s3, splunk];
+    w.credential_secrets.insert("s3".into());
+    let c = compile(&w, &settings()).unwrap();
+    assert!(
+        c.statuses.iter().all(|s| s.readiness.ready),
+        "{:?}",
+        c.not_ready()
+    );
+    let d = load_as_proxy(&c);
+    let sinks = &d.audit.as_ref().unwrap().sinks;
+    let a = &sinks[0];
+    assert_eq!((a.name.as_str(), a.kind.as_str()), ("archive", "s3"));
+    assert_eq!(a.bucket.as_deref(), Some("acme-audit"));
+    assert_eq!(a.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(a.prefix.as_deref(), Some("tollgate/"));
+    assert_eq!(
+        a.access_key_id.as_ref().unwrap().file.as_deref(),
+        Some("/var/run/tollgate/credentials/s3_access-key-id")
+    );
+    assert_eq!(
+        a.credential.as_ref().unwrap().file.as_deref(),
+        Some("/var/run/tollgate/credentials/s3_secret-access-key")
+    );
+    assert_eq!((a.batch.max_records, a.batch.max_wait_ms), (100, 250));
+    assert_eq!(a.batch.max_bytes, 4 << 20, "unset: the proxy's default");
+    assert_eq!(
+        (
+            a.retry.initial_backoff_ms,
+            a.retry.max_backoff_ms,
+            a.retry.timeout_ms
+        ),
+        (500, 60_000, 30_000)
+    );
+    let s = &sinks[1];
+    assert_eq!(
+        (s.index.as_deref(), s.source.as_deref()),
+        (Some("security"), Some("tollgate:audit"))
+    );
+    // Both S3 keys are copied into the credentials Secret.
+    let wanted = crate::credentials::referenced(&w);
+    assert!(
+        wanted.contains(&("s3".to_owned(), "access-key-id".to_owned())),
+        "{wanted:?}"
+    );
+    assert!(wanted.contains(&("s3".to_owned(), "secret-access-key".to_owned())));
+    // The access key id names a Secret like any credential: unlabelled, the sink is refused.
+    w.credential_secrets.remove("s3");
+    let c = compile(&w, &settings()).unwrap();
+    assert_eq!(
+        ready(&c, Kind::AuditSink, "archive"),
+        (false, "CredentialNotAllowed".into())
+    );
+}
+
+/// Two keys sharing one secret: the older keeps it (a newcomer whose namespace sorts first
+/// cannot take it over), and the refused one is not told which other tenant's key it matched.
+#[test]
+fn a_shared_secret_stays_with_the_older_key_and_names_no_other_namespace() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let mut w = world();
+    // bob (team-b) is older than alice (team-a), whose namespace sorts first.
+    w.keys[0].metadata.creation_timestamp = Some(Time("2026-11-10T00:00:00Z".parse().unwrap()));
+    w.keys[1].metadata.creation_timestamp = Some(Time("2026-11-01T00:00:00Z".parse().unwrap()));
+    w.keys[0].spec.secret_ref = Some(SecretKeyRef {
+        name: generated_name("alice"),
+        key: "key".into(),
+    });
+    let bob = w.secrets[&("team-b".to_owned(), generated_name("bob"))].clone();
+    w.secrets.insert(("team-a".into(), generated_name("alice")), bob);
+    let c = compile(&w, &settings()).unwrap();
+    assert!(
+        ready(&c, Kind::VirtualKey, "bob").0,
+        "the older key keeps its secret"
+    );
+    let alice = c.statuses.iter().find(|s| s.name == "alice").unwrap();
+    assert_eq!(alice.readiness.reason, "DuplicateKey");
+    assert!(
+        !alice.readiness.message.contains("team-b"),
+        "{}",
+        alice.readiness.message
+    );
+}
+
+/// A key the cache trimmed for its size is refused alone, by the size it had.
+#[test]
+fn a_key_trimmed_by_the_cache_for_its_size_is_refused_alone() {
+    let mut w = world();
+    w.keys[0].metadata.annotations = Some(BTreeMap::from([(
+        crate::secrets::OVERSIZED_ANNOTATION.to_owned(),
+        "1100000".to_owned(),
+    )]));
+    let c = compile(&w, &settings()).unwrap();
+    assert_eq!(
+        ready(&c, Kind::VirtualKey, "alice"),
+        (false, "KeyTooLarge".to_owned())
+    );
+    assert!(ready(&c, Kind::VirtualKey, "bob").0);
 }

@@ -22,8 +22,24 @@ pub const OWNER: u32 = 320;
 pub const PATTERN: u32 = 256;
 /// Globs in one allow or deny list.
 pub const PATTERNS: u32 = 64;
-/// MCP servers granted to one key.
+/// MCP servers granted to one key or team.
 pub const MCP_GRANTS: u32 = 32;
+/// A label key: an optional DNS-subdomain prefix (253), `/`, and a name (63).
+pub const LABEL_KEY: u32 = 317;
+/// A label value.
+pub const LABEL_VALUE: u32 = 63;
+/// `matchLabels` pairs, or `matchExpressions` requirements, of one selector.
+pub const SELECTOR_TERMS: u32 = 16;
+/// Values of one `In` or `NotIn` requirement.
+pub const SELECTOR_VALUES: u32 = 64;
+/// An S3 bucket name (3 to 63 characters).
+pub const BUCKET: u32 = 63;
+/// An S3 object key prefix (object keys are at most 1,024 bytes).
+pub const OBJECT_PREFIX: u32 = 1024;
+/// An Elasticsearch or Splunk index name (Elasticsearch allows 255 bytes).
+pub const INDEX: u32 = 255;
+/// A Splunk sourcetype or Datadog source.
+pub const SOURCE: u32 = 256;
 /// Alert thresholds of one budget.
 pub const THRESHOLDS: u32 = 10;
 /// A URL (the common browser and proxy limit).

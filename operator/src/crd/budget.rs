@@ -25,7 +25,9 @@ use super::common::Condition;
     printcolumn = r#"{"name":"Remaining","type":"string","jsonPath":".status.remaining"}"#,
     // A string, not a date: kubectl prints a date column in the future as `<invalid>`.
     printcolumn = r#"{"name":"Resets","type":"string","jsonPath":".status.resetsAt"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.limitUsd) != has(self.limitMicroUsd)").message("set exactly one of limitUsd or limitMicroUsd"))]

@@ -20,8 +20,11 @@ use super::provider::ResourceStatus;
     category = "tollgate",
     status = "ResourceStatus",
     validation = Rule::new("size(self.metadata.name) <= 48").message("name must be at most 48 characters (it prefixes tool names)"),
+    validation = Rule::new("!self.metadata.name.contains('.')").message("name must not contain '.' (it prefixes tool names: letters, digits and '-' only)"),
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct McpServerSpec {

@@ -10,16 +10,19 @@ pub mod provider;
 pub mod team;
 pub mod virtual_key;
 
-pub use audit_sink::{AuditSink, AuditSinkSpec, SinkKind};
+pub use audit_sink::{AuditBatch, AuditRetry, AuditSink, AuditSinkSpec, SinkKind};
 pub use budget::{Budget, BudgetScope, BudgetSpec, BudgetStatus, Period, ScopeKind};
-pub use common::{CaptureMode, Condition, CredentialRef, ModelAccess, PatternList, RateLimits, SecretKeyRef};
+pub use common::{
+    CaptureMode, Condition, CredentialRef, LabelSelector, LabelSelectorRequirement, McpGrant, ModelAccess,
+    PatternList, RateLimits, SecretKeyRef, SelectorOperator,
+};
 pub use mcp_server::{McpServer, McpServerSpec};
 pub use provider::{
     ModelProvider, ModelProviderSpec, ModelRoute, ModelRouteSpec, ProviderKind, ResourceStatus, RouteTarget,
     Timeouts,
 };
-pub use team::{Team, TeamSpec, TeamStatus};
-pub use virtual_key::{McpGrant, VirtualKey, VirtualKeySpec, VirtualKeyStatus};
+pub use team::{AllowedNamespaces, NamespacesFrom, Team, TeamSpec, TeamStatus};
+pub use virtual_key::{VirtualKey, VirtualKeySpec, VirtualKeyStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,

@@ -21,11 +21,14 @@ use super::common::{Condition, CredentialRef};
     status = "ResourceStatus",
     printcolumn = r#"{"name":"Kind","type":"string","jsonPath":".spec.kind"}"#,
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.endpoint"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ModelProviderSpec {
-    /// Which API the provider speaks: `anthropic`, `bedrock`, `vertex`, `foundry` or `openai`.
+    /// Which API the provider speaks: `anthropic` or `foundry` (the kinds tollgate-proxy
+    /// implements).
     pub kind: ProviderKind,
     /// Base URL, e.g. `https://api.anthropic.com` (`http://` only for local tests).
     #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("must be an http(s) URL"))]
@@ -47,21 +50,36 @@ pub struct ModelProviderSpec {
     pub timeouts: Option<Timeouts>,
 }
 
-/// Provider API kinds.
+/// Provider API kinds: exactly those tollgate-proxy forwards to
+/// (`tollgate_dataplane::policy::validate::SUPPORTED_PROVIDER_KINDS`, a test keeps them equal),
+/// except `tollgate`, the gateway as a credential-free sidecar's provider, which only the
+/// operator writes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum ProviderKind {
     /// The Anthropic Messages API.
     #[default]
     Anthropic,
-    /// AWS Bedrock.
-    Bedrock,
-    /// Google Vertex AI.
-    Vertex,
     /// Azure AI Foundry.
     Foundry,
-    /// An OpenAI-compatible Chat Completions API.
-    Openai,
+    /// A kind the schema no longer admits (`bedrock`, `vertex` and `openai` were once listed
+    /// but never implemented): such an object stored earlier reads as this and is reported
+    /// `UnsupportedKind`, rather than failing the watch of every ModelProvider.
+    #[serde(other)]
+    #[schemars(skip)]
+    Unsupported,
+}
+
+impl ProviderKind {
+    /// The kind the policy document names; `None` for [`ProviderKind::Unsupported`].
+    pub fn document_kind(self) -> Option<tollgate_dataplane::policy::document::ProviderKind> {
+        use tollgate_dataplane::policy::document::ProviderKind as Doc;
+        match self {
+            ProviderKind::Anthropic => Some(Doc::Anthropic),
+            ProviderKind::Foundry => Some(Doc::Foundry),
+            ProviderKind::Unsupported => None,
+        }
+    }
 }
 
 /// Provider call timeouts in milliseconds.
@@ -94,7 +112,9 @@ pub struct Timeouts {
     printcolumn = r#"{"name":"Priority","type":"integer","jsonPath":".spec.priority"}"#,
     printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.targets[0].provider"}"#,
     printcolumn = r#"{"name":"Model","type":"string","jsonPath":".spec.targets[0].model"}"#,
-    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ModelRouteSpec {

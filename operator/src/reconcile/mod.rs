@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -82,8 +83,9 @@ struct Stores {
     config_maps: Store<ConfigMap>,
     /// Credentials Secrets the operator wrote, data stripped (by label).
     credentials: Store<Secret>,
-    /// Namespaces carrying the injection label (none watched when it is unset).
-    namespaces: Option<Store<Namespace>>,
+    /// Every namespace, metadata only: labels decide which teams admit it and whether it is
+    /// injected.
+    namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Secrets of the policy namespace, metadata only (which are labelled credentials).
     policy_secrets: Store<Secret>,
 }
@@ -115,6 +117,15 @@ where
             }
         });
     (reader, Box::pin(stream))
+}
+
+/// Namespaces are cached as their names, labels and deletion timestamps only (one entry per
+/// namespace of the cluster, so the cache stays small).
+fn namespace_labels_only(n: &mut PartialObjectMeta<Namespace>) {
+    n.metadata.annotations = None;
+    n.metadata.managed_fields = None;
+    n.metadata.owner_references = None;
+    n.metadata.finalizers = None;
 }
 
 fn keep<K>(_: &mut K) {}
@@ -205,7 +216,14 @@ impl Reconciler {
         let c = &self.client;
         let all = watcher::Config::default();
         let (teams, t1) = cache(Api::<Team>::all(c.clone()), all.clone(), keep);
-        let (keys, t2) = cache(Api::<VirtualKey>::all(c.clone()), all.clone(), keep);
+        // Tenants write VirtualKeys and key Secrets: list them in small pages (a page of 500
+        // large objects would not fit the operator's memory) and cache them trimmed.
+        let paged = watcher::Config::default().page_size(LIST_PAGE);
+        let (keys, t2) = cache(
+            Api::<VirtualKey>::all(c.clone()),
+            paged.clone(),
+            secrets::trim_virtual_key,
+        );
         let (budgets, t3) = cache(Api::<Budget>::all(c.clone()), all.clone(), keep);
         let (providers, t4) = cache(Api::<ModelProvider>::all(c.clone()), all.clone(), keep);
         let (routes, t5) = cache(Api::<ModelRoute>::all(c.clone()), all.clone(), keep);
@@ -214,7 +232,7 @@ impl Reconciler {
         // Only labelled Secrets, and only their digests are cached.
         let (secrets, t8) = cache(
             Api::<Secret>::all(c.clone()),
-            watcher::Config::default().labels(KEY_LABEL),
+            paged.labels(KEY_LABEL),
             secrets::digest_in_place,
         );
         let ours = format!(
@@ -239,18 +257,13 @@ impl Reconciler {
             watcher::Config::default(),
             strip_data,
         );
-        let mut all_triggers = vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11];
-        let namespaces = if self.config.inject_namespace_label.is_empty() {
-            None
-        } else {
-            let (store, t) = cache(
-                Api::<Namespace>::all(c.clone()),
-                watcher::Config::default().labels(&self.config.inject_namespace_label),
-                keep,
-            );
-            all_triggers.push(t);
-            Some(store)
-        };
+        // Metadata only: `Api<PartialObjectMeta<_>>` asks the API server for no spec or status.
+        let (namespaces, t12) = cache(
+            Api::<PartialObjectMeta<Namespace>>::all(c.clone()),
+            watcher::Config::default(),
+            namespace_labels_only,
+        );
+        let all_triggers = vec![t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12];
         let stores = Stores {
             teams,
             keys,
@@ -359,6 +372,12 @@ impl Reconciler {
             routes: owned(&s.routes),
             mcp_servers: owned(&s.mcp_servers),
             audit_sinks: owned(&s.audit_sinks),
+            namespaces: s
+                .namespaces
+                .state()
+                .iter()
+                .map(|n| (n.name_any(), n.labels().clone()))
+                .collect(),
             secrets: digests,
             credential_secrets: s
                 .policy_secrets
@@ -435,6 +454,13 @@ impl Reconciler {
     }
 
     async fn generate_secrets(&mut self, s: &Stores, failures: &mut Failures) {
+        // One set of the Secrets that exist, not a scan of every Secret for every key.
+        let existing: std::collections::HashSet<(String, String)> = s
+            .secrets
+            .state()
+            .iter()
+            .map(|x| (x.namespace().unwrap_or_default(), x.name_any()))
+            .collect();
         for vk in s.keys.state() {
             if vk.spec.secret_ref.is_some() || vk.meta().deletion_timestamp.is_some() {
                 continue;
@@ -442,12 +468,7 @@ impl Reconciler {
             let (ns, name) = (vk.namespace().unwrap_or_default(), vk.name_any());
             let secret = secrets::generated_name(&name);
             let id = (ns.clone(), secret.clone());
-            if self.created.contains_key(&id)
-                || s.secrets
-                    .state()
-                    .iter()
-                    .any(|x| x.namespace().as_deref() == Some(&ns) && x.name_any() == secret)
-            {
+            if self.created.contains_key(&id) || existing.contains(&id) {
                 continue;
             }
             let span = info_span!("generate_key", virtual_key = %format!("{ns}/{name}"), secret = %secret);
@@ -602,10 +623,10 @@ impl Reconciler {
     /// The policy namespace plus every namespace labelled for injection.
     fn target_namespaces(&self, s: &Stores) -> std::collections::BTreeSet<String> {
         let label = &self.config.inject_namespace_label;
-        let labelled = s.namespaces.as_ref().map(|n| n.state()).unwrap_or_default();
+        let all = s.namespaces.state();
         crate::credentials::target_namespaces(
-            labelled
-                .iter()
+            all.iter()
+                .filter(|n| !label.is_empty() && n.labels().contains_key(label))
                 .filter(|n| n.metadata.deletion_timestamp.is_none())
                 .map(|n| {
                     (
@@ -842,6 +863,9 @@ impl Reconciler {
     }
 }
 
+/// Objects per list page for the kinds tenants write (kube-runtime's default is 500).
+const LIST_PAGE: u32 = 50;
+
 /// The longest Event note the API server accepts (bytes).
 const MAX_EVENT_NOTE: usize = 1024;
 
@@ -922,9 +946,7 @@ impl Stores {
         self.config_maps.wait_until_ready().await.map_err(e)?;
         self.credentials.wait_until_ready().await.map_err(e)?;
         self.policy_secrets.wait_until_ready().await.map_err(e)?;
-        if let Some(n) = &self.namespaces {
-            n.wait_until_ready().await.map_err(e)?;
-        }
+        self.namespaces.wait_until_ready().await.map_err(e)?;
         Ok(())
     }
 }

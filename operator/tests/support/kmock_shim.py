@@ -16,7 +16,11 @@ plus what it lacks for a controller (kmock 0.8):
   `kmock.test/refuse: configmaps,secrets` refuses creating those kinds in it with the 403
   Forbidden "exceeded quota" the quota admission plugin answers;
 * immutable ConfigMaps: any update of one with `immutable: true` is refused with 422, as the
-  API server does ("field is immutable when `immutable` is set").
+  API server does ("field is immutable when `immutable` is set");
+* metadata-only lists and watches (`Accept: application/json;as=PartialObjectMetadataList`,
+  what kube's `Api<PartialObjectMeta<_>>` asks for): objects are answered as
+  `meta.k8s.io/v1 PartialObjectMetadata`, metadata only, so a client that relied on a spec it
+  did not ask for would fail here as it would on a real API server.
 
 Not emulated (say so in reviews): field ownership / managedFields and apply conflicts (every
 patch is a recursive dict merge, lists replaced), optimistic concurrency (resourceVersion
@@ -205,6 +209,9 @@ class Shim(kmock.KubernetesEmulator):
         selector = request.params.get("labelSelector")
         result["items"] = [o for o in result["items"] if _selector_matches(selector, o)]
         result["metadata"] = {"resourceVersion": str(self.rv)}
+        if _metadata_only(request):
+            result["apiVersion"], result["kind"] = "meta.k8s.io/v1", "PartialObjectMetadataList"
+            result["items"] = [_partial(o) for o in result["items"]]
         return result
 
     async def _serve_watch(self, request):
@@ -212,7 +219,19 @@ class Shim(kmock.KubernetesEmulator):
         async for event in super()._serve_watch(request):
             if isinstance(event, dict) and not _selector_matches(selector, event.get("object") or {}):
                 continue
+            if isinstance(event, dict) and _metadata_only(request) and isinstance(event.get("object"), dict):
+                event = {**event, "object": _partial(event["object"])}
             yield event
+
+
+def _metadata_only(request) -> bool:
+    accept = next((v for k, v in request.headers.items() if k.lower() == "accept"), "") or ""
+    return "as=PartialObjectMetadata" in accept
+
+
+def _partial(obj: dict) -> dict:
+    return {"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": obj.get("metadata") or {}}
 
 
 async def main() -> None:

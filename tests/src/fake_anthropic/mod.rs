@@ -80,6 +80,9 @@ pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// Approximate size in bytes of the reply text of scenario [`Scenario::Big`].
 pub const BIG_REPLY_BYTES: usize = reply::BIG_REPLY_BYTES;
 
+/// Approximate size in bytes of the reply text of scenario [`Scenario::HugeJson`].
+pub const HUGE_REPLY_BYTES: usize = reply::HUGE_REPLY_BYTES;
+
 /// `retry-after` seconds sent with the `status-429` scenario.
 pub const RETRY_AFTER_SECS: u64 = 7;
 
@@ -137,13 +140,24 @@ pub enum Scenario {
     /// closed without the terminating chunk, message_delta or message_stop. Non-streaming
     /// requests get half of the JSON body, then the cut.
     Cut,
-    /// `big`: a reply of ~[`BIG_REPLY_BYTES`] streamed in many deltas of 16 words.
+    /// `big`: a reply of ~[`BIG_REPLY_BYTES`] streamed in many deltas of 16 words. With a
+    /// `[[tool_use:NAME]]` marker, that text block comes first, then the `tool_use` block.
     Big,
+    /// `big-cut`: the `big` reply streamed through its last `content_block_stop`, then the
+    /// connection is closed before `message_delta` (the final usage) and `message_stop`.
+    /// Non-streaming requests get half of the `big` JSON body, then the cut.
+    BigCut,
+    /// `slow-headers`: the answer (of any other kind) starts only after
+    /// [`FakeConfig::header_delay`]: the upstream is silent before its response headers.
+    SlowHeaders,
+    /// `huge-json`: a non-streaming message whose text is ~[`HUGE_REPLY_BYTES`] (over 16 MiB),
+    /// complete with its usage. Streaming requests get the `big` stream.
+    HugeJson,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::ErrorMidstream,
         Scenario::Slow,
         Scenario::Status400,
@@ -153,6 +167,9 @@ impl Scenario {
         Scenario::Cache,
         Scenario::Cut,
         Scenario::Big,
+        Scenario::BigCut,
+        Scenario::SlowHeaders,
+        Scenario::HugeJson,
     ];
 
     /// The wire name (`error-midstream`, `slow`, `status-400`, ...).
@@ -167,6 +184,9 @@ impl Scenario {
             Scenario::Cache => "cache",
             Scenario::Cut => "cut",
             Scenario::Big => "big",
+            Scenario::BigCut => "big-cut",
+            Scenario::SlowHeaders => "slow-headers",
+            Scenario::HugeJson => "huge-json",
         }
     }
 
@@ -201,6 +221,8 @@ pub struct FakeConfig {
     /// semaphore before the rest: a test holds the upstream mid-stream, looks at what reached
     /// its client, and releases it with `add_permits(1)`.
     pub hold: Option<Arc<tokio::sync::Semaphore>>,
+    /// How long scenario `slow-headers` waits before answering.
+    pub header_delay: Duration,
 }
 
 impl FakeConfig {
@@ -215,7 +237,7 @@ impl FakeConfig {
 
 impl Default for FakeConfig {
     /// `127.0.0.1:0`, key `sk-ant-fake-upstream-key`, 50 ms drip delay, recording on, at most
-    /// 4096 recorded requests, no hold.
+    /// 4096 recorded requests, no hold, 3 s header delay.
     fn default() -> Self {
         Self {
             addr: None,
@@ -224,6 +246,7 @@ impl Default for FakeConfig {
             record: true,
             max_recorded: 4096,
             hold: None,
+            header_delay: Duration::from_secs(3),
         }
     }
 }
@@ -246,7 +269,7 @@ pub struct RecordedRequest {
     pub response_status: u16,
     /// The usage object the fake returned: the `usage` of a JSON message, or for a stream the
     /// cumulative usage (message_start usage overwritten by message_delta usage). For streams
-    /// that never reach message_delta (`error-midstream`, `cut`) the message_start usage
+    /// that never reach message_delta (`error-midstream`, `cut`, `big-cut`) the message_start usage
     /// (`output_tokens: 1`). `None` for errors and non-message endpoints.
     pub usage: Option<Value>,
     /// The `request-id` header of the fake's response (`req_...`).
@@ -599,11 +622,26 @@ async fn messages(shared: &Shared, parts: &Parts, body: &Bytes, request_id: &str
         _ => {}
     }
 
-    let big = scenario == Some(Scenario::Big);
-    let reply = if big {
-        Reply::Text(std::borrow::Cow::Borrowed(reply::big_reply_text()))
+    if scenario == Some(Scenario::SlowHeaders) {
+        tokio::time::sleep(shared.config.header_delay).await;
+    }
+    let big = matches!(scenario, Some(Scenario::Big | Scenario::BigCut))
+        || (scenario == Some(Scenario::HugeJson) && request.stream);
+    let long_text = if big {
+        Some(reply::big_reply_text())
+    } else if scenario == Some(Scenario::HugeJson) {
+        Some(reply::huge_reply_text())
     } else {
-        request.reply
+        None
+    };
+    let reply = match (long_text, request.reply) {
+        (Some(text), Reply::ToolUse { name, input }) => Reply::TextThenTool {
+            text: std::borrow::Cow::Borrowed(text),
+            name,
+            input,
+        },
+        (Some(text), _) => Reply::Text(std::borrow::Cow::Borrowed(text)),
+        (None, reply) => reply,
     };
     let output = reply::output_tokens(&reply);
     let tokens = Tokens::new(body.len(), scenario == Some(Scenario::Cache), output);
@@ -622,12 +660,16 @@ async fn messages(shared: &Shared, parts: &Parts, body: &Bytes, request_id: &str
         let shape = match scenario {
             Some(Scenario::ErrorMidstream) => StreamShape::ErrorAfterFirstDelta,
             Some(Scenario::Cut) => StreamShape::CutAfterFirstDelta,
+            Some(Scenario::BigCut) => StreamShape::CutBeforeMessageDelta,
             Some(Scenario::Slow) => StreamShape::ExtraPings,
             _ => StreamShape::Complete,
         };
         let events = reply::sse_events(&request.model, &reply, &tokens, &ids, shape, big);
         let mut body = FakeBody::chunks(events);
-        if shape == StreamShape::CutAfterFirstDelta {
+        if matches!(
+            shape,
+            StreamShape::CutAfterFirstDelta | StreamShape::CutBeforeMessageDelta
+        ) {
             body = body.then_cut();
         }
         if shape == StreamShape::ExtraPings {
@@ -638,7 +680,9 @@ async fn messages(shared: &Shared, parts: &Parts, body: &Bytes, request_id: &str
         }
         let usage = match shape {
             StreamShape::Complete | StreamShape::ExtraPings => tokens.usage(tokens.output),
-            StreamShape::ErrorAfterFirstDelta | StreamShape::CutAfterFirstDelta => tokens.usage(1),
+            StreamShape::ErrorAfterFirstDelta
+            | StreamShape::CutAfterFirstDelta
+            | StreamShape::CutBeforeMessageDelta => tokens.usage(1),
         };
         let mut response = Response::new(body);
         let headers = response.headers_mut();
@@ -658,7 +702,7 @@ async fn messages(shared: &Shared, parts: &Parts, body: &Bytes, request_id: &str
     if scenario == Some(Scenario::Slow) {
         tokio::time::sleep(shared.config.drip_delay).await;
     }
-    if scenario == Some(Scenario::Cut) {
+    if matches!(scenario, Some(Scenario::Cut | Scenario::BigCut)) {
         let bytes = Bytes::from(serde_json::to_vec(&message).unwrap_or_default());
         let half = bytes.slice(..bytes.len() / 2);
         let mut response = Response::new(FakeBody::chunks(vec![half]).then_cut());

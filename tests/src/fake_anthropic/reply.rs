@@ -40,6 +40,16 @@ pub(crate) enum Reply {
         /// Tool input.
         input: Value,
     },
+    /// A text block, then a `tool_use` block calling a named tool (the `[[tool_use:...]]`
+    /// marker in scenario `big`: the model writes at length before calling the tool).
+    TextThenTool {
+        /// The text of the first block.
+        text: Cow<'static, str>,
+        /// Tool name.
+        name: String,
+        /// Tool input.
+        input: Value,
+    },
 }
 
 #[derive(Deserialize)]
@@ -312,6 +322,7 @@ pub(crate) fn output_tokens(reply: &Reply) -> u64 {
     match reply {
         Reply::Text(t) => t.split_whitespace().count() as u64,
         Reply::BashToolUse | Reply::ToolUse { .. } => TOOL_USE_OUTPUT_TOKENS,
+        Reply::TextThenTool { text, .. } => text.split_whitespace().count() as u64 + TOOL_USE_OUTPUT_TOKENS,
     }
 }
 
@@ -323,7 +334,7 @@ pub(crate) fn bash_input() -> Value {
 fn stop_reason(reply: &Reply) -> &'static str {
     match reply {
         Reply::Text(_) => "end_turn",
-        Reply::BashToolUse | Reply::ToolUse { .. } => "tool_use",
+        Reply::BashToolUse | Reply::ToolUse { .. } | Reply::TextThenTool { .. } => "tool_use",
     }
 }
 
@@ -349,6 +360,10 @@ pub(crate) fn message_json(model: &str, reply: &Reply, tokens: &Tokens, ids: &Id
             "name": name,
             "input": input,
         }]),
+        Reply::TextThenTool { text, name, input } => json!([
+            {"type": "text", "text": text},
+            {"type": "tool_use", "id": ids.tool_use_id, "name": name, "input": input},
+        ]),
     };
     json!({
         "id": ids.message_id,
@@ -390,6 +405,9 @@ pub(crate) enum StreamShape {
     ErrorAfterFirstDelta,
     /// message_start, ping, content_block_start, one delta, then nothing (the caller cuts).
     CutAfterFirstDelta,
+    /// Every content block complete, then nothing: no message_delta, no message_stop (the
+    /// caller cuts).
+    CutBeforeMessageDelta,
 }
 
 /// Builds the SSE events of a streamed reply.
@@ -414,8 +432,8 @@ pub(crate) fn sse_events(
             "usage": tokens.usage(1),
         },
     });
-    let (block_start, deltas): (Value, Vec<Bytes>) = match reply {
-        Reply::Text(text) => (
+    let text_block = |text: &str| {
+        (
             json!({"type": "content_block_start", "index": 0,
                    "content_block": {"type": "text", "text": ""}}),
             if big {
@@ -423,49 +441,56 @@ pub(crate) fn sse_events(
             } else {
                 text_deltas(text, 1)
             },
-        ),
-        Reply::BashToolUse => (
-            json!({"type": "content_block_start", "index": 0,
-                   "content_block": {"type": "tool_use", "id": ids.tool_use_id,
-                                     "name": "Bash", "input": {}}}),
-            tool_input_deltas(&bash_input()),
-        ),
-        Reply::ToolUse { name, input } => (
-            json!({"type": "content_block_start", "index": 0,
+        )
+    };
+    let tool_block = |index: u64, name: &str, input: &Value| {
+        (
+            json!({"type": "content_block_start", "index": index,
                    "content_block": {"type": "tool_use", "id": ids.tool_use_id,
                                      "name": name, "input": {}}}),
-            tool_input_deltas(input),
-        ),
+            tool_input_deltas(index, input),
+        )
+    };
+    let blocks: Vec<(Value, Vec<Bytes>)> = match reply {
+        Reply::Text(text) => vec![text_block(text)],
+        Reply::BashToolUse => vec![tool_block(0, "Bash", &bash_input())],
+        Reply::ToolUse { name, input } => vec![tool_block(0, name, input)],
+        Reply::TextThenTool { text, name, input } => vec![text_block(text), tool_block(1, name, input)],
     };
 
-    let mut events = Vec::with_capacity(deltas.len() * 2 + 8);
+    let mut events = Vec::with_capacity(blocks.iter().map(|b| b.1.len()).sum::<usize>() * 2 + 8);
     events.push(sse("message_start", &start));
     events.push(ping());
-    events.push(sse("content_block_start", &block_start));
-    match shape {
-        StreamShape::ErrorAfterFirstDelta | StreamShape::CutAfterFirstDelta => {
-            events.extend(deltas.into_iter().take(1));
-            if shape == StreamShape::ErrorAfterFirstDelta {
-                events.push(sse(
-                    "error",
-                    &json!({"type": "error",
-                            "error": {"type": "overloaded_error", "message": "Overloaded"}}),
-                ));
+    for (index, (block_start, deltas)) in blocks.into_iter().enumerate() {
+        events.push(sse("content_block_start", &block_start));
+        match shape {
+            StreamShape::ErrorAfterFirstDelta | StreamShape::CutAfterFirstDelta => {
+                events.extend(deltas.into_iter().take(1));
+                if shape == StreamShape::ErrorAfterFirstDelta {
+                    events.push(sse(
+                        "error",
+                        &json!({"type": "error",
+                                "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+                    ));
+                }
+                return events;
             }
-            return events;
-        }
-        StreamShape::ExtraPings => {
-            for delta in deltas {
-                events.push(delta);
-                events.push(ping());
+            StreamShape::ExtraPings => {
+                for delta in deltas {
+                    events.push(delta);
+                    events.push(ping());
+                }
             }
+            StreamShape::Complete | StreamShape::CutBeforeMessageDelta => events.extend(deltas),
         }
-        StreamShape::Complete => events.extend(deltas),
+        events.push(sse(
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": index}),
+        ));
     }
-    events.push(sse(
-        "content_block_stop",
-        &json!({"type": "content_block_stop", "index": 0}),
-    ));
+    if shape == StreamShape::CutBeforeMessageDelta {
+        return events;
+    }
     events.push(sse(
         "message_delta",
         &json!({"type": "message_delta",
@@ -513,7 +538,7 @@ fn text_deltas(text: &str, words_per_delta: usize) -> Vec<Bytes> {
 
 /// `input_json_delta` events: an empty first chunk (as the real API sends), then the input JSON
 /// in 9-byte pieces, which split string values in the middle.
-fn tool_input_deltas(input: &Value) -> Vec<Bytes> {
+fn tool_input_deltas(index: u64, input: &Value) -> Vec<Bytes> {
     let input = input.to_string();
     let mut pieces = vec![""];
     let mut rest = input.as_str();
@@ -531,7 +556,7 @@ fn tool_input_deltas(input: &Value) -> Vec<Bytes> {
         .map(|p| {
             sse(
                 "content_block_delta",
-                &json!({"type": "content_block_delta", "index": 0,
+                &json!({"type": "content_block_delta", "index": index,
                         "delta": {"type": "input_json_delta", "partial_json": p}}),
             )
         })
@@ -577,6 +602,26 @@ pub(crate) fn big_reply_text() -> &'static str {
             text.push_str(WORDS[n % WORDS.len()]);
         }
         text.push_str(" BIG_REPLY_END");
+        text
+    })
+}
+
+/// Target size of the `huge-json` reply text, in bytes: over the proxy's 16 MiB JSON usage
+/// tap.
+pub(crate) const HUGE_REPLY_BYTES: usize = 17 << 20;
+
+/// The text of the `huge-json` scenario: the `big` text repeated to ~[`HUGE_REPLY_BYTES`].
+pub(crate) fn huge_reply_text() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        let big = big_reply_text();
+        let mut text = String::with_capacity(HUGE_REPLY_BYTES + big.len() + 1);
+        while text.len() < HUGE_REPLY_BYTES {
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            text.push_str(big);
+        }
         text
     })
 }
