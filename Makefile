@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test` (see README.md).
-.PHONY: run test e2e-deps lint schema crds bench chart-test
+.PHONY: run test e2e-deps lint schema crds bench chart-test fuzz
 
 CLAUDE_CODE := e2e/node_modules/.bin/claude
 
@@ -55,3 +55,9 @@ bench:
 	target/release/bench-gateway
 	target/release/bench-ledger
 	target/release/bench-audit
+
+# Coverage-guided fuzzing (libFuzzer on stable Rust, dataplane/fuzz): each target for
+# FUZZ_SECONDS, then iterations and findings per target. `make test` replays the corpus.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash dataplane/fuzz/run.sh

@@ -568,7 +568,9 @@ class Gateway(unittest.TestCase):
         pod = one(rendered("full"), "Deployment", f"{RELEASE}-gateway")["spec"]["template"]["spec"]
         container = pod["containers"][0]
         self.assertEqual(container["args"], ["--policy", "/etc/tollgate/policy", "--listen", "[::]:8080",
-                                             "--admin-listen", "[::]:9090", "--audit-dir", "/var/lib/tollgate/audit"])
+                                             "--admin-listen", "[::]:9090", "--admin-api", "all",
+                                             "--audit-dir", "/var/lib/tollgate/audit",
+                                             "--ledger-outbox", "/var/lib/tollgate/ledger.outbox"])
         self.assertEqual(container["image"], "ghcr.io/tollgate-dev/tollgate-proxy:0.1.0")
         env = {e["name"]: e for e in container["env"]}
         self.assertEqual(env["TOLLGATE_LEDGER"]["valueFrom"]["secretKeyRef"], {"name": "tollgate-redis", "key": "url"})

@@ -39,6 +39,14 @@ pub enum Denial {
         /// Requested model.
         model: String,
     },
+    /// The request offers the model tools the key's (or team's) tool policy does not permit,
+    /// and they cannot simply be removed (the tools of an MCP connector server).
+    ToolNotAllowed {
+        /// Key id.
+        key: String,
+        /// What is not permitted.
+        what: String,
+    },
     /// The body is not a Messages request.
     InvalidRequest {
         /// What is wrong.
@@ -127,7 +135,10 @@ impl Denial {
     pub fn status(&self) -> u16 {
         match self {
             Denial::MissingKey | Denial::ConflictingKeys | Denial::UnknownKey => 401,
-            Denial::DisabledKey { .. } | Denial::ExpiredKey { .. } | Denial::ModelNotAllowed { .. } => 403,
+            Denial::DisabledKey { .. }
+            | Denial::ExpiredKey { .. }
+            | Denial::ModelNotAllowed { .. }
+            | Denial::ToolNotAllowed { .. } => 403,
             Denial::UnknownModel { .. } | Denial::NotFound { .. } => 404,
             Denial::InvalidRequest { .. } => 400,
             Denial::TooLarge { .. } => 413,
@@ -164,6 +175,7 @@ impl Denial {
             Denial::ExpiredKey { .. } => "expired_key",
             Denial::ModelNotAllowed { .. } => "model_not_allowed",
             Denial::UnknownModel { .. } => "unknown_model",
+            Denial::ToolNotAllowed { .. } => "tool_not_allowed",
             Denial::InvalidRequest { .. } => "invalid_request",
             Denial::TooLarge { .. } => "too_large",
             Denial::NotFound { .. } => "not_found",
@@ -193,6 +205,9 @@ impl Denial {
                 format!("tollgate: model '{model}'{served} is not allowed for virtual key '{key}' (allowed: {allowed})")
             }
             Denial::UnknownModel { model } => format!("tollgate: model '{model}' is not served by this gateway"),
+            Denial::ToolNotAllowed { key, what } => {
+                format!("tollgate: {what} is not permitted by the tool policy of virtual key '{key}'")
+            }
             Denial::InvalidRequest { detail } => format!("tollgate: invalid request: {detail}"),
             Denial::TooLarge { limit } => format!("tollgate: request body exceeds {limit} bytes"),
             Denial::NotFound { path } => format!("tollgate: no route for {path}"),
@@ -286,6 +301,18 @@ mod tests {
         assert_eq!(d(m.clone()), (403, "permission_error"));
         assert!(m.message().contains("'claude-opus-4-8' is not allowed") && m.message().contains("gw-haiku"));
         assert_eq!(d(Denial::TooLarge { limit: 1 }), (413, "request_too_large"));
+        let t = Denial::ToolNotAllowed {
+            key: "k".into(),
+            what: "the MCP connector server 'fs' at h/p".into(),
+        };
+        assert_eq!(
+            (d(t.clone()), t.reason()),
+            ((403, "permission_error"), "tool_not_allowed")
+        );
+        assert_eq!(
+            t.message(),
+            "tollgate: the MCP connector server 'fs' at h/p is not permitted by the tool policy of virtual key 'k'"
+        );
         assert_eq!(d(Denial::NoPolicy), (503, "api_error"));
         let b = Denial::BudgetExhausted {
             budget: "team-week".into(),

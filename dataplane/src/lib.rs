@@ -9,6 +9,7 @@
 //! - [`upstream`]: the one HTTP client (rustls) and provider credentials.
 //! - [`mcp`]: the MCP gateway (`/mcp`): upstream MCP servers aggregated and filtered per key.
 //! - [`limits`] and [`ledger`]: budgets and rate limits, and the counters behind them.
+//! - [`sse`]: the one bounded Server-Sent Events framer (usage tap, tool guard, MCP).
 //! - [`usage`]: token usage read on the side of a response (incremental SSE parser).
 //! - [`pricing`]: the price table and exact integer cost.
 //! - [`server`]: the listeners, the request handler and the metered response body.
@@ -19,6 +20,8 @@ pub mod anthropic;
 pub mod audit;
 pub mod auth;
 pub mod denial;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod ledger;
 pub mod limits;
 pub mod mcp;
@@ -27,5 +30,6 @@ pub mod policy;
 pub mod pricing;
 pub mod secret;
 pub mod server;
+pub mod sse;
 pub mod upstream;
 pub mod usage;

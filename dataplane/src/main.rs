@@ -11,11 +11,13 @@ use clap::{Args, Parser, Subcommand};
 use tollgate_dataplane::audit::{self, Audit};
 use tollgate_dataplane::ledger::Ledger;
 use tollgate_dataplane::ledger::memory::MemoryLedger;
+use tollgate_dataplane::ledger::outbox::{self, Outbox};
 use tollgate_dataplane::ledger::redis::RedisLedger;
 use tollgate_dataplane::metrics::Metrics;
 use tollgate_dataplane::policy::{self, PolicyStore, ReloadOutcome};
 use tollgate_dataplane::pricing::PriceTable;
-use tollgate_dataplane::server::{self, admin::Admin, admission::Ledgers, proxy::Gateway};
+use tollgate_dataplane::server::admin::{Admin, AdminApi};
+use tollgate_dataplane::server::{self, admission::Ledgers, proxy::Gateway};
 use tollgate_dataplane::upstream::build_client;
 
 #[derive(Parser)]
@@ -25,6 +27,9 @@ use tollgate_dataplane::upstream::build_client;
     about = "Governance gateway for AI coding agents"
 )]
 #[command(args_conflicts_with_subcommands = true)]
+// A flag given twice takes its last value, so settings appended to a fixed command line (an
+// injected sidecar's extra arguments) override it.
+#[command(args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -67,6 +72,12 @@ struct ServeArgs {
     /// address of both IPv4 and IPv6 (what the kubelet's probes need on any cluster).
     #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     admin_listen: SocketAddr,
+    /// Who may use the admin API (`/admin/spend`: every budget and its owner) on the admin
+    /// listener: `loopback` peers only (the pod itself), `all` (behind a NetworkPolicy: the
+    /// chart's gateway, whose spend the operator reads) or `off`. `/metrics` and the probes
+    /// answer every peer in any case.
+    #[arg(long, env = "TOLLGATE_ADMIN_API", value_enum, default_value = "loopback")]
+    admin_api: AdminApi,
     /// Price table in LiteLLM's JSON shape (default: the built-in table).
     #[arg(long, env = "TOLLGATE_PRICES")]
     prices: Option<PathBuf>,
@@ -77,6 +88,10 @@ struct ServeArgs {
     /// (embedded, forgotten on exit) or `redis://HOST:PORT` (shared by replicas).
     #[arg(long, env = "TOLLGATE_LEDGER", default_value = "file:tollgate-ledger.journal")]
     ledger: String,
+    /// File persisting settlements the ledger did not take (replayed when it answers again).
+    /// Default: `PATH.outbox` beside a `file:PATH` ledger's journal; in memory otherwise.
+    #[arg(long, env = "TOLLGATE_LEDGER_OUTBOX")]
+    ledger_outbox: Option<PathBuf>,
     /// Runtime worker threads (default: available CPUs).
     #[arg(long, env = "TOLLGATE_WORKERS")]
     workers: Option<usize>,
@@ -105,12 +120,10 @@ fn main() -> anyhow::Result<()> {
             println!("{}", hex::encode(policy::hash_key(key.trim())));
             Ok(())
         }
-        Some(Command::Audit(cmd)) => {
-            if !audit::cli::run(cmd)? {
-                std::process::exit(1);
-            }
-            Ok(())
-        }
+        Some(Command::Audit(cmd)) => match audit::cli::run(cmd)? {
+            0 => Ok(()),
+            code => std::process::exit(code),
+        },
         Some(Command::Keygen) => {
             let key = generate_key()?;
             println!("key:    {key}\nsha256: {}", hex::encode(policy::hash_key(&key)));
@@ -222,9 +235,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         move |outcome, _| record_reload(&watch_metrics, outcome, &watch_store, watch_audit.as_ref()),
     ));
     let syncer = journal.clone().map(|j| tokio::spawn(sync_journal(j)));
+    let outbox = Arc::new(open_outbox(&args, &metrics)?);
+    let replayer = tokio::spawn(outbox.clone().run(ledger.clone()));
     let ledgers = Ledgers {
         primary: ledger.clone(),
         local: Arc::new(MemoryLedger::ephemeral()),
+        outbox: outbox.clone(),
     };
     let gateway = Arc::new(
         Gateway::new(
@@ -240,6 +256,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         store,
         metrics,
         ledger,
+        api: args.admin_api,
     });
     let admin_task = tokio::spawn(server::serve(
         admin,
@@ -249,6 +266,14 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     server::serve_proxy(proxy, gateway, shutdown_signal()).await;
     watcher.abort();
     admin_task.abort();
+    replayer.abort();
+    if !outbox.is_empty() {
+        tracing::warn!(
+            waiting = outbox.len(),
+            persisted = args.ledger_outbox.is_some() || args.ledger.starts_with("file:"),
+            "stopping with settlements in the ledger outbox"
+        );
+    }
     if let Some(s) = syncer {
         s.abort();
     }
@@ -285,6 +310,21 @@ fn open_ledger(spec: &str) -> anyhow::Result<OpenedLedger> {
         return Ok((Arc::new(l), None));
     }
     bail!("--ledger: expected file:PATH, memory or redis://HOST:PORT")
+}
+
+/// The settlement outbox: persisted at `--ledger-outbox`, or beside a `file:` ledger's journal.
+fn open_outbox(args: &ServeArgs, metrics: &Metrics) -> anyhow::Result<Outbox> {
+    let path = args.ledger_outbox.clone().or_else(|| {
+        args.ledger
+            .strip_prefix("file:")
+            .map(|p| PathBuf::from(format!("{p}.outbox")))
+    });
+    let m = metrics.outbox().clone();
+    match path {
+        Some(p) => Outbox::open(&p, outbox::DEFAULT_CAPACITY, m)
+            .with_context(|| format!("opening the ledger outbox {}", p.display())),
+        None => Ok(Outbox::memory(outbox::DEFAULT_CAPACITY, m)),
+    }
 }
 
 /// Fsyncs the embedded ledger's journal every second.

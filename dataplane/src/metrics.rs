@@ -126,6 +126,7 @@ pub struct Metrics {
     policy_keys: Gauge,
     mcp_tool_calls: Family<McpCallLabels, Counter>,
     audit: crate::audit::AuditMetrics,
+    outbox: crate::ledger::outbox::OutboxMetrics,
 }
 
 impl Default for Metrics {
@@ -159,6 +160,7 @@ impl Metrics {
             mcp_tool_calls: Family::default(),
             registry: Registry::default(),
             audit: crate::audit::AuditMetrics::default(),
+            outbox: crate::ledger::outbox::OutboxMetrics::default(),
         };
         registry.register(
             "requests",
@@ -238,6 +240,7 @@ impl Metrics {
             m.policy_keys.clone(),
         );
         m.audit.register(&mut registry);
+        m.outbox.register(&mut registry);
         registry.register(
             "mcp_tool_calls",
             "MCP tools/call requests by server, tool and outcome (ok, tool_error, upstream_error, unavailable, denied, unknown)",
@@ -249,6 +252,11 @@ impl Metrics {
     /// The audit trail's metrics.
     pub fn audit(&self) -> &crate::audit::AuditMetrics {
         &self.audit
+    }
+
+    /// The settlement outbox's metrics.
+    pub fn outbox(&self) -> &crate::ledger::outbox::OutboxMetrics {
+        &self.outbox
     }
 
     /// Prometheus text exposition.

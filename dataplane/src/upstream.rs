@@ -149,6 +149,9 @@ pub fn build_request(
             headers.insert(header::AUTHORIZATION, bearer);
         }
     }
+    // Usage is read from the body: ask for it uncompressed (a compressed body would pass
+    // through unmetered).
+    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
     if declare_length {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
@@ -218,9 +221,13 @@ mod tests {
         assert_eq!(out["anthropic-version"], "2023-06-01");
         assert_eq!(out["x-claude-code-session-id"], "s1");
         assert_eq!(out["content-length"], "2");
-        for gone in ["accept-encoding", "connection", "x-drop-me", "host"] {
+        for gone in ["connection", "x-drop-me", "host"] {
             assert!(out.get(gone).is_none(), "{gone} forwarded");
         }
+        assert_eq!(
+            out["accept-encoding"], "identity",
+            "the client's gzip, br is not asked for"
+        );
     }
 
     #[test]

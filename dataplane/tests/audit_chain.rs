@@ -402,4 +402,155 @@ async fn a_full_queue_drops_counted_never_silently_and_never_blocks() {
     );
     let r = verify(tmp.path(), &VerifyOptions::default()).unwrap();
     assert!(r.ok(), "{r:?}");
+    // And the chain says so itself: gap records account for every dropped event.
+    assert!(r.gaps.iter().all(|g| g.reason == "queue_full"), "{:?}", r.gaps);
+    assert_eq!(r.records_lost(), dropped, "{:?}", r.gaps);
+}
+
+/// A spool whose checkpoints are unsigned (`alg: none`): no checkpoint key configured.
+async fn build_unsigned(n: usize) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spool");
+    let a = Audit::open(&dir, None, AuditMetrics::default(), build_client().unwrap()).unwrap();
+    for i in 0..n {
+        a.record(Event::now("denial", &json!({"i": i})));
+    }
+    a.shutdown(Duration::from_secs(1)).await;
+    (tmp, dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_key_an_unsigned_checkpoint_fails() {
+    let (t, dir) = build_unsigned(5).await;
+    // Without a key an unsigned chain verifies (its checkpoints reported unchecked).
+    let r = verify(&dir, &VerifyOptions::default()).unwrap();
+    assert!(r.ok() && r.signatures_unchecked > 0, "{r:?}");
+    // With a key, `alg: none` is what someone who rewrote the chain without the key would
+    // write: it must fail, in the chain and beside it.
+    let (seq, reason) = broken_at(&dir);
+    assert_eq!(seq, 6, "the shutdown checkpoint follows 5 records: {reason}");
+    assert!(reason.contains("unsigned"), "{reason}");
+    let key = t.path().join("k");
+    std::fs::write(&key, KEY).unwrap();
+    let (code, out) = cli(&[
+        "audit",
+        "verify",
+        dir.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("BROKEN at seq 6") && out.contains("unsigned"),
+        "{out}"
+    );
+    let s = tollgate_dataplane::audit::checkpoint::Signer::from_secret(
+        CheckpointAlgorithm::Ed25519,
+        &"11".repeat(32),
+    )
+    .unwrap();
+    let (code, out) = cli(&[
+        "audit",
+        "verify",
+        dir.to_str().unwrap(),
+        "--public-key",
+        &s.public_key_hex().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+
+    // A signed chain with an unsigned checkpoint slipped into checkpoints.jsonl beside it.
+    let (_t, dir) = build(12).await;
+    let seg = segment(&dir);
+    let last: Value = serde_json::from_str(lines(&seg).last().unwrap()).unwrap();
+    let seq = last["seq"].as_u64().unwrap();
+    let mut forged = last.clone();
+    forged["body"] =
+        json!({"alg": "none", "covers_seq": seq - 1, "covers_hash": last["body"]["covers_hash"]});
+    forged.as_object_mut().unwrap().remove("hash");
+    let prev: [u8; 32] = hex::decode(last["prev_hash"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let chain_id = last["id"].as_str().unwrap().split('_').nth(1).unwrap().to_owned();
+    let (line, _) = seal(
+        &chain_id,
+        seq,
+        last["time"].as_str().unwrap(),
+        "checkpoint",
+        &forged["body"],
+        &prev,
+    )
+    .unwrap();
+    let cps = dir.join("checkpoints.jsonl");
+    let mut text = std::fs::read_to_string(&cps).unwrap();
+    text.push_str(std::str::from_utf8(&line).unwrap());
+    std::fs::write(&cps, text).unwrap();
+    let (seq_broken, reason) = broken_at(&dir);
+    assert_eq!(seq_broken, seq, "{reason}");
+    assert!(reason.contains("unsigned"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_line_not_in_canonical_form_fails_even_when_its_hash_matches() {
+    // Each rewrite parses to the same value, so re-encoding gives the same hash; only a
+    // byte-for-byte comparison with the canonical encoding sees them.
+    type Rewrite = fn(&str) -> String;
+    let rewrites: [(&str, Rewrite); 4] = [
+        ("whitespace", |l| l.replacen("{\"body\":{", "{\"body\": {", 1)),
+        ("duplicate key", |l| {
+            l.replacen("{\"body\":{", "{\"kind\":\"policy_reload\",\"body\":{", 1)
+        }),
+        ("escaped letter", |l| {
+            l.replacen("\"denial\"", "\"\\u0064enial\"", 1)
+        }),
+        ("reordered members", |l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let m = v.as_object().unwrap();
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.reverse();
+            let parts: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{}:{}", serde_json::to_string(k).unwrap(), m[*k]))
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }),
+    ];
+    for (what, rewrite) in rewrites {
+        let (_t, dir) = build(6).await;
+        let seg = segment(&dir);
+        let mut l = lines(&seg);
+        assert!(l[3].contains("\"seq\":4,"));
+        let changed = rewrite(&l[3]);
+        assert_ne!(changed, l[3], "{what}: the rewrite changed nothing");
+        l[3] = changed;
+        write_lines(&seg, &l);
+        let (seq, reason) = broken_at(&dir);
+        assert_eq!(seq, 4, "{what}: {reason}");
+        assert!(reason.contains("canonical"), "{what}: {reason}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_checkpoint_key_is_a_start_up_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-such.key");
+    let r = Audit::open(
+        &tmp.path().join("spool"),
+        Some(&config(&missing)),
+        AuditMetrics::default(),
+        build_client().unwrap(),
+    );
+    let err = r
+        .err()
+        .expect("a spool that would write unsigned checkpoints was opened");
+    assert!(err.to_string().contains("checkpoint key"), "{err}");
+    // A key too short to be one is refused the same way.
+    std::fs::write(&missing, "short").unwrap();
+    let r = Audit::open(
+        &tmp.path().join("spool"),
+        Some(&config(&missing)),
+        AuditMetrics::default(),
+        build_client().unwrap(),
+    );
+    assert!(r.is_err());
 }

@@ -72,7 +72,7 @@ async fn conformance_against_real_redis() {
         async move { l }
     })
     .await;
-    assert_eq!(n.load(Ordering::Relaxed), 8, "every check ran");
+    assert_eq!(n.load(Ordering::Relaxed), 9, "every check ran");
     assert_every_key_expires(&redis, "conf*");
 }
 
@@ -317,6 +317,118 @@ async fn scripts_survive_script_flush() {
     redis.command(&["SCRIPT", "FLUSH"]).unwrap();
     let s = l.budget_states(&["b:x".into()], now).await.unwrap();
     assert_eq!((s[0].spent, s[0].reserved), (100, 300));
+}
+
+/// A TCP relay in front of Redis that, once armed, lets the next reply's bytes reach it
+/// and then cuts the connection instead of forwarding them: the write happened, its answer
+/// never arrives (a connection reset or a partition at the wrong moment).
+struct ReplyEater {
+    addr: std::net::SocketAddr,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReplyEater {
+    async fn start(redis: std::net::SocketAddr) -> ReplyEater {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = armed.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(server) = tokio::net::TcpStream::connect(redis).await else {
+                    continue;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    loop {
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if flag.swap(false, Ordering::SeqCst) {
+                            break; // eaten: the client's connection is cut without it
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    up.abort();
+                });
+            }
+        });
+        ReplyEater { addr, armed, task }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+}
+
+impl Drop for ReplyEater {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A settlement whose reply is lost after Redis applied it, retried (as the request path
+/// does), is charged once: the settle script honours the request id as an idempotency id.
+#[tokio::test]
+async fn a_lost_reply_after_the_write_does_not_charge_twice() {
+    let Some(redis) = RedisServer::start_or_skip("a_lost_reply_after_the_write_does_not_charge_twice") else {
+        return;
+    };
+    let eater = ReplyEater::start(redis.addr()).await;
+    let l = RedisLedger::connect(&eater.url(), "lost:").unwrap();
+    let now = now_ms();
+    let budgets = [("b:x", 1_000_000, now + 60_000)];
+    // Warm up: the connection is made and both scripts are loaded, so the next reply Redis
+    // sends is the settlement's own.
+    let warm = admission("warm", 10, &budgets, now);
+    l.admit(&warm).await.unwrap().unwrap();
+    l.settle(&warm, Settlement::default()).await.unwrap();
+
+    let a = admission("r-1", 500, &budgets, now);
+    l.admit(&a).await.unwrap().unwrap();
+    let s = Settlement {
+        actual_micro_usd: 400,
+        actual_tokens: 0,
+    };
+    eater.armed.store(true, Ordering::SeqCst);
+    let first = l.settle(&a, s).await;
+    assert!(first.is_err(), "the reply was eaten: {first:?}");
+    assert!(!eater.armed.load(Ordering::SeqCst), "a reply came and was eaten");
+    // Redis applied it: the spend is there although the caller saw an error.
+    let direct = RedisLedger::connect(&redis.url(), "lost:").unwrap();
+    let st = direct.budget_states(&["b:x".into()], now).await.unwrap();
+    assert_eq!(st[0].spent, 400, "applied before the reply was lost");
+
+    // The caller retries, as Admitted::settle does; the reconnect is automatic.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        match l.settle(&a, s).await {
+            Ok(v) => break v,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("retry: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("no recovery: {e}"),
+        }
+    };
+    assert_eq!(again, vec![400], "the retry answers what the first attempt did");
+    let st = direct.budget_states(&["b:x".into()], now).await.unwrap();
+    assert_eq!((st[0].spent, st[0].reserved), (400, 0), "charged once");
+    assert_every_key_expires(&redis, "lost:*");
 }
 
 /// A small deterministic generator (xorshift64*), so failures replay.

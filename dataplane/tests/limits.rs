@@ -470,3 +470,105 @@ fn a_typo_in_a_time_zone_is_rejected_by_check() {
         "{err}"
     );
 }
+
+/// A key that taught the learned estimate short answers, then sends a burst of long ones,
+/// overshoots its budget by at most the documented bound: per process, only
+/// `MAX_OPTIMISTIC_IN_FLIGHT` of its requests run on the learned estimate, so the overshoot is at
+/// most that many requests' (worst case - learned estimate). Without the bound all 40 long
+/// requests would be admitted on the tiny learned estimate at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_taught_short_answers_overshoots_by_at_most_the_documented_bound() {
+    use tollgate_dataplane::limits::history::MAX_OPTIMISTIC_IN_FLIGHT;
+    use tollgate_tests::fake_anthropic::Scenario;
+    let mut cfg = FakeConfig::new(PROVIDER_KEY);
+    cfg.max_recorded = 100_000;
+    let fake = FakeAnthropic::start(cfg).await.unwrap();
+    let max_tokens = 40_000u64;
+    let body = |text: &str| {
+        json!({
+            "model": "claude-sonnet-4-5",
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": text}],
+        })
+        .to_string()
+    };
+    let (short, long) = (
+        body("say hi"),
+        body(&format!("write a lot {}", Scenario::Big.marker())),
+    );
+    let limit = 2_000_000u64;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    let extra = format!(
+        "budgets:\n  - {{id: alice-poison, scope: {{kind: key, name: alice}}, limit_micro_usd: {limit}, period: daily}}\nlimits:\n  estimate_output_tokens_cap: 64000\n"
+    );
+    std::fs::write(&file, policy(&fake.base_url(), "", &extra)).unwrap();
+    let proxy = Proxy::start(&bin(), &file, &[(PROVIDER_KEY_ENV, PROVIDER_KEY)]).unwrap();
+    let url = std::sync::Arc::new(format!("{}/v1/messages", proxy.base_url()));
+    let post = move |body: String| {
+        let url = url.clone();
+        async move {
+            send(
+                "POST",
+                &url,
+                &[
+                    ("x-api-key", KEY_ALICE),
+                    ("anthropic-version", "2023-06-01"),
+                    ("content-type", "application/json"),
+                ],
+                Bytes::from(body),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    // Teach the history: short answers to requests allowed 40,000 tokens.
+    for _ in 0..6 {
+        assert_eq!(post(short.clone()).await.status, 200);
+    }
+    // Then a burst of long answers; each client waits out held room, stops at its first 402.
+    let clients: Vec<_> = (0..40)
+        .map(|_| {
+            let (long, post) = (long.clone(), post.clone());
+            tokio::spawn(async move {
+                for _ in 0..30 {
+                    let r = post(long.clone()).await;
+                    match r.status {
+                        200 | 402 => return r.status,
+                        _ => {
+                            let wait =
+                                held(&r).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&r.body)));
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
+                }
+                429
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let calls = fake.requests();
+    let total: u64 = calls.iter().filter_map(|c| c.usage.as_ref()).map(cost_of).sum();
+    wait_settled(&proxy, "alice-poison", total).await;
+    let price = PriceTable::builtin();
+    let sonnet = price.get("claude-sonnet-4-5").unwrap();
+    let output_cost = |tokens: u64| {
+        sonnet
+            .cost(&Usage {
+                output_tokens: tokens,
+                ..Default::default()
+            })
+            .micro_usd_ceil()
+    };
+    // Learned: the short answers' output (3 words); worst: max_tokens.
+    let per_request_overshoot = output_cost(max_tokens) - output_cost(3);
+    let bound = limit + MAX_OPTIMISTIC_IN_FLIGHT as u64 * per_request_overshoot;
+    let long_calls = calls.len() - 6;
+    assert!(
+        total <= bound,
+        "spent {total} over the bound {bound} ({long_calls} long answers)"
+    );
+    assert!(long_calls >= 2, "the burst got some answers ({long_calls})");
+}

@@ -35,7 +35,9 @@ impl From<Algorithm> for CheckpointAlgorithm {
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
     /// Re-walk a spool directory (or a file of records) and its checkpoints; report the first
-    /// broken link by sequence number. Exits 1 when the chain is broken.
+    /// broken link by sequence number, and the gap records (records the proxy lost and
+    /// recorded as lost). Exits 1 when the chain is broken, 2 when it is intact but has gaps.
+    /// With `--key` or `--public-key` every checkpoint must carry a valid signature.
     Verify {
         /// Spool directory (`--audit-dir`) or a JSON-lines file of records.
         path: PathBuf,
@@ -63,8 +65,12 @@ pub enum AuditCommand {
     },
 }
 
-/// Runs an audit subcommand; `Ok(false)` means a chain failed verification.
-pub fn run(cmd: AuditCommand) -> anyhow::Result<bool> {
+/// Exit status of `audit verify` for an intact chain with gap records.
+pub const EXIT_GAPS: i32 = 2;
+
+/// Runs an audit subcommand; returns the exit status: 0, 1 when a chain failed verification,
+/// [`EXIT_GAPS`] when it verified but records are missing (and recorded as missing).
+pub fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
     match cmd {
         AuditCommand::Verify {
             path,
@@ -106,11 +112,27 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<bool> {
                     ),
                     Some(b) => println!("BROKEN at seq {}: {} ({})", b.seq, b.reason, b.at),
                 }
+                for g in &report.gaps {
+                    let range = match (g.first_seq, g.last_seq) {
+                        (Some(a), Some(b)) => format!(" (seq {a}..{b})"),
+                        _ => String::new(),
+                    };
+                    println!(
+                        "GAP at seq {}: {} records lost{range}: {}",
+                        g.seq, g.records, g.reason
+                    );
+                }
                 for n in &report.notes {
                     println!("note: {n}");
                 }
             }
-            Ok(report.ok())
+            Ok(if !report.ok() {
+                1
+            } else if report.gaps.is_empty() {
+                0
+            } else {
+                EXIT_GAPS
+            })
         }
         AuditCommand::Keygen { algorithm } => {
             let secret = generate_secret(algorithm.into())?;
@@ -120,7 +142,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<bool> {
             if let Some(pk) = signer.public_key_hex() {
                 println!("public_key: {pk}");
             }
-            Ok(true)
+            Ok(0)
         }
     }
 }

@@ -1,8 +1,37 @@
 //! What the request path hands the audit trail: an [`Event`] with a typed body per kind.
 //! The writer turns it into a sealed [`super::Record`].
+//!
+//! Every value a client chooses (a header, the path, a tool name) is cut to
+//! [`FIELD_MAX_CHARS`] characters with [`clip`] before it reaches a body, so a record's size
+//! is bounded by the policy, never by a request.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::Value;
+
+/// Longest value, in characters, of a record field a client chooses (a header, a session
+/// id, a tool name); longer values are cut and end with [`ELISION`].
+pub const FIELD_MAX_CHARS: usize = 256;
+
+/// Longest refusal message, in characters (it may quote the path or a model name).
+pub const MESSAGE_MAX_CHARS: usize = 1024;
+
+/// The mark a cut value ends with.
+pub const ELISION: char = '\u{2026}';
+
+/// `s` when it has at most `max` characters, else its first `max` characters and [`ELISION`].
+pub fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_owned(),
+        Some((end, _)) => {
+            let mut out = String::with_capacity(end + ELISION.len_utf8());
+            out.push_str(&s[..end]);
+            out.push(ELISION);
+            out
+        }
+    }
+}
 
 /// An event waiting for its sequence number.
 #[derive(Debug, Clone)]
@@ -148,19 +177,67 @@ pub struct BudgetThreshold {
     pub limit_micro_usd: u64,
 }
 
-/// Body of an `mcp_tool_call` record (for the MCP gateway).
+/// Body of an `mcp_tool_call` record: one `tools/call` through the MCP gateway, allowed or
+/// not. `session_id` is the gateway's MCP session.
 #[derive(Debug, Clone, Serialize)]
 pub struct McpToolCall {
     /// Who.
     #[serde(flatten)]
     pub identity: Identity,
-    /// Upstream MCP server name.
+    /// Upstream MCP server name (empty when the name matched no server).
     pub server: String,
-    /// Tool name.
+    /// Tool name as the upstream knows it (cut to [`FIELD_MAX_CHARS`]).
     pub tool: String,
-    /// Whether the call was allowed.
+    /// Whether the policy let the call through to the upstream.
     pub allowed: bool,
-    /// Why it was denied.
+    /// `ok`, `tool_error`, `upstream_error`, `unavailable`, `denied` or `unknown` (as the
+    /// `tollgate_mcp_tool_calls_total` metric).
+    pub outcome: &'static str,
+    /// Why it was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// How long the upstream took, for calls that reached it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+/// Body of a `gap` record: records that should be in the chain and are not, sealed into the
+/// chain as soon as it can be written, so the loss is itself on the record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Gap {
+    /// `retention` (the spool's size cap deleted segments a sink had not shipped),
+    /// `queue_full` (the writer fell behind) or `spool_unwritable` (the disk refused writes,
+    /// e.g. full, past the writer's bounded buffer).
+    pub reason: &'static str,
+    /// How many records.
+    pub records: u64,
+    /// For `retention`: the first deleted sequence number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_seq: Option<u64>,
+    /// For `retention`: the last deleted sequence number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<u64>,
+    /// For `retention`: the sinks that had not shipped them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sinks: Vec<String>,
+    /// For lost events: when the first one happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// For lost events: when the last one happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+/// Body of a `denials_suppressed` record: refusals of unauthenticated requests beyond the
+/// rate the trail records individually, counted by reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct DenialsSuppressed {
+    /// How many refusals were not recorded individually.
+    pub suppressed: u64,
+    /// The same, by denial reason.
+    pub reasons: BTreeMap<&'static str, u64>,
+    /// When the first of them happened.
+    pub since: String,
+    /// When the last of them happened.
+    pub until: String,
 }

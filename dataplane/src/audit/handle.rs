@@ -1,5 +1,8 @@
 //! [`Audit`]: the handle the request path holds. Recording is a `try_send` into the bounded
-//! queue: it never blocks, and a full queue is counted and logged, never silent.
+//! queue: it never blocks, and a full queue is counted, logged, and sealed into the chain as a
+//! `gap` record once the writer catches up: never silent. Refusals of unauthenticated
+//! requests pass a rate limit ([`super::limiter`]); client-chosen values are clipped
+//! ([`events::clip`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,10 +18,11 @@ use tokio::sync::watch;
 
 use super::AuditError;
 use super::checkpoint::Signer;
-use super::events::{self, Event, Identity, Tokens};
+use super::events::{self, Event, FIELD_MAX_CHARS, Identity, MESSAGE_MAX_CHARS, Tokens, clip};
+use super::limiter::RefusalLimiter;
 use super::metrics::AuditMetrics;
 use super::sink::{self, RunningSink};
-use super::writer::{Acks, Msg, Writer, WriterSettings};
+use super::writer::{Acks, Losses, Msg, Writer, WriterSettings};
 use crate::denial::Denial;
 use crate::policy::document::{AuditConfig, AuditSink, CaptureMode};
 use crate::policy::{KeyEntry, Snapshot, SystemCredentials};
@@ -46,6 +50,9 @@ struct Inner {
     client: HttpClient,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     full_log: Mutex<(Option<Instant>, u64)>,
+    /// Events the queue refused, for the writer's next `gap` record.
+    losses: Arc<Losses>,
+    refusals: Mutex<RefusalLimiter>,
 }
 
 impl Drop for Inner {
@@ -72,23 +79,28 @@ fn writer_settings(config: Option<&AuditConfig>) -> Result<WriterSettings, Audit
 impl Audit {
     /// Opens (or creates) the spool at `dir`, starts the writer thread and the sinks the
     /// configuration names. Call inside a Tokio runtime.
+    ///
+    /// A checkpoint key the configuration names but that cannot be read (or is no key) is an
+    /// error: the trail would otherwise be written with unsigned checkpoints that nobody asked
+    /// for.
     pub fn open(
         dir: &Path,
         config: Option<&AuditConfig>,
         metrics: AuditMetrics,
         client: HttpClient,
     ) -> Result<Audit, AuditError> {
-        let settings = match writer_settings(config) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "audit checkpoints unsigned until the key can be read");
-                WriterSettings::with_spool(config.and_then(|c| c.spool.clone()).unwrap_or_default())
-            }
-        };
+        let settings = writer_settings(config)?;
         let capacity = usize::try_from(settings.spool.queue_capacity.max(1)).unwrap_or(usize::MAX);
         let settings = Arc::new(ArcSwap::from_pointee(settings));
         let acks = Arc::new(Acks::default());
-        let (writer, committed) = Writer::open(dir, settings.clone(), acks.clone(), metrics.clone())?;
+        let losses = Arc::new(Losses::default());
+        let (writer, committed) = Writer::open(
+            dir,
+            settings.clone(),
+            acks.clone(),
+            losses.clone(),
+            metrics.clone(),
+        )?;
         let chain_id = writer.chain_id().to_owned();
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
         let thread = std::thread::Builder::new()
@@ -108,9 +120,23 @@ impl Audit {
                 client,
                 writer: Mutex::new(Some(thread)),
                 full_log: Mutex::new((None, 0)),
+                losses,
+                refusals: Mutex::new(RefusalLimiter::default()),
             }),
         };
         audit.configure_sinks(config.map_or(&[][..], |c| &c.sinks));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            // Refusals held back by the rate limit are summarised once a second.
+            let weak = Arc::downgrade(&audit.inner);
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    Audit { inner }.flush_suppressed();
+                }
+            });
+        }
         Ok(audit)
     }
 
@@ -165,8 +191,11 @@ impl Audit {
             Ok(()) => {
                 self.inner.metrics.queue_depth().inc();
             }
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full(m)) => {
                 self.inner.metrics.dropped("queue_full", 1);
+                if let Msg::Event(e) = m {
+                    self.inner.losses.add("queue_full", e.time);
+                }
                 self.log_full(kind);
             }
             Err(TrySendError::Disconnected(_)) => {
@@ -220,8 +249,17 @@ impl Audit {
         &self.inner.chain_id
     }
 
+    /// Records the summary of refusals the rate limit held back, if any were.
+    pub fn flush_suppressed(&self) {
+        let summary = self.inner.refusals.lock().ok().and_then(|mut l| l.take_summary());
+        if let Some(s) = summary {
+            self.record(Event::now("denials_suppressed", &s));
+        }
+    }
+
     /// Writes a final checkpoint, then gives the sinks up to `drain` to ship everything.
     pub async fn shutdown(&self, drain: Duration) {
+        self.flush_suppressed();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let head = if self.inner.tx.send(Msg::Shutdown(tx)).is_ok() {
             tokio::task::spawn_blocking(move || rx.recv().ok())
@@ -303,19 +341,61 @@ impl Audit {
         key: Option<&KeyEntry>,
         session_id: Option<&str>,
     ) {
+        self.refusal(
+            denial.reason(),
+            denial.status(),
+            &denial.message(),
+            request_id,
+            key,
+            session_id,
+        );
+    }
+
+    /// Records a refusal (a `denial` record). Values the client chose are clipped; refusals
+    /// without an authenticated key pass the rate limit first (the rest are counted in the
+    /// next `denials_suppressed` record).
+    pub fn refusal(
+        &self,
+        reason: &'static str,
+        status: u16,
+        message: &str,
+        request_id: &str,
+        key: Option<&KeyEntry>,
+        session_id: Option<&str>,
+    ) {
+        let time = jiff::Timestamp::now();
+        if key.is_none() {
+            let admitted = self
+                .inner
+                .refusals
+                .lock()
+                .map_or(true, |mut l| l.admit(Instant::now(), time, reason));
+            if !admitted {
+                return;
+            }
+        }
         let body = events::Denial {
             identity: Identity {
                 request_id: request_id.to_owned(),
                 key_id: key.map(|k| k.id.clone()),
                 user: key.and_then(|k| k.user.clone()),
                 team: key.and_then(|k| k.team.clone()),
-                session_id: session_id.map(str::to_owned),
+                session_id: session_id.map(|s| clip(s, FIELD_MAX_CHARS)),
             },
-            reason: denial.reason(),
-            status: denial.status(),
-            message: denial.message(),
+            reason,
+            status,
+            message: clip(message, MESSAGE_MAX_CHARS),
         };
-        self.record(Event::now("denial", &body));
+        let mut event = Event::now("denial", &body);
+        event.time = time;
+        self.record(event);
+    }
+
+    /// Records an MCP `tools/call`, allowed or refused (its client-chosen tool name clipped).
+    pub fn mcp_tool_call(&self, mut body: events::McpToolCall) {
+        body.tool = clip(&body.tool, FIELD_MAX_CHARS);
+        body.identity.session_id = body.identity.session_id.map(|s| clip(&s, FIELD_MAX_CHARS));
+        self.record(Event::now("mcp_tool_call", &body));
     }
 
     /// Records a policy reload (applied or rejected) and applies its audit settings.
@@ -338,13 +418,16 @@ impl Audit {
     }
 }
 
-/// The client's Claude Code session id, when sent.
+/// The client's Claude Code session id, when sent (clipped to [`FIELD_MAX_CHARS`]).
 pub fn session_id(headers: &HeaderMap) -> Option<String> {
     headers
         .get("x-claude-code-session-id")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+        .map(|s| clip(s, FIELD_MAX_CHARS))
 }
+
+/// Most tool names listed in a record's metadata (`tools_count` says how many were sent).
+const MAX_TOOL_NAMES: usize = 512;
 
 /// Request metadata: sizes, tool names, stream flag, and headers of interest.
 fn metadata(headers: &HeaderMap, body: &Bytes) -> Value {
@@ -364,12 +447,24 @@ fn metadata(headers: &HeaderMap, body: &Bytes) -> Value {
         #[serde(default)]
         max_tokens: Option<u64>,
     }
-    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| clip(v, FIELD_MAX_CHARS))
+    };
     let req: Option<Req> = serde_json::from_slice(body).ok();
     json!({
         "request_bytes": body.len() as u64,
         "messages": req.as_ref().map(|r| r.messages.len() as u64),
-        "tools": req.as_ref().map(|r| r.tools.iter().map(|t| t.name.clone()).collect::<Vec<_>>()),
+        "tools": req.as_ref().map(|r| {
+            r.tools
+                .iter()
+                .take(MAX_TOOL_NAMES)
+                .map(|t| clip(&t.name, FIELD_MAX_CHARS))
+                .collect::<Vec<_>>()
+        }),
+        "tools_count": req.as_ref().map(|r| r.tools.len() as u64),
         "stream": req.as_ref().map(|r| r.stream),
         "max_tokens": req.as_ref().and_then(|r| r.max_tokens),
         "anthropic_beta": header("anthropic-beta"),

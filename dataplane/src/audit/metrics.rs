@@ -29,6 +29,7 @@ pub struct AuditMetrics {
     records: Family<KindLabels, Counter>,
     dropped: Family<ReasonLabels, Counter>,
     queue_depth: Gauge,
+    pending_bytes: Gauge,
     head_seq: Gauge,
     fsync: Histogram,
     shipped: Family<SinkLabels, Counter>,
@@ -42,6 +43,7 @@ impl Default for AuditMetrics {
             records: Family::default(),
             dropped: Family::default(),
             queue_depth: Gauge::default(),
+            pending_bytes: Gauge::default(),
             head_seq: Gauge::default(),
             // 10 µs .. ~10 s
             fsync: Histogram::new(exponential_buckets(0.00001, 2.0, 20)),
@@ -63,13 +65,18 @@ impl AuditMetrics {
         );
         r.register(
             "records_dropped",
-            "Audit records lost, by reason (queue_full: the writer fell behind; retention: the spool cap deleted unshipped segments; encode, io)",
+            "Audit records lost, by reason (queue_full: the writer fell behind; retention: the spool cap deleted unshipped segments; spool_unwritable: the disk refused writes past the writer's buffer; encode); each loss is also a gap record in the chain",
             self.dropped.clone(),
         );
         r.register(
             "queue_depth",
             "Audit events waiting for the spool writer",
             self.queue_depth.clone(),
+        );
+        r.register(
+            "spool_pending_bytes",
+            "Sealed audit records waiting to be written (non-zero while the spool refuses writes; bounded at 8 MiB)",
+            self.pending_bytes.clone(),
         );
         r.register(
             "head_seq",
@@ -112,6 +119,10 @@ impl AuditMetrics {
 
     pub(crate) fn queue_depth(&self) -> &Gauge {
         &self.queue_depth
+    }
+
+    pub(crate) fn pending_bytes(&self, bytes: usize) {
+        self.pending_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn head(&self, seq: u64) {

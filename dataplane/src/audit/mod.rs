@@ -3,8 +3,12 @@
 //!
 //! # Records
 //!
-//! One record per model request, denial, policy reload and budget threshold crossed (and
-//! per checkpoint, below). On disk and on the wire a record is one JSON object:
+//! One record per model request, denial, policy reload, budget threshold crossed and MCP tool
+//! call (and per checkpoint, below); a `gap` record for records the proxy could not keep
+//! (see [`writer`]) and a `denials_suppressed` record for refusals of unauthenticated
+//! requests beyond the rate recorded one by one (see [`limiter`]). Values a client chooses
+//! are clipped ([`events::clip`]), so a record's size never depends on a request. On disk and
+//! on the wire a record is one JSON object:
 //!
 //! ```json
 //! {"body":{...},"hash":"<hex>","id":"tga_<chain>_<seq>","kind":"model_request",
@@ -27,7 +31,9 @@
 //! U+000C and U+000D as `\b` `\t` `\n` `\f` `\r`, other code points below U+0020 as
 //! `\u00xx` (lower-case hex), and everything else literal. Each spooled line is the
 //! canonical encoding of the whole record (with `hash`), so to re-verify a line: parse it,
-//! remove `hash`, re-encode, and hash with the previous record's hash. See [`record`].
+//! check that re-encoding it gives exactly the line's bytes (anything else, such as another
+//! escape or a duplicate member, is not a record), remove `hash`, re-encode, and hash with the
+//! previous record's hash. See [`record`] and [`verify`].
 //!
 //! # Checkpoints
 //!
@@ -38,6 +44,8 @@
 //! checkpoint is a chain record itself (so sinks ship it to an external witness) and is also
 //! appended to `checkpoints.jsonl`. A checkpoint that attests a record the chain no longer
 //! has reveals truncation; a bad signature reveals a rewritten chain. See [`checkpoint`].
+//! A key the policy names must be readable when the trail opens (else opening fails: no
+//! unsigned checkpoints by accident), and a verifier given a key fails unsigned ones.
 //!
 //! # Spool
 //!
@@ -56,6 +64,7 @@ pub mod cli;
 pub mod config;
 pub mod events;
 mod handle;
+pub mod limiter;
 pub mod metrics;
 pub mod record;
 pub mod sink;

@@ -1,12 +1,18 @@
-//! Re-walking a chain: every record's sequence number, `prev_hash` link and hash, every
-//! checkpoint's coverage and signature, and the checkpoints kept beside the chain (which
-//! reveal a truncated tail). Reports the first broken link by sequence number.
+//! Re-walking a chain: every line is byte for byte the canonical encoding of its record (so
+//! no other spelling, member order or duplicate member passes), every record's sequence
+//! number, `prev_hash` link and hash, every checkpoint's coverage and signature, and the
+//! checkpoints kept beside the chain (which reveal a truncated tail). Reports the first
+//! broken link by sequence number, and every `gap` record (records the proxy knows it lost).
+//!
+//! With a key (`VerifyOptions::verifier`), every checkpoint must be signed with it: an
+//! unsigned one (`alg: none`) is what a rewrite without the key would produce, so it fails.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::AuditError;
+use super::canonical;
 use super::checkpoint::Verifier;
 use super::record::{GENESIS, Record, event_id};
 use super::spool::{self, CHAIN_ID_FILE, CHECKPOINTS_FILE};
@@ -31,6 +37,23 @@ pub struct Broken {
     pub at: String,
 }
 
+/// A `gap` record found in the chain: records the proxy could not keep, and says so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GapFound {
+    /// Sequence number of the gap record.
+    pub seq: u64,
+    /// Why (`retention`, `queue_full`, `spool_unwritable`).
+    pub reason: String,
+    /// How many records are missing.
+    pub records: u64,
+    /// For retention: the deleted range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_seq: Option<u64>,
+    /// For retention: the deleted range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<u64>,
+}
+
 /// The result of a verification.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -50,6 +73,11 @@ pub struct Report {
     pub signatures_unchecked: u64,
     /// The last checkpoint's sequence number (records after it rely on the hash chain only).
     pub last_checkpoint_seq: Option<u64>,
+    /// Records the proxy lost and recorded as lost (`gap` records), in chain order.
+    pub gaps: Vec<GapFound>,
+    /// Refusals of unauthenticated requests counted in `denials_suppressed` records instead
+    /// of recorded one by one (the rate limit).
+    pub refusals_suppressed: u64,
     /// Notes that are not failures.
     pub notes: Vec<String>,
     /// The first broken link, if any.
@@ -60,6 +88,11 @@ impl Report {
     /// Whether the chain verified.
     pub fn ok(&self) -> bool {
         self.broken.is_none()
+    }
+
+    /// Records the gap records say are missing.
+    pub fn records_lost(&self) -> u64 {
+        self.gaps.iter().map(|g| g.records).sum()
     }
 }
 
@@ -90,6 +123,14 @@ impl Walk<'_> {
     fn check_signature(&mut self, chain_id: &str, rec: &Record, at: &str) -> bool {
         let body = rec.body();
         if body["alg"] == "none" {
+            if self.opts.verifier.is_some() {
+                self.fail(
+                    rec.seq,
+                    "checkpoint is unsigned (alg none) but a key was given: a rewrite without the key would look like this",
+                    at.to_owned(),
+                );
+                return false;
+            }
             self.report.signatures_unchecked += 1;
             return true;
         }
@@ -122,6 +163,20 @@ impl Walk<'_> {
                 return false;
             }
         };
+        // The hash covers the parsed value; only the exact canonical bytes are the record
+        // (another spelling, order or a duplicate member would parse to the same value).
+        if canonical::encode(&rec.value).ok().as_deref() != Some(raw) {
+            let seq = match expected {
+                Some(e) if rec.seq != e => e,
+                _ => rec.seq,
+            };
+            self.fail(
+                seq,
+                "line is not in canonical form (whitespace, member order, escapes or a duplicate member differ from the canonical encoding)",
+                at,
+            );
+            return false;
+        }
         match expected {
             Some(e) if rec.seq > e => {
                 self.fail(
@@ -204,6 +259,22 @@ impl Walk<'_> {
             self.report.checkpoints += 1;
             self.report.last_checkpoint_seq = Some(rec.seq);
         }
+        match rec.kind.as_str() {
+            "gap" => {
+                let b = rec.body();
+                self.report.gaps.push(GapFound {
+                    seq: rec.seq,
+                    reason: b["reason"].as_str().unwrap_or_default().to_owned(),
+                    records: b["records"].as_u64().unwrap_or(0),
+                    first_seq: b["first_seq"].as_u64(),
+                    last_seq: b["last_seq"].as_u64(),
+                });
+            }
+            "denials_suppressed" => {
+                self.report.refusals_suppressed += rec.body()["suppressed"].as_u64().unwrap_or(0);
+            }
+            _ => {}
+        }
         self.prev = rec.hash;
         self.hashes.push(rec.hash);
         self.expected = Some(rec.seq + 1);
@@ -267,6 +338,14 @@ impl Walk<'_> {
             }
             if cp.seq < self.report.first_seq {
                 continue;
+            }
+            if cp.body()["alg"] == "none" && self.opts.verifier.is_some() {
+                self.fail(
+                    cp.seq,
+                    "checkpoint is unsigned (alg none) but a key was given",
+                    at,
+                );
+                return Ok(());
             }
             if cp.body()["alg"] != "none" {
                 if let Some(v) = &self.opts.verifier {
@@ -365,6 +444,13 @@ pub fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report, AuditError> {
                 break;
             }
         }
+    }
+    if walk.report.broken.is_none() && !walk.report.gaps.is_empty() {
+        walk.report.notes.push(format!(
+            "{} records are missing and recorded as lost by {} gap records",
+            walk.report.records_lost(),
+            walk.report.gaps.len()
+        ));
     }
     if walk.report.broken.is_none() {
         match walk.report.last_checkpoint_seq {

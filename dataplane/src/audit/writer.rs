@@ -1,6 +1,22 @@
 //! The spool writer: one thread that drains the bounded queue, assigns sequence numbers,
 //! chains, appends to the current segment, fsyncs per policy, writes checkpoints, rotates
 //! segments and applies retention.
+//!
+//! # When records cannot be kept
+//!
+//! Nothing is lost silently: every loss is counted in `tollgate_audit_records_dropped_total`,
+//! logged, and sealed into the chain as a `gap` record ([`super::events::Gap`]) that `audit verify`
+//! reports:
+//!
+//! * **Retention** deleting segments a sink has not shipped (the spool's size cap): a `gap`
+//!   naming the deleted sequence range and the sinks that were behind.
+//! * **A full queue** (the writer fell behind the request path): a `gap` with the count, once
+//!   the writer catches up.
+//! * **An unwritable spool** (a full disk, an I/O error): sealed records wait in a buffer of
+//!   at most [`MAX_PENDING_BYTES`] and the write is retried every 100 ms; events arriving while
+//!   it is full are dropped (the request path never waits and requests are not refused), and
+//!   once a write succeeds the buffer is written, then a `gap` with their count and time span.
+//!   A shutdown while the spool is still unwritable loses the buffer (logged and counted).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -15,7 +31,7 @@ use tokio::sync::watch;
 
 use super::AuditError;
 use super::checkpoint::{Signer, unsigned_body};
-use super::events::Event;
+use super::events::{Event, Gap};
 use super::metrics::AuditMetrics;
 use super::record::seal;
 use super::spool::{self, CHECKPOINTS_FILE, Tail};
@@ -23,6 +39,10 @@ use crate::policy::document::{AuditSpool, FsyncPolicy};
 
 /// Most events appended per write (one fsync covers them all).
 const MAX_BATCH: usize = 4096;
+
+/// Most bytes of sealed records held while the spool cannot be written (8 MiB); past it,
+/// events are dropped and later accounted for by a `gap` record.
+pub const MAX_PENDING_BYTES: usize = 8 << 20;
 
 /// What the writer is told.
 pub(crate) enum Msg {
@@ -82,6 +102,58 @@ impl Acks {
     pub fn min(&self) -> Option<u64> {
         self.0.lock().ok().and_then(|m| m.values().copied().min())
     }
+
+    /// The sinks that have not acknowledged record `seq`, by name.
+    pub fn behind(&self, seq: u64) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .0
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, a)| **a < seq)
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+/// Events lost before they had a sequence number, by reason, until a `gap` record says so.
+#[derive(Debug, Default)]
+pub(crate) struct Losses(Mutex<HashMap<&'static str, Loss>>);
+
+#[derive(Debug, Clone, Copy)]
+struct Loss {
+    records: u64,
+    since: jiff::Timestamp,
+    until: jiff::Timestamp,
+}
+
+impl Losses {
+    /// Counts one event lost for `reason`, which happened at `time`.
+    pub(crate) fn add(&self, reason: &'static str, time: jiff::Timestamp) {
+        if let Ok(mut m) = self.0.lock() {
+            m.entry(reason)
+                .and_modify(|l| {
+                    l.records += 1;
+                    l.since = l.since.min(time);
+                    l.until = l.until.max(time);
+                })
+                .or_insert(Loss {
+                    records: 1,
+                    since: time,
+                    until: time,
+                });
+        }
+    }
+
+    fn take(&self) -> Vec<(&'static str, Loss)> {
+        let mut out: Vec<_> = self.0.lock().map(|mut m| m.drain().collect()).unwrap_or_default();
+        out.sort_by_key(|(r, _)| *r);
+        out
+    }
 }
 
 struct Segment {
@@ -98,6 +170,17 @@ pub(crate) struct Writer {
     head: [u8; 32],
     segment: Option<Segment>,
     checkpoints: File,
+    checkpoints_len: u64,
+    /// Sealed lines not written to the segment yet (bounded by [`MAX_PENDING_BYTES`]).
+    pending: Vec<u8>,
+    /// Checkpoint lines not written to `checkpoints.jsonl` yet.
+    pending_cp: Vec<u8>,
+    /// Gaps found by retention, to seal into the chain.
+    gaps: Vec<Gap>,
+    /// Events lost here (the spool was unwritable) or by the queue, for the next `gap`.
+    losses: Arc<Losses>,
+    /// Since when writes fail (logged once, and again when they succeed).
+    failing_since: Option<Instant>,
     since_checkpoint: u64,
     last_checkpoint: Instant,
     last_sync: Instant,
@@ -115,6 +198,7 @@ impl Writer {
         dir: &Path,
         settings: Arc<ArcSwap<WriterSettings>>,
         acks: Arc<Acks>,
+        losses: Arc<Losses>,
         metrics: AuditMetrics,
     ) -> Result<(Writer, watch::Receiver<u64>), AuditError> {
         fs::create_dir_all(dir).map_err(|e| AuditError::io(format!("creating {}", dir.display()), e))?;
@@ -126,6 +210,7 @@ impl Writer {
             .append(true)
             .open(&cp_path)
             .map_err(|e| AuditError::io(format!("opening {}", cp_path.display()), e))?;
+        let checkpoints_len = checkpoints.metadata().map(|m| m.len()).unwrap_or(0);
         let (committed, rx) = watch::channel(seq);
         metrics.head(seq);
         tracing::info!(dir = %dir.display(), chain_id = %chain_id, head_seq = seq, "audit spool open");
@@ -137,6 +222,12 @@ impl Writer {
                 head: hash,
                 segment: None,
                 checkpoints,
+                checkpoints_len,
+                pending: Vec::with_capacity(1 << 20),
+                pending_cp: Vec::new(),
+                gaps: Vec::new(),
+                losses,
+                failing_since: None,
                 since_checkpoint: 0,
                 last_checkpoint: Instant::now(),
                 last_sync: Instant::now(),
@@ -158,7 +249,6 @@ impl Writer {
 
     /// Runs until told to shut down or every sender is gone.
     pub(crate) fn run(mut self, rx: Receiver<Msg>) {
-        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
         let mut waiting: Vec<SyncSender<u64>> = Vec::new();
         loop {
             let mut stop: Option<SyncSender<u64>> = None;
@@ -177,14 +267,20 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => stop = Some(std::sync::mpsc::sync_channel(1).0),
             }
             let settings = self.settings.load_full();
-            let mut checkpoint_lines: Vec<u8> = Vec::new();
+            self.seal_gaps();
             for m in msgs {
                 match m {
                     Msg::Event(e) => {
                         self.metrics.queue_depth().dec();
-                        self.append(&e, &mut buf);
+                        if self.pending.len() >= MAX_PENDING_BYTES {
+                            // The spool has not taken a write for a while: keep memory bounded.
+                            self.metrics.dropped("spool_unwritable", 1);
+                            self.losses.add("spool_unwritable", e.time);
+                            continue;
+                        }
+                        self.append(&e);
                         if self.since_checkpoint >= settings.checkpoint_every_records.max(1) {
-                            self.checkpoint(&settings, &mut buf, &mut checkpoint_lines);
+                            self.checkpoint(&settings);
                         }
                     }
                     Msg::Flush(reply) => waiting.push(reply),
@@ -194,50 +290,89 @@ impl Writer {
             let timed =
                 self.since_checkpoint > 0 && self.last_checkpoint.elapsed() >= settings.checkpoint_every;
             if timed || (stop.is_some() && self.since_checkpoint > 0) {
-                self.checkpoint(&settings, &mut buf, &mut checkpoint_lines);
+                self.checkpoint(&settings);
             }
-            if !buf.is_empty() {
-                if let Err(e) = self.write(&buf, &checkpoint_lines, &settings.spool) {
-                    tracing::error!(error = %e, "audit spool write failed; will retry");
-                    self.metrics.failure("spool");
-                    std::thread::sleep(Duration::from_millis(100));
-                    // Keep `buf`: the records are sealed and chained; retry the same bytes.
-                    if stop.is_none() {
-                        continue;
-                    }
-                } else {
-                    buf.clear();
+            let written = self.write(&settings.spool);
+            self.metrics.pending_bytes(self.pending.len());
+            if written {
+                if self.unsynced
+                    && settings.spool.fsync == FsyncPolicy::Interval
+                    && self.last_sync.elapsed() >= Duration::from_millis(settings.spool.fsync_interval_ms)
+                {
+                    self.sync();
+                }
+                self.committed.send_replace(self.seq);
+                self.metrics.head(self.seq);
+                for w in waiting.drain(..) {
+                    let _ = w.try_send(self.seq);
+                }
+                self.maybe_rotate(&settings.spool);
+                if self.last_retention.elapsed() >= Duration::from_secs(30) {
+                    self.retention(&settings.spool);
                 }
             }
-            if self.unsynced
-                && settings.spool.fsync == FsyncPolicy::Interval
-                && self.last_sync.elapsed() >= Duration::from_millis(settings.spool.fsync_interval_ms)
-            {
-                self.sync();
-            }
-            self.committed.send_replace(self.seq);
-            self.metrics.head(self.seq);
-            for w in waiting.drain(..) {
-                let _ = w.try_send(self.seq);
-            }
-            self.maybe_rotate(&settings.spool);
-            if self.last_retention.elapsed() >= Duration::from_secs(30) {
-                self.retention(&settings.spool);
-            }
             if let Some(reply) = stop {
+                if written && !self.gaps.is_empty() {
+                    // Retention ran in this last round: its gap goes into the chain too.
+                    self.seal_gaps();
+                    self.write(&settings.spool);
+                }
                 self.sync();
+                let unwritten = self.pending.iter().filter(|&&b| b == b'\n').count() as u64;
+                if unwritten > 0 {
+                    self.metrics.dropped("spool_unwritable", unwritten);
+                    tracing::error!(
+                        records = unwritten,
+                        "audit spool unwritable at shutdown: sealed records lost"
+                    );
+                }
                 tracing::info!(head_seq = self.seq, "audit spool closed");
                 let _ = reply.try_send(self.seq);
                 return;
             }
+            if !written {
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
     }
 
-    fn append(&mut self, e: &Event, buf: &mut Vec<u8>) {
+    /// Seals `gap` records: retention's at once, lost events' once the spool takes writes
+    /// again (so the gap follows what was held back).
+    fn seal_gaps(&mut self) {
+        for g in std::mem::take(&mut self.gaps) {
+            self.seal_event("gap", &g);
+        }
+        if !self.pending.is_empty() {
+            return;
+        }
+        for (reason, loss) in self.losses.take() {
+            let gap = Gap {
+                reason,
+                records: loss.records,
+                first_seq: None,
+                last_seq: None,
+                sinks: Vec::new(),
+                since: Some(loss.since.to_string()),
+                until: Some(loss.until.to_string()),
+            };
+            tracing::error!(
+                reason,
+                records = loss.records,
+                "audit records lost: sealing a gap record"
+            );
+            self.seal_event("gap", &gap);
+        }
+    }
+
+    fn seal_event(&mut self, kind: &'static str, body: &impl serde::Serialize) {
+        self.append(&Event::now(kind, body));
+    }
+
+    fn append(&mut self, e: &Event) {
         let time = e.time.to_string();
         match seal(&self.chain_id, self.seq + 1, &time, e.kind, &e.body, &self.head) {
             Ok((line, hash)) => {
-                buf.extend_from_slice(&line);
+                self.pending.extend_from_slice(&line);
                 self.seq += 1;
                 self.head = hash;
                 self.since_checkpoint += 1;
@@ -250,7 +385,7 @@ impl Writer {
         }
     }
 
-    fn checkpoint(&mut self, settings: &WriterSettings, buf: &mut Vec<u8>, cp_lines: &mut Vec<u8>) {
+    fn checkpoint(&mut self, settings: &WriterSettings) {
         let body = match &settings.signer {
             Some(s) => s.checkpoint_body(&self.chain_id, self.seq, &self.head),
             None => unsigned_body(self.seq, &self.head),
@@ -264,8 +399,8 @@ impl Writer {
             &body,
             &self.head,
         ) {
-            buf.extend_from_slice(&line);
-            cp_lines.extend_from_slice(&line);
+            self.pending.extend_from_slice(&line);
+            self.pending_cp.extend_from_slice(&line);
             self.seq += 1;
             self.head = hash;
             self.metrics.spooled("checkpoint");
@@ -274,38 +409,81 @@ impl Writer {
         self.last_checkpoint = Instant::now();
     }
 
-    fn write(&mut self, buf: &[u8], cp_lines: &[u8], spool: &AuditSpool) -> Result<(), AuditError> {
-        if self.segment.is_none() {
-            // The first line in `buf` is record `seq - records in buf + 1`: name the segment by it.
-            let first = first_seq_of(buf).unwrap_or(self.seq);
-            let path = self.dir.join(spool::segment_name(first));
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| AuditError::io(format!("opening {}", path.display()), e))?;
-            spool::sync_dir(&self.dir);
-            self.segment = Some(Segment {
-                len: file.metadata().map(|m| m.len()).unwrap_or(0),
-                file,
-                opened: Instant::now(),
-            });
+    /// Writes what is pending; false while the spool refuses writes (the lines stay pending).
+    fn write(&mut self, spool: &AuditSpool) -> bool {
+        match self.try_write(spool) {
+            Ok(()) => {
+                if let Some(since) = self.failing_since.take() {
+                    tracing::warn!(
+                        failed_for_ms = since.elapsed().as_millis() as u64,
+                        "audit spool writable again"
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                self.metrics.failure("spool");
+                if self.failing_since.is_none() {
+                    self.failing_since = Some(Instant::now());
+                    tracing::error!(
+                        error = %e,
+                        pending_bytes = self.pending.len(),
+                        "audit spool write failed; retrying every 100 ms, holding at most {MAX_PENDING_BYTES} bytes, then dropping events (they become a gap record)"
+                    );
+                }
+                false
+            }
         }
-        let Some(seg) = self.segment.as_mut() else {
-            return Ok(());
-        };
-        if let Err(e) = seg.file.write_all(buf) {
-            // Cut a partial append so the retry writes whole lines.
-            let _ = seg.file.set_len(seg.len);
-            return Err(AuditError::io("appending to the audit segment", e));
+    }
+
+    fn try_write(&mut self, spool: &AuditSpool) -> Result<(), AuditError> {
+        if !self.pending.is_empty() {
+            if self.segment.is_none() {
+                // Name the segment by the first pending record.
+                let first = first_seq_of(&self.pending).unwrap_or(self.seq);
+                let path = self.dir.join(spool::segment_name(first));
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| AuditError::io(format!("opening {}", path.display()), e))?;
+                spool::sync_dir(&self.dir);
+                self.segment = Some(Segment {
+                    len: file.metadata().map(|m| m.len()).unwrap_or(0),
+                    file,
+                    opened: Instant::now(),
+                });
+            }
+            let Some(seg) = self.segment.as_mut() else {
+                return Ok(());
+            };
+            if let Err(e) = seg.file.write_all(&self.pending) {
+                // Cut a partial append so the retry writes whole lines, and reopen then (the
+                // file may be gone or replaced by the time there is room).
+                let _ = seg.file.set_len(seg.len);
+                self.segment = None;
+                return Err(AuditError::io("appending to the audit segment", e));
+            }
+            seg.len += self.pending.len() as u64;
+            self.pending.clear();
+            self.unsynced = true;
         }
-        seg.len += buf.len() as u64;
-        if !cp_lines.is_empty() {
-            self.checkpoints
-                .write_all(cp_lines)
-                .map_err(|e| AuditError::io("appending to checkpoints.jsonl", e))?;
+        if !self.pending_cp.is_empty() {
+            // The chain holds the checkpoints already; this copy is retried on its own.
+            match self.checkpoints.write_all(&self.pending_cp) {
+                Ok(()) => {
+                    self.checkpoints_len += self.pending_cp.len() as u64;
+                    self.pending_cp.clear();
+                }
+                Err(e) => {
+                    let _ = self.checkpoints.set_len(self.checkpoints_len);
+                    if self.pending_cp.len() > MAX_PENDING_BYTES {
+                        self.pending_cp.clear();
+                    }
+                    tracing::error!(error = %e, "appending to checkpoints.jsonl failed; will retry");
+                }
+            }
         }
-        self.unsynced = true;
         if spool.fsync == FsyncPolicy::EveryBatch {
             self.sync();
         }
@@ -340,7 +518,8 @@ impl Writer {
     }
 
     /// Deletes closed segments every sink has shipped once they are older than the retention
-    /// period, and the oldest closed segments (shipped or not) past the size cap.
+    /// period, and the oldest closed segments (shipped or not) past the size cap; records no
+    /// sink had shipped become a `gap` record.
     fn retention(&mut self, spool: &AuditSpool) {
         self.last_retention = Instant::now();
         let Ok(segs) = spool::list_segments(&self.dir) else {
@@ -370,13 +549,27 @@ impl Writer {
                 if fs::remove_file(path).is_ok() {
                     total = total.saturating_sub(*len);
                     if !fully_shipped {
-                        let lost = last - shipped.max(first - 1);
+                        let from = (shipped + 1).max(*first);
+                        let lost = last + 1 - from;
                         self.metrics.dropped("retention", lost);
+                        let sinks = self.acks.behind(*last);
                         tracing::error!(
                             segment = %path.display(),
                             records = lost,
-                            "audit spool over its size cap: deleted records no sink has shipped yet"
+                            first_seq = from,
+                            last_seq = *last,
+                            sinks = ?sinks,
+                            "audit spool over its size cap: deleted records no sink has shipped yet (a gap record follows)"
                         );
+                        self.gaps.push(Gap {
+                            reason: "retention",
+                            records: lost,
+                            first_seq: Some(from),
+                            last_seq: Some(*last),
+                            sinks,
+                            since: None,
+                            until: None,
+                        });
                     }
                 }
             } else {

@@ -62,6 +62,7 @@ where
     request_rate_window(&make().await).await;
     token_rate_is_corrected_on_settlement(&make().await).await;
     concurrency_slots(&make().await).await;
+    settling_twice_applies_once(&make().await).await;
 }
 
 async fn reserve_then_settle(l: &impl Ledger) {
@@ -288,4 +289,60 @@ async fn concurrency_slots(l: &impl Ledger) {
         Ok(()),
         "leases lapse"
     );
+}
+
+/// A settlement retried (its reply was lost, or a journal write failed after the counters
+/// moved) or replayed from the outbox is applied once: the request id is its idempotency id.
+async fn settling_twice_applies_once(l: &impl Ledger) {
+    let end = NOW + 60_000;
+    let a = with_rate(
+        admission("twice", 500, &[("b:t9", 10_000, LATER)], NOW),
+        "r:t9:tpm:1",
+        RateKind::Tokens,
+        1_000,
+        100,
+        end,
+    );
+    let a = with_rate(a, "c:t9", RateKind::Concurrent, 1, 1, 0);
+    l.admit(&a).await.unwrap().unwrap();
+    let s = Settlement {
+        actual_micro_usd: 300,
+        actual_tokens: 40,
+    };
+    assert_eq!(l.settle(&a, s).await.unwrap(), vec![300]);
+    assert_eq!(
+        l.settle(&a, s).await.unwrap(),
+        vec![300],
+        "the repeat answers what the first did"
+    );
+    // A later replay (the outbox's clock moved on) is still the same settlement.
+    let mut later = a.clone();
+    later.now_ms = NOW + 5_000;
+    assert_eq!(l.settle(&later, s).await.unwrap(), vec![300]);
+    let st = l.budget_states(&["b:t9".into()], NOW).await.unwrap();
+    assert_eq!(
+        st[0],
+        BudgetState {
+            spent: 300,
+            reserved: 0
+        },
+        "charged once"
+    );
+    // The token counter was corrected once (40 used, not 80 or -60), the slot freed once.
+    let probe = |id: &str, amount: u64| {
+        with_rate(
+            admission(id, 0, &[], NOW),
+            "r:t9:tpm:1",
+            RateKind::Tokens,
+            41,
+            amount,
+            end,
+        )
+    };
+    assert_eq!(l.admit(&probe("p1", 1)).await.unwrap(), Ok(()), "40 used < 41");
+    assert!(l.admit(&probe("p2", 1)).await.unwrap().is_err(), "41 used");
+    // A different request id is a different settlement.
+    let b = admission("other", 100, &[("b:t9", 10_000, LATER)], NOW);
+    l.admit(&b).await.unwrap().unwrap();
+    assert_eq!(l.settle(&b, s).await.unwrap(), vec![600]);
 }

@@ -1,12 +1,20 @@
 //! The embedded ledger: counters in memory behind one mutex, settled spend journaled to a
 //! file so a restart keeps it.
 //!
-//! The journal is JSON lines `{"c":counter,"s":spent,"x":expires_at_ms}` holding absolute
-//! values, so replay is "last line per counter wins"; it is compacted on open. Lines are
-//! written at settlement (they survive a process crash: the kernel holds them) and fsynced
-//! by [`MemoryLedger::sync`], which the server calls periodically and at shutdown.
+//! The journal is JSON lines holding absolute values, so replay is "last line per counter
+//! wins"; it is compacted on open:
+//!
+//! * `{"c":counter,"s":spent,"x":expires_at_ms}`: a budget counter's settled spend;
+//! * `{"d":request id,"r":[spent after, per budget],"x":until_ms}`: a settled request id and
+//!   its answer, so a settlement repeated after a restart (an outbox replay) is not applied
+//!   again (see [`super::SETTLEMENT_ID_TTL_MS`]).
+//!
+//! A settlement is journaled *before* it changes the counters, in one write: if the write
+//! fails nothing changed (the partial line is cut off) and a retry is safe. Lines survive a
+//! process crash once written (the kernel holds them) and are fsynced by
+//! [`MemoryLedger::sync`], which the server calls every second and at shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -14,7 +22,10 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Admission, BudgetState, Ledger, LedgerError, LedgerFuture, RateKind, Refusal, Settlement};
+use super::{
+    Admission, BudgetState, Ledger, LedgerError, LedgerFuture, RateKind, Refusal, SETTLEMENT_ID_TTL_MS,
+    Settlement,
+};
 
 #[derive(Debug, Default)]
 struct Budget {
@@ -45,19 +56,97 @@ struct State {
     slots: HashMap<String, HashMap<String, i64>>,
     /// request id -> tokens added at admission, per token counter (for the correction)
     admitted_tokens: HashMap<String, u64>,
+    /// Settled request ids: their answer and until when (ledger clock, ms) it is kept.
+    settled: HashMap<String, (Vec<u64>, i64)>,
+    /// Settled ids in the order they expire (the TTL is constant, the clock never goes back).
+    settled_order: VecDeque<(i64, String)>,
+    /// The latest `now_ms` a caller passed: the ledger's clock for forgetting settled ids.
+    clock: i64,
 }
 
-#[derive(Serialize, Deserialize)]
+impl State {
+    fn forget_settled(&mut self) {
+        while let Some((until, _)) = self.settled_order.front() {
+            if *until > self.clock {
+                break;
+            }
+            if let Some((_, id)) = self.settled_order.pop_front() {
+                if self.settled.get(&id).is_some_and(|(_, u)| *u <= self.clock) {
+                    self.settled.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn remember_settled(&mut self, id: &str, after: Vec<u64>, until: i64) {
+        self.settled.insert(id.to_owned(), (after, until));
+        self.settled_order.push_back((until, id.to_owned()));
+    }
+}
+
+/// A journal line as read: a counter (`c`) or a settled request id (`d`).
+#[derive(Deserialize)]
 struct JournalLine {
-    c: String,
+    #[serde(default)]
+    c: Option<String>,
+    #[serde(default)]
     s: u64,
     x: i64,
+    #[serde(default)]
+    d: Option<String>,
+    #[serde(default)]
+    r: Vec<u64>,
+}
+
+#[derive(Serialize)]
+struct CounterLine<'a> {
+    c: &'a str,
+    s: u64,
+    x: i64,
+}
+
+#[derive(Serialize)]
+struct SettledLine<'a> {
+    d: &'a str,
+    r: &'a [u64],
+    x: i64,
+}
+
+/// The open journal and its length (a failed append is cut back to it).
+struct Journal {
+    file: File,
+    len: u64,
+    /// Tests: fail this many appends, as a full disk would.
+    #[cfg(test)]
+    fail_appends: u32,
+}
+
+impl Journal {
+    fn append(&mut self, lines: &[u8]) -> Result<(), LedgerError> {
+        #[cfg(test)]
+        if self.fail_appends > 0 {
+            self.fail_appends -= 1;
+            // Half the bytes land, as with ENOSPC mid-write.
+            let _ = self.file.write_all(&lines[..lines.len() / 2]);
+            let _ = self.file.set_len(self.len);
+            return Err(LedgerError::Journal(std::io::Error::other(
+                "no space left (test)",
+            )));
+        }
+        if let Err(e) = self.file.write_all(lines) {
+            // Cut the partial line, so the next append does not run into it.
+            let _ = self.file.set_len(self.len);
+            return Err(e.into());
+        }
+        self.len += lines.len() as u64;
+        Ok(())
+    }
 }
 
 /// The embedded ledger.
 pub struct MemoryLedger {
     state: Mutex<State>,
-    journal: Option<Mutex<File>>,
+    journal: Option<Mutex<Journal>>,
 }
 
 impl MemoryLedger {
@@ -81,32 +170,55 @@ impl MemoryLedger {
                 let Ok(l) = serde_json::from_str::<JournalLine>(&line?) else {
                     continue;
                 };
-                if l.x > now_ms {
-                    let b = state.budgets.entry(l.c).or_default();
+                if l.x <= now_ms {
+                    continue;
+                }
+                if let Some(c) = l.c {
+                    let b = state.budgets.entry(c).or_default();
                     b.spent = l.s;
                     b.expires_at_ms = l.x;
+                } else if let Some(d) = l.d {
+                    state.remember_settled(&d, l.r, l.x);
                 }
             }
         }
+        state.clock = now_ms;
+        // Journal order is settlement order, so expiries are already sorted but for ties.
+        state.settled_order.make_contiguous().sort();
         compact(path, &state)?;
         let file = OpenOptions::new().append(true).create(true).open(path)?;
+        let len = file.metadata()?.len();
         Ok(Self {
             state: Mutex::new(state),
-            journal: Some(Mutex::new(file)),
+            journal: Some(Mutex::new(Journal {
+                file,
+                len,
+                #[cfg(test)]
+                fail_appends: 0,
+            })),
         })
     }
 
     /// Flushes the journal to stable storage.
     pub fn sync(&self) -> Result<(), LedgerError> {
         if let Some(j) = &self.journal {
-            let f = j.lock().map_err(|_| poisoned())?;
-            f.sync_data()?;
+            let j = j.lock().map_err(|_| poisoned())?;
+            j.file.sync_data()?;
         }
         Ok(())
     }
 
+    /// Tests: the next `n` journal appends fail as on a full disk.
+    #[cfg(test)]
+    fn fail_next_appends(&self, n: u32) {
+        if let Some(j) = &self.journal {
+            j.lock().unwrap().fail_appends = n;
+        }
+    }
+
     fn admit_now(&self, a: &Admission) -> Result<Result<(), Refusal>, LedgerError> {
         let mut st = self.state.lock().map_err(|_| poisoned())?;
+        st.clock = st.clock.max(a.now_ms);
         let now = a.now_ms;
         for (index, b) in a.budgets.iter().enumerate() {
             let counter = st.budgets.entry(b.counter.clone()).or_default();
@@ -195,23 +307,56 @@ impl MemoryLedger {
 
     fn settle_now(&self, a: &Admission, s: Settlement) -> Result<Vec<u64>, LedgerError> {
         let mut st = self.state.lock().map_err(|_| poisoned())?;
-        let mut after = Vec::with_capacity(a.budgets.len());
-        let mut lines = String::new();
-        for b in &a.budgets {
+        st.clock = st.clock.max(a.now_ms);
+        st.forget_settled();
+        if let Some((after, _)) = st.settled.get(&a.request_id) {
+            return Ok(after.clone());
+        }
+        // What every counter becomes (an admission names each counter once, but add up
+        // correctly if one came twice).
+        let mut next: Vec<(u64, i64)> = Vec::with_capacity(a.budgets.len());
+        for (i, b) in a.budgets.iter().enumerate() {
+            let earlier = a.budgets[..i].iter().rposition(|e| e.counter == b.counter);
+            let (spent, expires) = match earlier {
+                Some(j) => next[j],
+                None => st
+                    .budgets
+                    .get(&b.counter)
+                    .map_or((0, 0), |c| (c.spent, c.expires_at_ms)),
+            };
+            next.push((
+                spent.saturating_add(s.actual_micro_usd),
+                expires.max(b.expires_at_ms),
+            ));
+        }
+        let after: Vec<u64> = next.iter().map(|(spent, _)| *spent).collect();
+        let until = st.clock.saturating_add(SETTLEMENT_ID_TTL_MS);
+        // Journal first: if the write fails, nothing has changed and a retry is safe.
+        if let (Some(j), true) = (&self.journal, s.actual_micro_usd > 0) {
+            let mut lines = Vec::new();
+            for (b, (spent, x)) in a.budgets.iter().zip(&next) {
+                let line = CounterLine {
+                    c: &b.counter,
+                    s: *spent,
+                    x: *x,
+                };
+                serde_json::to_writer(&mut lines, &line).map_err(std::io::Error::from)?;
+                lines.push(b'\n');
+            }
+            let done = SettledLine {
+                d: &a.request_id,
+                r: &after,
+                x: until,
+            };
+            serde_json::to_writer(&mut lines, &done).map_err(std::io::Error::from)?;
+            lines.push(b'\n');
+            j.lock().map_err(|_| poisoned())?.append(&lines)?;
+        }
+        for (b, (spent, x)) in a.budgets.iter().zip(&next) {
             let counter = st.budgets.entry(b.counter.clone()).or_default();
             counter.reservations.remove(&a.request_id);
-            counter.spent = counter.spent.saturating_add(s.actual_micro_usd);
-            counter.expires_at_ms = counter.expires_at_ms.max(b.expires_at_ms);
-            after.push(counter.spent);
-            if self.journal.is_some() && s.actual_micro_usd > 0 {
-                let line = JournalLine {
-                    c: b.counter.clone(),
-                    s: counter.spent,
-                    x: counter.expires_at_ms,
-                };
-                lines.push_str(&serde_json::to_string(&line).unwrap_or_default());
-                lines.push('\n');
-            }
+            counter.spent = *spent;
+            counter.expires_at_ms = *x;
         }
         let admitted = st.admitted_tokens.remove(&a.request_id).unwrap_or(0);
         for r in &a.rates {
@@ -232,10 +377,7 @@ impl MemoryLedger {
                 RateKind::Requests => {}
             }
         }
-        if let (Some(j), false) = (&self.journal, lines.is_empty()) {
-            let mut f = j.lock().map_err(|_| poisoned())?;
-            f.write_all(lines.as_bytes())?;
-        }
+        st.remember_settled(&a.request_id, after.clone(), until);
         Ok(after)
     }
 
@@ -266,12 +408,22 @@ fn compact(path: &Path, state: &State) -> Result<(), LedgerError> {
         let mut counters: Vec<_> = state.budgets.iter().collect();
         counters.sort_by(|a, b| a.0.cmp(b.0));
         for (c, b) in counters {
-            let line = JournalLine {
-                c: c.clone(),
+            let line = CounterLine {
+                c,
                 s: b.spent,
                 x: b.expires_at_ms,
             };
             writeln!(f, "{}", serde_json::to_string(&line).unwrap_or_default())?;
+        }
+        for (until, id) in &state.settled_order {
+            if let Some((after, _)) = state.settled.get(id) {
+                let line = SettledLine {
+                    d: id,
+                    r: after,
+                    x: *until,
+                };
+                writeln!(f, "{}", serde_json::to_string(&line).unwrap_or_default())?;
+            }
         }
         f.sync_all()?;
     }
@@ -303,6 +455,8 @@ impl Ledger for MemoryLedger {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
     use crate::ledger::conformance;
 
@@ -370,6 +524,77 @@ mod tests {
         );
         assert_eq!(s[1], BudgetState::default(), "an ended window is forgotten");
         let journal = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(journal.lines().count(), 1, "compacted: {journal}");
+        assert_eq!(
+            journal.lines().count(),
+            2,
+            "compacted to the live counter and the settled request id: {journal}"
+        );
+    }
+
+    /// A journal write that fails (a full disk) leaves the counters as they were, so the
+    /// request path's retry charges once; a settlement replayed after a restart (from the
+    /// outbox) is recognised by its request id in the journal.
+    #[tokio::test]
+    async fn a_failed_journal_write_changes_nothing_and_retries_charge_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spend.journal");
+        let now = 1_000_000;
+        let budgets = [("b:day:0", 10_000, now + 86_400_000)];
+        let s = Settlement {
+            actual_micro_usd: 250,
+            actual_tokens: 0,
+        };
+        let l = MemoryLedger::open(&path, now).unwrap();
+        let a = conformance::admission("r1", 400, &budgets, now);
+        l.admit(&a).await.unwrap().unwrap();
+        l.fail_next_appends(1);
+        assert!(l.settle(&a, s).await.is_err(), "the journal write failed");
+        let st = l.budget_states(&["b:day:0".into()], now).await.unwrap();
+        assert_eq!(
+            st[0],
+            BudgetState {
+                spent: 0,
+                reserved: 400
+            },
+            "nothing applied before it was journaled"
+        );
+        assert_eq!(l.settle(&a, s).await.unwrap(), vec![250], "the retry");
+        assert_eq!(l.settle(&a, s).await.unwrap(), vec![250], "a repeat");
+        l.sync().unwrap();
+        drop(l);
+        let journal = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            journal.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()),
+            "no torn line left by the failed write: {journal}"
+        );
+        // After a restart the settled id is still known: a replay changes nothing.
+        let l = MemoryLedger::open(&path, now + 1_000).unwrap();
+        let mut replay = a.clone();
+        replay.now_ms = now + 1_000;
+        assert_eq!(l.settle(&replay, s).await.unwrap(), vec![250]);
+        let st = l.budget_states(&["b:day:0".into()], now + 1_000).await.unwrap();
+        assert_eq!(st[0].spent, 250, "charged once across the restart");
+        // Settled ids are forgotten after their time, and with them their journal lines.
+        let later = now + SETTLEMENT_ID_TTL_MS + 10_000;
+        drop(l);
+        let l = MemoryLedger::open(&path, later).unwrap();
+        assert!(l.state.lock().unwrap().settled.is_empty());
+        let journal = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(journal.lines().count(), 1, "compacted to the counter: {journal}");
+    }
+
+    #[tokio::test]
+    async fn settled_ids_are_forgotten_after_their_time() {
+        let l = MemoryLedger::ephemeral();
+        let now = 5_000_000;
+        for i in 0..100 {
+            let a = conformance::admission(&format!("r{i}"), 1, &[("b:x", 1_000, now * 10)], now);
+            l.admit(&a).await.unwrap().unwrap();
+            l.settle(&a, Settlement::default()).await.unwrap();
+        }
+        assert_eq!(l.state.lock().unwrap().settled.len(), 100);
+        let a = conformance::admission("late", 1, &[("b:x", 1_000, now * 10)], now + SETTLEMENT_ID_TTL_MS);
+        l.settle(&a, Settlement::default()).await.unwrap();
+        assert_eq!(l.state.lock().unwrap().settled.len(), 1, "memory stays bounded");
     }
 }

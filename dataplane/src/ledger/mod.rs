@@ -9,19 +9,36 @@
 //! nothing), counts the request against its rate limits, and takes a concurrency slot; the
 //! settlement replaces the reservation with the actual cost and frees the slot. Reservations
 //! and slots carry a lease, so a replica that dies mid-request cannot hold them forever.
+//!
+//! # Settlements are idempotent
+//!
+//! A settlement's idempotency id is its admission's [`Admission::request_id`]: a ledger applies
+//! the first settlement of a request id and answers every repeat within
+//! [`SETTLEMENT_ID_TTL_MS`] with that first answer, changing nothing. So a retry after a lost
+//! reply (Redis applied the script, the answer never arrived) or after a failed journal write,
+//! and a replay from the [`outbox`], never charge twice. A settlement that still fails after
+//! the request path's retries waits in the [`outbox`] and is replayed when the ledger is back.
 
 pub mod conformance;
 pub mod memory;
+pub mod outbox;
 pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
 
+use serde::{Deserialize, Serialize};
+
+/// How long a ledger remembers a settled request id, ms (1 hour): repeats within it are
+/// answered, not applied. A settlement replayed later than this after one whose reply was
+/// lost could count twice; the outbox replays within seconds of the ledger coming back.
+pub const SETTLEMENT_ID_TTL_MS: i64 = 3_600_000;
+
 /// A boxed future returned by ledger operations.
 pub type LedgerFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, LedgerError>> + Send + 'a>>;
 
 /// A budget counter an admission charges.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BudgetCharge {
     /// Counter key: `b:{budget id}:{window start, unix seconds}`.
     pub counter: String,
@@ -32,7 +49,8 @@ pub struct BudgetCharge {
 }
 
 /// Rate-limit kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RateKind {
     /// Requests per window: admitted while `count + 1 <= limit`.
     Requests,
@@ -45,7 +63,7 @@ pub enum RateKind {
 }
 
 /// A rate-limit counter an admission charges.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateCharge {
     /// Counter key, e.g. `r:key:alice:rpm:{minute}` or `c:team:platform`.
     pub counter: String,
@@ -60,9 +78,10 @@ pub struct RateCharge {
 }
 
 /// Everything one request asks of the ledger.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Admission {
-    /// Unique request id: names the reservation and the concurrency slot.
+    /// Unique request id: names the reservation and the concurrency slot, and is the
+    /// idempotency id of the request's settlement.
     pub request_id: String,
     /// Estimated cost reserved on every budget counter.
     pub estimate_micro_usd: u64,
@@ -77,7 +96,7 @@ pub struct Admission {
 }
 
 /// What the request actually used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Settlement {
     /// Actual cost.
     pub actual_micro_usd: u64,
@@ -133,8 +152,10 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Replaces `a`'s reservation with the actual cost, corrects token counters and frees the
     /// concurrency slot. Returns the settled spend of each budget counter afterwards, in the
-    /// order of `a.budgets`. Settling twice is a no-op for the reservation but adds the cost
-    /// again: call it once.
+    /// order of `a.budgets`. Idempotent by `a.request_id`: a repeat within
+    /// [`SETTLEMENT_ID_TTL_MS`] changes nothing and returns the first settlement's answer
+    /// (whatever `s` it carries), so a caller may retry a settlement whose outcome it does
+    /// not know.
     fn settle<'a>(&'a self, a: &'a Admission, s: Settlement) -> LedgerFuture<'a, Vec<u64>>;
 
     /// The state of budget counters (unknown counters read as zero).

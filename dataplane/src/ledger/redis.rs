@@ -14,7 +14,10 @@
 //!   on every budget, count the request and its estimated tokens, and take the slots.
 //! * **settle** drops the reservation, adds the actual cost to every budget and returns the
 //!   spend after, corrects token counters (minus what the admission added, plus the actual
-//!   tokens) and frees the concurrency slots.
+//!   tokens) and frees the concurrency slots. It first looks up the request id's settlement
+//!   marker: a settlement already applied (a retry after a lost reply, an outbox replay)
+//!   returns the recorded answer and changes nothing; otherwise the marker is written in the
+//!   same script, so applying and remembering cannot be separated.
 //! * **budget states** reads spend and unexpired reservations without writing.
 //!
 //! The clock inside the scripts is the caller's (`Admission::now_ms`), never Redis `TIME`:
@@ -30,6 +33,7 @@
 //! | `P{budget counter}:leases` | sorted set | request id scored by its lease end (unix ms) | with the hash |
 //! | `P{requests or tokens counter}` | hash | `v` count, `e` window end (unix ms), `t:{request id}` tokens added at admission | window end + 60 s |
 //! | `P{concurrency counter}` | sorted set | request id scored by its lease end | after the longest lease |
+//! | `Psettled:{request id}` | string | the settlement's answer, the spend after per budget, comma-separated | [`super::SETTLEMENT_ID_TTL_MS`] after the settlement |
 //!
 //! Lapsed reservations (lease end <= now) are pruned by the next admission on that budget and
 //! subtracted from `r`, so a replica that died mid-request holds nothing past its lease, and
@@ -71,7 +75,10 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script, ScriptInvocation};
 
-use super::{Admission, BudgetState, Ledger, LedgerError, LedgerFuture, RateKind, Refusal, Settlement};
+use super::{
+    Admission, BudgetState, Ledger, LedgerError, LedgerFuture, RateKind, Refusal, SETTLEMENT_ID_TTL_MS,
+    Settlement,
+};
 
 /// The key prefix used when none is configured.
 pub const DEFAULT_PREFIX: &str = "tollgate:";
@@ -248,6 +255,11 @@ impl RedisLedger {
         format!("{}{counter}", self.prefix)
     }
 
+    /// The Redis key marking request `request_id`'s settlement as applied.
+    pub fn settled_key(&self, request_id: &str) -> String {
+        format!("{}settled:{request_id}", self.prefix)
+    }
+
     /// Round-trips a `PING` within the operation timeout (readiness checks).
     pub async fn ping(&self) -> Result<(), LedgerError> {
         let mut conn = self.conn.clone();
@@ -359,12 +371,14 @@ impl RedisLedger {
     async fn settle_once(&self, a: &Admission, s: Settlement) -> Result<Vec<u64>, LedgerError> {
         let mut inv = self.settle.prepare_invoke();
         self.keys_of(a, &mut inv);
+        inv.key(self.settled_key(&a.request_id));
         inv.arg(&a.request_id)
             .arg(s.actual_micro_usd)
             .arg(s.actual_tokens)
             .arg(a.now_ms)
             .arg(a.budgets.len())
-            .arg(a.rates.len());
+            .arg(a.rates.len())
+            .arg(SETTLEMENT_ID_TTL_MS);
         for b in &a.budgets {
             inv.arg(b.expires_at_ms);
         }
@@ -605,16 +619,25 @@ end
 return {0}
 "#;
 
-/// settle. KEYS as for admit. ARGV: request id, actual micro-USD, actual tokens, now ms,
-/// #budgets, #rates, then per budget its expires_at ms, then per rate its kind.
-/// Returns the settled spend of each budget afterwards.
+/// settle. KEYS as for admit, then the request's settlement marker. ARGV: request id, actual
+/// micro-USD, actual tokens, now ms, #budgets, #rates, marker TTL ms, then per budget its
+/// expires_at ms, then per rate its kind.
+/// Returns the settled spend of each budget afterwards; for a request already settled, what
+/// its first settlement returned, changing nothing.
 const SETTLE_BODY: &str = r#"
 local rid, now = ARGV[1], tonumber(ARGV[4])
 local usd, tok = tonumber(ARGV[2]), tonumber(ARGV[3])
 local nb, nr = tonumber(ARGV[5]), tonumber(ARGV[6])
 local kb, qf = 2 * nb, 'q:' .. rid
+local mk = KEYS[kb + nr + 1]
+local done = redis.call('GET', mk)
+if done then
+  local prev = {}
+  for v in string.gmatch(done, '[^,]+') do prev[#prev + 1] = tonumber(v) end
+  return prev
+end
 local out = {}
-local a = 7
+local a = 8
 for i = 1, nb do
   local h, z = KEYS[2 * i - 1], KEYS[2 * i]
   local exp = tonumber(ARGV[a])
@@ -652,6 +675,9 @@ for j = 1, nr do
     redis.call('ZREM', k, rid)
   end
 end
+local parts = {}
+for i = 1, nb do parts[i] = fmt(out[i]) end
+redis.call('SET', mk, table.concat(parts, ','), 'PX', ARGV[7])
 return out
 "#;
 

@@ -88,6 +88,11 @@ pub struct Plan {
     pub budgets: Vec<PlannedBudget>,
     /// One per `admission.rates`.
     pub rates: Vec<PlannedRate>,
+    /// The estimate a refusal is judged by: money really gone (402) when even this does not
+    /// fit the settled spend, else room held in flight (429). The learned estimate, when the
+    /// request reserves its worst case only because its key already has
+    /// [`super::history::MAX_OPTIMISTIC_IN_FLIGHT`] requests in flight on a learned one.
+    pub money_estimate_micro_usd: u64,
 }
 
 impl Plan {
@@ -251,6 +256,7 @@ pub fn plan(
         },
         budgets,
         rates,
+        money_estimate_micro_usd: estimate_micro_usd,
     }
 }
 

@@ -24,7 +24,12 @@
 //!   and sends `notifications/tools/list_changed` when a policy reload changes the revision.
 //! - **Accounting**: every `tools/call` is logged (`mcp tool call`) and counted in
 //!   `tollgate_mcp_tool_calls_total{key_id,team,server,tool,outcome}`, where `tool` is a
-//!   name an upstream server listed, else `other` (see [`names::KnownTools`]).
+//!   name an upstream server listed, else `other` (see [`names::KnownTools`]). With an audit
+//!   trail, every `tools/call` (allowed, denied or unknown) is an `mcp_tool_call` record and
+//!   every refusal of a key or a session a `denial` record.
+//! - **Flooding**: one key holds at most [`session::MAX_SESSIONS_PER_KEY`] sessions (64) of
+//!   the table's [`session::MAX_SESSIONS`]; past it its `initialize` gets HTTP 429 with a
+//!   JSON-RPC error and `retry-after`.
 //! - **Sidecar mode**: with `mcp_gateway` set, everything after the key check is the
 //!   gateway's: the request is relayed to it unchanged (see [`relay`]).
 //!
@@ -36,7 +41,6 @@ pub mod jsonrpc;
 pub mod names;
 pub mod relay;
 pub mod session;
-pub mod sse;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -54,7 +58,9 @@ use tokio::task::JoinSet;
 use self::jsonrpc::{
     GATEWAY_REFUSED, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, Message,
 };
-use self::session::{Lookup, Session, Sessions};
+use self::session::{Lookup, NoRoom, Session, Sessions};
+use crate::audit::Audit;
+use crate::audit::events::{Identity, McpToolCall};
 use crate::auth::authenticate;
 use crate::denial::Denial;
 use crate::metrics::Metrics;
@@ -86,6 +92,8 @@ pub struct McpGateway {
     sessions: Sessions,
     /// Tool names the upstream servers listed: the bounded `tool` metric label.
     known_tools: names::KnownTools,
+    /// Where tool calls and refusals are recorded, when auditing.
+    audit: Option<Audit>,
 }
 
 /// The kinds of list the gateway aggregates.
@@ -153,13 +161,25 @@ impl McpGateway {
             metrics,
             sessions: Sessions::new(session::DEFAULT_IDLE_TTL),
             known_tools: names::KnownTools::default(),
+            audit: None,
         }
     }
 
+    /// Records tool calls and refusals in `audit` (when auditing).
+    pub fn set_audit(&mut self, audit: Option<Audit>) {
+        self.audit = audit;
+    }
+
     /// Serves one request on the MCP endpoint; never fails (errors are JSON-RPC errors).
-    pub async fn handle(&self, req: hyper::Request<Incoming>, span: &tracing::Span) -> Response<ProxyBody> {
+    /// `request_id` is the gateway's id of the HTTP request, for the audit trail.
+    pub async fn handle(
+        &self,
+        req: hyper::Request<Incoming>,
+        request_id: &str,
+        span: &tracing::Span,
+    ) -> Response<ProxyBody> {
         let (parts, body) = req.into_parts();
-        match self.serve(&parts, body, span).await {
+        match self.serve(&parts, body, request_id, span).await {
             Ok(resp) => resp,
             Err(r) => json_response(r.status, &r.body, None),
         }
@@ -169,6 +189,7 @@ impl McpGateway {
         &self,
         parts: &Parts,
         body: Incoming,
+        request_id: &str,
         span: &tracing::Span,
     ) -> Result<Response<ProxyBody>, Refusal> {
         let (method, headers) = (&parts.method, &parts.headers);
@@ -186,8 +207,8 @@ impl McpGateway {
                 "tollgate: the gateway has no valid policy loaded yet",
             )
         })?;
-        let key =
-            authenticate(&snapshot, headers, jiff::Timestamp::now()).map_err(|d| self.refuse_key(&d))?;
+        let key = authenticate(&snapshot, headers, jiff::Timestamp::now())
+            .map_err(|d| self.refuse_key(&d, request_id))?;
         span.record("key_id", key.id.as_str());
         if let Some(team) = &key.team {
             span.record("team", team.as_str());
@@ -208,7 +229,10 @@ impl McpGateway {
         }
         let session_id = header_str(headers, "mcp-session-id");
         match *method {
-            Method::POST => self.post(headers, body, &snapshot, &key, session_id).await,
+            Method::POST => {
+                self.post(headers, body, &snapshot, &key, session_id, request_id)
+                    .await
+            }
             Method::GET => {
                 let accepts = header_str(headers, "accept").is_some_and(|a| a.contains("text/event-stream"));
                 if !accepts {
@@ -242,7 +266,7 @@ impl McpGateway {
         }
     }
 
-    fn refuse_key(&self, d: &Denial) -> Refusal {
+    fn refuse_key(&self, d: &Denial, request_id: &str) -> Refusal {
         self.metrics.denial(d.reason(), "", "");
         tracing::warn!(reason = d.reason(), status = d.status(), "MCP request denied");
         let message = match d {
@@ -252,6 +276,9 @@ impl McpGateway {
             }
             other => other.message(),
         };
+        if let Some(a) = &self.audit {
+            a.refusal(d.reason(), d.status(), &message, request_id, None, None);
+        }
         let status = StatusCode::from_u16(d.status()).unwrap_or(StatusCode::UNAUTHORIZED);
         Refusal::new(status, GATEWAY_REFUSED, message)
     }
@@ -270,6 +297,7 @@ impl McpGateway {
         snapshot: &Arc<Snapshot>,
         key: &Arc<KeyEntry>,
         session_id: Option<&str>,
+        request_id: &str,
     ) -> Result<Response<ProxyBody>, Refusal> {
         let bytes = read_body(body).await?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -285,7 +313,7 @@ impl McpGateway {
         })?;
         if let Message::Request { id, method, params } = &message {
             if method == "initialize" {
-                return self.initialize(id, params, snapshot, key);
+                return self.initialize(id, params, snapshot, key, request_id);
             }
         }
         let stateless = session_id.is_none() && declares_stateless(headers, &message);
@@ -304,7 +332,9 @@ impl McpGateway {
         match message {
             Message::Notification { .. } | Message::Response => Ok(accepted(echo)),
             Message::Request { id, method, params } => {
-                let reply = self.dispatch(&session, snapshot, key, &id, &method, params).await;
+                let reply = self
+                    .dispatch(&session, snapshot, key, (&id, request_id), &method, params)
+                    .await;
                 Ok(json_response(StatusCode::OK, &reply, echo))
             }
         }
@@ -316,6 +346,7 @@ impl McpGateway {
         params: &Value,
         snapshot: &Snapshot,
         key: &KeyEntry,
+        request_id: &str,
     ) -> Result<Response<ProxyBody>, Refusal> {
         let asked = params
             .get("protocolVersion")
@@ -326,16 +357,10 @@ impl McpGateway {
         } else {
             LATEST_SESSION_VERSION
         };
-        let session = self
-            .sessions
-            .create(&key.id, version, Instant::now())
-            .ok_or_else(|| {
-                Refusal::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    INTERNAL_ERROR,
-                    "tollgate: too many MCP sessions; retry later",
-                )
-            })?;
+        let session = match self.sessions.create(&key.id, version, Instant::now()) {
+            Ok(s) => s,
+            Err(no_room) => return Ok(self.refuse_session(id, key, &no_room, request_id)),
+        };
         let servers: Vec<&str> = snapshot
             .mcp_servers()
             .iter()
@@ -368,12 +393,50 @@ impl McpGateway {
         ))
     }
 
+    /// An `initialize` the session table cannot take: the key's quota (429, `retry-after`)
+    /// or the whole table (503), as a JSON-RPC error; recorded as a denial.
+    fn refuse_session(
+        &self,
+        id: &Value,
+        key: &KeyEntry,
+        no_room: &NoRoom,
+        request_id: &str,
+    ) -> Response<ProxyBody> {
+        let (reason, status, message, retry_after) = match no_room {
+            NoRoom::Key { limit, retry_after } => (
+                "mcp_session_quota",
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "tollgate: virtual key {:?} holds {limit} MCP sessions, the most one key may: end unused ones (DELETE /mcp) or wait for one to expire",
+                    key.id
+                ),
+                retry_after.as_secs().max(1),
+            ),
+            NoRoom::Table => (
+                "mcp_session_table_full",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "tollgate: too many MCP sessions; retry later".to_owned(),
+                5,
+            ),
+        };
+        let team = key.team.as_deref().unwrap_or("");
+        self.metrics.denial(reason, &key.id, team);
+        tracing::warn!(reason, status = status.as_u16(), "MCP session refused");
+        if let Some(a) = &self.audit {
+            a.refusal(reason, status.as_u16(), &message, request_id, Some(key), None);
+        }
+        let mut r = json_response(status, &jsonrpc::error(id, GATEWAY_REFUSED, message, None), None);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        r
+    }
+
     async fn dispatch(
         &self,
         session: &Arc<Session>,
         snapshot: &Arc<Snapshot>,
         key: &Arc<KeyEntry>,
-        id: &Value,
+        (id, request_id): (&Value, &str),
         method: &str,
         params: Value,
     ) -> Value {
@@ -388,7 +451,10 @@ impl McpGateway {
             "prompts/list" => self.list(PROMPTS, session, snapshot, key, id, &params).await,
             "resources/list" => self.list(RESOURCES, session, snapshot, key, id, &params).await,
             "resources/templates/list" => self.list(TEMPLATES, session, snapshot, key, id, &params).await,
-            "tools/call" => self.call_tool(session, snapshot, key, id, params).await,
+            "tools/call" => {
+                self.call_tool(session, snapshot, key, (id, request_id), params)
+                    .await
+            }
             "prompts/get" => self.get_prompt(session, snapshot, key, id, params).await,
             "resources/read" => self.read_resource(session, snapshot, key, id, params).await,
             other => jsonrpc::error(
@@ -540,10 +606,33 @@ impl McpGateway {
         session: &Arc<Session>,
         snapshot: &Snapshot,
         key: &KeyEntry,
-        id: &Value,
+        (id, request_id): (&Value, &str),
         mut params: Value,
     ) -> Value {
         let team = key.team.as_deref().unwrap_or("");
+        let record = |server: &str, tool: &str, outcome: &'static str, duration_ms: Option<u64>| {
+            let Some(a) = &self.audit else { return };
+            let allowed = !matches!(outcome, "denied" | "unknown");
+            a.mcp_tool_call(McpToolCall {
+                identity: Identity {
+                    request_id: request_id.to_owned(),
+                    key_id: Some(key.id.clone()),
+                    user: key.user.clone(),
+                    team: key.team.clone(),
+                    session_id: Some(session.id.clone()),
+                },
+                server: server.to_owned(),
+                tool: tool.to_owned(),
+                allowed,
+                outcome,
+                reason: match outcome {
+                    "denied" => Some("denied by policy".to_owned()),
+                    "unknown" => Some("no MCP server of this gateway has this tool".to_owned()),
+                    _ => None,
+                },
+                duration_ms,
+            });
+        };
         let Some(name) = params.get("name").and_then(Value::as_str).map(str::to_owned) else {
             return jsonrpc::error(id, INVALID_PARAMS, "tools/call: params.name is required", None);
         };
@@ -552,6 +641,7 @@ impl McpGateway {
         let Some((entry, tool)) = target else {
             self.metrics.mcp_tool_call(&key.id, team, "", "", "unknown");
             tracing::warn!(tool = %name, outcome = "unknown", "mcp tool call");
+            record("", &name, "unknown", None);
             return jsonrpc::error(
                 id,
                 INVALID_PARAMS,
@@ -564,6 +654,7 @@ impl McpGateway {
         if !key.may_call_mcp(server, &tool) {
             self.metrics.mcp_tool_call(&key.id, team, server, label, "denied");
             tracing::warn!(server, tool = %tool, outcome = "denied", "mcp tool call");
+            record(server, &tool, "denied", None);
             return jsonrpc::error(
                 id,
                 INVALID_PARAMS,
@@ -608,7 +699,9 @@ impl McpGateway {
             ),
         };
         self.metrics.mcp_tool_call(&key.id, team, server, label, outcome);
-        tracing::info!(server, tool = %tool, outcome, duration_ms = started.elapsed().as_millis() as u64, "mcp tool call");
+        let duration_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(server, tool = %tool, outcome, duration_ms, "mcp tool call");
+        record(server, &tool, outcome, Some(duration_ms));
         reply
     }
 
@@ -846,7 +939,7 @@ fn encode_cursor(method: &str, cursors: serde_json::Map<String, Value>) -> Strin
     hex::encode(json!({"m": method, "c": cursors}).to_string())
 }
 
-fn decode_cursor(cursor: &str, method: &str) -> Option<HashMap<String, String>> {
+pub(crate) fn decode_cursor(cursor: &str, method: &str) -> Option<HashMap<String, String>> {
     let bytes = hex::decode(cursor).ok()?;
     let v: Value = serde_json::from_slice(&bytes).ok()?;
     if v.get("m")?.as_str()? != method {

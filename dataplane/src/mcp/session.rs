@@ -18,6 +18,25 @@ pub const DEFAULT_IDLE_TTL: Duration = Duration::from_secs(30 * 60);
 /// Most sessions held at once; beyond it `initialize` is refused until some expire.
 pub const MAX_SESSIONS: usize = 10_000;
 
+/// Most sessions one key holds at once; beyond it that key's `initialize` is refused (429)
+/// until one of its sessions ends (`DELETE`) or expires, so one key cannot take the table
+/// from the others. Claude Code holds one per configured gateway server per running agent.
+pub const MAX_SESSIONS_PER_KEY: usize = 64;
+
+/// Why a session could not be created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoRoom {
+    /// The whole table is full of live sessions.
+    Table,
+    /// The key holds [`MAX_SESSIONS_PER_KEY`] live sessions.
+    Key {
+        /// The quota.
+        limit: usize,
+        /// When the key's oldest idle session expires (if none is used meanwhile).
+        retry_after: Duration,
+    },
+}
+
 /// One client session.
 pub struct Session {
     /// The id the client echoes in `Mcp-Session-Id`.
@@ -115,9 +134,47 @@ fn same_target(a: &McpServerEntry, b: &McpServerEntry) -> bool {
 
 /// The session table.
 pub struct Sessions {
-    map: Mutex<HashMap<String, Arc<Session>>>,
+    table: Mutex<Table>,
     ttl: Duration,
+    per_key: usize,
 }
+
+#[derive(Default)]
+struct Table {
+    map: HashMap<String, Arc<Session>>,
+    /// Live `initialize`d sessions per key (the stateless per-key session is not counted).
+    per_key: HashMap<String, usize>,
+}
+
+impl Table {
+    fn counted(s: &Session) -> bool {
+        !s.id.starts_with(STATELESS_PREFIX)
+    }
+
+    fn insert(&mut self, s: Arc<Session>) {
+        if Self::counted(&s) {
+            *self.per_key.entry(s.key_id.clone()).or_default() += 1;
+        }
+        self.map.insert(s.id.clone(), s);
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Arc<Session>> {
+        let s = self.map.remove(id)?;
+        s.close();
+        if Self::counted(&s) {
+            if let Some(n) = self.per_key.get_mut(&s.key_id) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_key.remove(&s.key_id);
+                }
+            }
+        }
+        Some(s)
+    }
+}
+
+/// Id prefix of the per-key session of stateless requests.
+const STATELESS_PREFIX: &str = "stateless:";
 
 /// Why a session id did not resolve.
 #[derive(Debug, PartialEq, Eq)]
@@ -129,40 +186,52 @@ pub enum Lookup {
 }
 
 impl Sessions {
-    /// An empty table expiring sessions idle for `ttl`.
+    /// An empty table expiring sessions idle for `ttl`, at most [`MAX_SESSIONS_PER_KEY`] per key.
     pub fn new(ttl: Duration) -> Self {
+        Self::with_quota(ttl, MAX_SESSIONS_PER_KEY)
+    }
+
+    /// An empty table with a per-key quota of `per_key` sessions.
+    pub fn with_quota(ttl: Duration, per_key: usize) -> Self {
         Self {
-            map: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table::default()),
             ttl,
+            per_key: per_key.max(1),
         }
     }
 
-    /// Creates a session; `None` when the table is full of live sessions.
-    pub fn create(&self, key_id: &str, version: &str, now: Instant) -> Option<Arc<Session>> {
-        let mut map = self.map.lock().ok()?;
+    /// Creates a session, unless the table or the key's quota is full of live sessions.
+    pub fn create(&self, key_id: &str, version: &str, now: Instant) -> Result<Arc<Session>, NoRoom> {
+        let mut t = self.table.lock().map_err(|_| NoRoom::Table)?;
         // Sessions clients abandon without DELETE are ended here (at most MAX_SESSIONS to scan).
-        self.sweep(&mut map, now);
-        if map.len() >= MAX_SESSIONS {
-            return None;
+        self.sweep(&mut t, now);
+        if t.per_key.get(key_id).copied().unwrap_or(0) >= self.per_key {
+            let oldest = t
+                .map
+                .values()
+                .filter(|s| s.key_id == key_id && Table::counted(s))
+                .map(|s| s.idle_since())
+                .min()
+                .unwrap_or(now);
+            return Err(NoRoom::Key {
+                limit: self.per_key,
+                retry_after: (oldest + self.ttl).saturating_duration_since(now),
+            });
         }
-        let id = new_id();
-        let s = Arc::new(Session::new(
-            id.clone(),
-            key_id.to_owned(),
-            version.to_owned(),
-            now,
-        ));
-        map.insert(id, s.clone());
-        Some(s)
+        if t.map.len() >= MAX_SESSIONS {
+            return Err(NoRoom::Table);
+        }
+        let s = Arc::new(Session::new(new_id(), key_id.to_owned(), version.to_owned(), now));
+        t.insert(s.clone());
+        Ok(s)
     }
 
     /// The session for `id` presented by `key_id`, touched; expired ones are removed.
     pub fn get(&self, id: &str, key_id: &str, now: Instant) -> Result<Arc<Session>, Lookup> {
-        let mut map = self.map.lock().map_err(|_| Lookup::Unknown)?;
-        let s = map.get(id).cloned().ok_or(Lookup::Unknown)?;
+        let mut t = self.table.lock().map_err(|_| Lookup::Unknown)?;
+        let s = t.map.get(id).cloned().ok_or(Lookup::Unknown)?;
         if now.saturating_duration_since(s.idle_since()) > self.ttl {
-            map.remove(id);
-            s.close();
+            t.remove(id);
             return Err(Lookup::Unknown);
         }
         if s.key_id != key_id {
@@ -174,44 +243,37 @@ impl Sessions {
 
     /// The shared session of a key's stateless (2026-07-28 style) requests, made on first use.
     pub fn stateless(&self, key_id: &str, now: Instant) -> Option<Arc<Session>> {
-        let id = format!("stateless:{key_id}");
+        let id = format!("{STATELESS_PREFIX}{key_id}");
         if let Ok(s) = self.get(&id, key_id, now) {
             return Some(s);
         }
-        let mut map = self.map.lock().ok()?;
-        let s = Arc::new(Session::new(
-            id.clone(),
-            key_id.to_owned(),
-            "2026-07-28".into(),
-            now,
-        ));
-        map.insert(id, s.clone());
+        let mut t = self.table.lock().ok()?;
+        let s = Arc::new(Session::new(id, key_id.to_owned(), "2026-07-28".into(), now));
+        t.insert(s.clone());
         Some(s)
     }
 
     /// Ends a session; false when it was not there (or belongs to another key).
     pub fn remove(&self, id: &str, key_id: &str) -> bool {
-        let Ok(mut map) = self.map.lock() else {
+        let Ok(mut t) = self.table.lock() else {
             return false;
         };
-        match map.get(id) {
-            Some(s) if s.key_id == key_id => {
-                s.close();
-                map.remove(id);
-                true
-            }
+        match t.map.get(id) {
+            Some(s) if s.key_id == key_id => t.remove(id).is_some(),
             _ => false,
         }
     }
 
-    fn sweep(&self, map: &mut HashMap<String, Arc<Session>>, now: Instant) {
-        map.retain(|_, s| {
-            let live = now.saturating_duration_since(s.idle_since()) <= self.ttl;
-            if !live {
-                s.close();
-            }
-            live
-        });
+    fn sweep(&self, t: &mut Table, now: Instant) {
+        let expired: Vec<String> = t
+            .map
+            .values()
+            .filter(|s| now.saturating_duration_since(s.idle_since()) > self.ttl)
+            .map(|s| s.id.clone())
+            .collect();
+        for id in expired {
+            t.remove(&id);
+        }
     }
 }
 
@@ -254,5 +316,52 @@ mod tests {
         assert!(!t.remove(&s2.id, "bob"));
         assert!(t.remove(&s2.id, "alice"));
         assert!(t.get(&s2.id, "alice", now).is_err());
+    }
+
+    #[test]
+    fn one_key_cannot_fill_the_table() {
+        let t = Sessions::new(Duration::from_secs(60));
+        let now = Instant::now();
+        // A flooding key gets its quota, far short of the table.
+        let mut made = Vec::new();
+        while made.len() < MAX_SESSIONS {
+            match t.create("flood", "2025-11-25", now) {
+                Ok(s) => made.push(s),
+                Err(_) => break,
+            }
+        }
+        assert_eq!(
+            made.len(),
+            MAX_SESSIONS_PER_KEY,
+            "one key filled the global table"
+        );
+        let at = now + Duration::from_secs(10);
+        match t.create("flood", "2025-11-25", at) {
+            Ok(_) => panic!("over quota"),
+            Err(NoRoom::Key { limit, retry_after }) => {
+                assert_eq!(limit, MAX_SESSIONS_PER_KEY);
+                assert_eq!(retry_after, Duration::from_secs(50), "when the oldest expires");
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+        // Everyone else still gets theirs.
+        assert!(
+            t.create("alice", "2025-11-25", at).is_ok(),
+            "another key was locked out"
+        );
+        // The key's stateless session is not taken from its quota.
+        assert!(t.stateless("flood", at).is_some());
+        // Ending one makes room for one more; so does expiry.
+        assert!(t.remove(&made[63].id, "flood"));
+        assert!(t.create("flood", "2025-11-25", at).is_ok());
+        assert!(matches!(
+            t.create("flood", "2025-11-25", at),
+            Err(NoRoom::Key { .. })
+        ));
+        let later = now + Duration::from_secs(61);
+        assert!(
+            t.create("flood", "2025-11-25", later).is_ok(),
+            "expired ones free the quota"
+        );
     }
 }

@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use super::sse::SseReader;
 use crate::policy::McpServerEntry;
+use crate::sse::DataReader;
 use crate::upstream::HttpClient;
 
 /// The protocol revision the gateway offers upstream.
@@ -26,6 +26,9 @@ pub const UPSTREAM_PROTOCOL_VERSION: &str = "2025-11-25";
 
 /// Largest JSON response read from an upstream.
 const MAX_RESPONSE_BYTES: usize = 16 << 20;
+/// Largest event of an upstream's SSE response or listen stream, so a hostile upstream
+/// cannot grow a buffer without limit.
+const MAX_SSE_EVENT_BYTES: usize = 16 << 20;
 
 /// Why an upstream exchange failed. Messages name no secret.
 #[derive(Debug, thiserror::Error)]
@@ -339,7 +342,7 @@ fn authorize(entry: &McpServerEntry, req: &mut Request<Full<Bytes>>) -> Result<(
 }
 
 /// The response with id `want` in a message or batch.
-fn find_response(v: Value, want: u64) -> Option<Value> {
+pub(crate) fn find_response(v: Value, want: u64) -> Option<Value> {
     let matches = |m: &Value| m.get("id").and_then(Value::as_u64) == Some(want);
     match v {
         Value::Array(items) => items.into_iter().find(matches),
@@ -364,7 +367,7 @@ async fn read_sse_response(
     want: u64,
     events: &broadcast::Sender<Bytes>,
 ) -> Result<Value, UpstreamError> {
-    let mut reader = SseReader::default();
+    let mut reader = DataReader::new(MAX_SSE_EVENT_BYTES);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| UpstreamError::Unreachable(format!("stream broken: {e}")))?;
         let Some(data) = frame.data_ref() else { continue };
@@ -414,7 +417,7 @@ async fn listen(
         return;
     }
     let mut body = resp.into_body();
-    let mut reader = SseReader::default();
+    let mut reader = DataReader::new(MAX_SSE_EVENT_BYTES);
     while let Some(Ok(frame)) = body.frame().await {
         let Some(data) = frame.data_ref() else { continue };
         let Ok(payloads) = reader.feed(data) else { return };

@@ -80,6 +80,14 @@ impl KeyEntry {
         self.tools.iter().all(|t| t.permits(name))
     }
 
+    /// Whether every tool whose name starts with `prefix` stays (the tools of an MCP connector
+    /// server, which the gateway cannot list): see [`AllowDeny::permits_every_name_with_prefix`].
+    pub fn keeps_every_tool_with_prefix(&self, prefix: &str) -> bool {
+        self.tools
+            .iter()
+            .all(|t| t.permits_every_name_with_prefix(prefix))
+    }
+
     /// Whether a built-in tool policy applies to this key at all.
     pub fn has_tool_policy(&self) -> bool {
         !self.tools.is_empty()
@@ -402,12 +410,26 @@ impl Snapshot {
 
     /// The targets of the route serving `model` that `key` may use, in fallback order
     /// (see [`KeyEntry::may_use_routed`]); `None` when no route serves the model.
+    ///
+    /// An allow on the requested name counts for a target only when the route names that
+    /// model exactly (an alias the platform team chose). Behind a glob route a client picks the
+    /// requested name itself (`claude-haiku-x-opus` matching `*-opus`), so the model served
+    /// must be allowed on its own.
     pub fn targets_for(&self, key: &KeyEntry, model: &str) -> Option<Vec<Target>> {
-        let targets = self.route(model)?;
+        let route = self.routes.iter().find(|r| r.pattern.matches(model))?;
+        let alias = route.pattern.is_literal();
         Some(
-            targets
+            route
+                .targets
                 .iter()
-                .filter(|t| key.may_use_routed(model, t.model.as_deref().unwrap_or(model)))
+                .filter(|t| {
+                    let served = t.model.as_deref().unwrap_or(model);
+                    if alias || served == model {
+                        key.may_use_routed(model, served)
+                    } else {
+                        key.may_use_routed(model, served) && key.may_use_routed(served, served)
+                    }
+                })
                 .cloned()
                 .collect(),
         )

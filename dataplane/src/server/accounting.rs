@@ -68,6 +68,9 @@ pub struct Completion {
     /// Where complete responses teach the budget estimate what this key and model (its
     /// label) need: the history and the key id.
     pub history: Option<(Arc<OutputHistory>, String)>,
+    /// The key's optimistic slot (see [`OutputHistory::optimistic_slot`]), given back when the
+    /// exchange ends.
+    pub slot: Option<crate::limits::history::OptimisticSlot>,
 }
 
 /// Cost of an exchange, and whether the model had its own price (an unpriced model is
@@ -108,7 +111,12 @@ impl Completion {
         }
         if let Some((history, key_id)) = self.history.take() {
             if complete && !estimated && (200..300).contains(&self.status) {
-                history.record(&key_id, &self.labels.model, usage.output_tokens);
+                history.record(
+                    &key_id,
+                    &self.upstream_model,
+                    usage.output_tokens,
+                    self.request.max_output_tokens,
+                );
             }
         }
         let total = self.sent.elapsed();

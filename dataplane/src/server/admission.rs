@@ -5,6 +5,11 @@
 //! dropped while waiting for it (the client left) still gets its answer, and an [`Admitted`]
 //! dropped without a settlement (the request future dropped before a response body existed)
 //! releases its reservation and slots at once instead of holding them for the lease.
+//!
+//! A settlement is never dropped silently: it is retried (safe, settlements are idempotent by
+//! request id), then kept in the [`Outbox`] and replayed when the ledger answers again. A
+//! request admitted on local limits while the shared ledger was down (fail open) settles
+//! locally and is also settled on the shared ledger, so its spend reaches the shared budgets.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +17,7 @@ use std::time::Duration;
 use crate::audit::Audit;
 use crate::audit::events::{BudgetThreshold, Identity};
 use crate::denial::Denial;
+use crate::ledger::outbox::Outbox;
 use crate::ledger::{Ledger, LedgerError, RateKind, Refusal, Settlement};
 use crate::limits::plan::{Plan, crossed_thresholds};
 use crate::metrics::Metrics;
@@ -28,6 +34,8 @@ pub struct Ledgers {
     /// This replica's own counters, used when the primary is unreachable and the policy
     /// says `fail_open_with_local_limits`.
     pub local: Arc<dyn Ledger>,
+    /// Settlements the primary did not take, replayed when it answers again.
+    pub outbox: Arc<Outbox>,
 }
 
 /// A request admitted against a ledger; settle it exactly once. Dropped unsettled, it
@@ -39,7 +47,13 @@ pub struct Admitted {
 /// What an admission holds until it is settled.
 struct Held {
     plan: Plan,
+    /// The ledger that admitted the request (the primary, or the local one when failing open).
     ledger: Arc<dyn Ledger>,
+    /// The shared ledger, whose budgets the spend belongs to in any case.
+    primary: Arc<dyn Ledger>,
+    /// Admitted on local limits because the primary was down.
+    fallback: bool,
+    outbox: Arc<Outbox>,
     metrics: Arc<Metrics>,
     span: tracing::Span,
     audit: Option<(Audit, Identity)>,
@@ -76,8 +90,8 @@ async fn admit_now(
     metrics: &Arc<Metrics>,
     span: &tracing::Span,
 ) -> Result<Option<Admitted>, Denial> {
-    let (ledger, verdict) = match ledgers.primary.admit(&plan.admission).await {
-        Ok(v) => (ledgers.primary.clone(), v),
+    let (ledger, fallback, verdict) = match ledgers.primary.admit(&plan.admission).await {
+        Ok(v) => (ledgers.primary.clone(), false, v),
         Err(e) => {
             metrics.ledger_error("admit");
             match mode {
@@ -93,7 +107,7 @@ async fn admit_now(
                             detail: e.to_string(),
                         }
                     })?;
-                    (ledgers.local.clone(), v)
+                    (ledgers.local.clone(), true, v)
                 }
             }
         }
@@ -103,6 +117,9 @@ async fn admit_now(
             inner: Some(Held {
                 plan,
                 ledger,
+                primary: ledgers.primary.clone(),
+                fallback,
+                outbox: ledgers.outbox.clone(),
                 metrics: metrics.clone(),
                 span: span.clone(),
                 audit: None,
@@ -121,7 +138,7 @@ async fn admit_now(
 fn money_gone(plan: &Plan, index: usize, spent: u64) -> bool {
     plan.budgets
         .get(index)
-        .is_none_or(|b| spent.saturating_add(plan.admission.estimate_micro_usd) > b.limit_micro_usd)
+        .is_none_or(|b| spent.saturating_add(plan.money_estimate_micro_usd) > b.limit_micro_usd)
 }
 
 /// A refusal for held room, unless another budget of the plan has no money left: the ledger
@@ -247,8 +264,8 @@ impl Admitted {
     }
 
     /// Settles in the background (the response is already on its way), retrying briefly;
-    /// a settlement that still fails is logged with its amount and counted, never dropped
-    /// silently. Crossed soft thresholds are logged and counted.
+    /// a settlement that still fails waits in the outbox for the ledger to come back (logged
+    /// with its amount and counted). Crossed soft thresholds are logged and counted.
     pub fn settle(mut self, settlement: Settlement) {
         if let Some(held) = self.inner.take() {
             held.settle(settlement);
@@ -275,26 +292,61 @@ impl Drop for Admitted {
     }
 }
 
+/// Attempts at settling on the request path before the settlement goes to the outbox, and
+/// the wait before the first retry (growing fourfold: 50 ms, 200 ms, 800 ms).
+const SETTLE_ATTEMPTS: u32 = 4;
+const SETTLE_FIRST_RETRY: Duration = Duration::from_millis(50);
+
 impl Held {
     fn settle(self, settlement: Settlement) {
         let task = async move {
-            let mut delay = Duration::from_millis(50);
+            let charged = settlement.actual_micro_usd > 0 || settlement.actual_tokens > 0;
+            if self.fallback {
+                // The local counters held the slot and the reservation: release them.
+                if let Err(e) = self.ledger.settle(&self.plan.admission, settlement).await {
+                    tracing::warn!(parent: &self.span, error = %e, "local settlement failed");
+                }
+                if !charged {
+                    return;
+                }
+            }
+            // The shared ledger's budgets carry the spend, whichever ledger admitted it.
+            let target = if self.fallback {
+                &self.primary
+            } else {
+                &self.ledger
+            };
+            let mut delay = SETTLE_FIRST_RETRY;
             let mut last: Option<LedgerError> = None;
-            for _ in 0..4 {
-                match self.ledger.settle(&self.plan.admission, settlement).await {
+            for attempt in 1..=SETTLE_ATTEMPTS {
+                // Idempotent by request id: a retry after a lost reply charges once.
+                match target.settle(&self.plan.admission, settlement).await {
                     Ok(after) => return self.after_settle(&after, settlement.actual_micro_usd),
                     Err(e) => last = Some(e),
                 }
-                tokio::time::sleep(delay).await;
-                delay *= 4;
+                if attempt < SETTLE_ATTEMPTS {
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
             }
             self.metrics.ledger_error("settle");
-            tracing::error!(
-                parent: &self.span,
-                error = %last.map(|e| e.to_string()).unwrap_or_default(),
-                cost_micro_usd = settlement.actual_micro_usd,
-                "settlement failed: spend not recorded in the ledger (its reservation lapses with the lease)"
-            );
+            let error = last.map(|e| e.to_string()).unwrap_or_default();
+            if self.outbox.push(self.plan.admission.clone(), settlement) {
+                tracing::warn!(
+                    parent: &self.span,
+                    error = %error,
+                    cost_micro_usd = settlement.actual_micro_usd,
+                    waiting = self.outbox.len(),
+                    "settlement kept in the outbox: the ledger did not answer; it is replayed when it does"
+                );
+            } else {
+                tracing::error!(
+                    parent: &self.span,
+                    error = %error,
+                    cost_micro_usd = settlement.actual_micro_usd,
+                    "settlement failed and the outbox is full: spend not recorded in the ledger"
+                );
+            }
         };
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
@@ -376,6 +428,7 @@ mod tests {
             ),
             budgets: vec![budget("one", limits[0]), budget("two", limits[1])],
             rates: Vec::new(),
+            money_estimate_micro_usd: estimate,
         }
     }
 
@@ -384,6 +437,7 @@ mod tests {
         let ledgers = Ledgers {
             primary: memory.clone(),
             local: Arc::new(MemoryLedger::ephemeral()),
+            outbox: Arc::new(Outbox::memory(16, Default::default())),
         };
         (ledgers, memory)
     }
@@ -466,6 +520,7 @@ mod tests {
             admission: admission("big", 9_000, &[("b:one", 10_000, NOW * 10)], NOW),
             budgets: plan("x", 0, [10_000, 0]).budgets[..1].to_vec(),
             rates: Vec::new(),
+            money_estimate_micro_usd: 9_000,
         };
         let _held = try_admit(&l, hold).await.unwrap().unwrap();
         // Budget one refuses first (its room is held), but two has no money for 500.
@@ -488,5 +543,110 @@ mod tests {
         drop(a);
         settled(&memory, 0).await;
         assert!(try_admit(&l, plan("r2", 700, [1_000, 10_000])).await.is_ok());
+    }
+
+    /// The embedded ledger behind a switch: down, every operation fails.
+    struct Switch {
+        inner: MemoryLedger,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Switch {
+        fn check(&self) -> Result<(), LedgerError> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(LedgerError::Unavailable("down (test)".into()));
+            }
+            Ok(())
+        }
+
+        fn set_down(&self, down: bool) {
+            self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Ledger for Switch {
+        fn admit<'a>(
+            &'a self,
+            a: &'a crate::ledger::Admission,
+        ) -> crate::ledger::LedgerFuture<'a, Result<(), Refusal>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.admit(a).await
+            })
+        }
+
+        fn settle<'a>(
+            &'a self,
+            a: &'a crate::ledger::Admission,
+            s: Settlement,
+        ) -> crate::ledger::LedgerFuture<'a, Vec<u64>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.settle(a, s).await
+            })
+        }
+
+        fn budget_states<'a>(
+            &'a self,
+            c: &'a [String],
+            now: i64,
+        ) -> crate::ledger::LedgerFuture<'a, Vec<BudgetState>> {
+            self.inner.budget_states(c, now)
+        }
+
+        fn kind(&self) -> &'static str {
+            "switch"
+        }
+    }
+
+    #[tokio::test]
+    async fn missed_settlements_wait_in_the_outbox_and_fail_open_spend_reaches_the_shared_ledger() {
+        let primary = Arc::new(Switch {
+            inner: MemoryLedger::ephemeral(),
+            down: true.into(),
+        });
+        let l = Ledgers {
+            primary: primary.clone(),
+            local: Arc::new(MemoryLedger::ephemeral()),
+            outbox: Arc::new(Outbox::memory(16, Default::default())),
+        };
+        let metrics = Arc::new(Metrics::new());
+        let span = tracing::Span::none();
+        let admit_open = |id: &str| {
+            admit(
+                &l,
+                plan(id, 100, [10_000, 10_000]),
+                LedgerFailureMode::FailOpenWithLocalLimits,
+                &metrics,
+                &span,
+            )
+        };
+        // Redis is down for the whole request: admitted locally, settled nowhere shared.
+        let a = admit_open("r1").await.unwrap().unwrap();
+        a.settle(Settlement {
+            actual_micro_usd: 70,
+            actual_tokens: 0,
+        });
+        for _ in 0..400 {
+            if l.outbox.len() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(l.outbox.len(), 1, "the settlement waits for the shared ledger");
+        primary.set_down(false);
+        assert_eq!(l.outbox.replay(&*primary).await.unwrap(), 1);
+        assert_eq!(states(&primary.inner).await[0].spent, 70);
+
+        // Down at admission, back by the end of the response: settled on it directly.
+        primary.set_down(true);
+        let b = admit_open("r2").await.unwrap().unwrap();
+        primary.set_down(false);
+        b.settle(Settlement {
+            actual_micro_usd: 30,
+            actual_tokens: 0,
+        });
+        settled(&primary.inner, 100).await;
+        assert!(l.outbox.is_empty());
     }
 }

@@ -21,9 +21,9 @@ use crate::audit::{self, Audit, ExchangeAudit, ExchangeEnd};
 use crate::auth::authenticate;
 use crate::denial::Denial;
 use crate::ledger::Settlement;
-use crate::limits::history::OutputHistory;
+use crate::limits::history::{OptimisticSlot, OutputHistory};
 use crate::limits::plan::{
-    DEFAULT_OUTPUT_CAP, Estimate, RequestKind, estimate, output_estimate, plan, price_for,
+    DEFAULT_MAX_TOKENS, DEFAULT_OUTPUT_CAP, Estimate, RequestKind, estimate, output_estimate, plan, price_for,
 };
 use crate::metrics::{Metrics, RequestLabels};
 use crate::policy::document::ProviderKind;
@@ -139,6 +139,7 @@ impl Gateway {
 
     /// Records every exchange, denial and budget threshold in `audit` (when auditing).
     pub fn with_audit(mut self, audit: Option<Audit>) -> Self {
+        self.mcp.set_audit(audit.clone());
         self.audit = audit;
         self
     }
@@ -238,7 +239,7 @@ impl Gateway {
         span: &tracing::Span,
     ) -> Result<Response<ProxyBody>, Denial> {
         if endpoint == Endpoint::Mcp {
-            return Ok(self.mcp.handle(req, span).await);
+            return Ok(self.mcp.handle(req, request_id, span).await);
         }
         let path = req.uri().path().to_owned();
         let snapshot = self.store.snapshot().ok_or(Denial::NoPolicy)?;
@@ -304,13 +305,11 @@ impl Gateway {
             input_tokens: (body.len() as u64).div_ceil(3),
             max_output_tokens: info.max_tokens.unwrap_or(ceiling).min(ceiling),
         };
-        let estimate = match kind {
-            RequestKind::Messages => {
-                self.estimate(&snapshot, &key, &targets, &info, &model_label, body.len())
-            }
-            RequestKind::CountTokens => Estimate::default(),
+        let (estimate, money_estimate, slot) = match kind {
+            RequestKind::Messages => self.estimate(&snapshot, &key, &targets, &info, body.len()),
+            RequestKind::CountTokens => (Estimate::default(), 0, None),
         };
-        let plan = plan(
+        let mut plan = plan(
             &snapshot,
             &key,
             request_id,
@@ -319,6 +318,7 @@ impl Gateway {
             estimate.input_tokens,
             jiff::Timestamp::now(),
         );
+        plan.money_estimate_micro_usd = money_estimate;
         let admitted = admit(
             &self.ledgers,
             plan,
@@ -336,10 +336,18 @@ impl Gateway {
             endpoint,
             model: info.model.clone(),
             upstream: None,
+            // The provider may bill what it generated for a request abandoned after it was
+            // sent: the whole reservation is charged, never only the input.
             abandon: Settlement {
-                actual_micro_usd: estimate.input_cost_micro_usd,
-                actual_tokens: estimate.input_tokens,
+                actual_micro_usd: estimate.cost_micro_usd,
+                actual_tokens: estimate.input_tokens + estimate.output_tokens,
             },
+            abandon_usage: crate::usage::Usage {
+                input_tokens: estimate.input_tokens,
+                output_tokens: estimate.output_tokens,
+                ..Default::default()
+            },
+            slot,
             span: span.clone(),
             sent: Instant::now(),
         };
@@ -397,6 +405,7 @@ impl Gateway {
                         endpoint,
                         request: size,
                         history: messages.then(|| (self.history.clone(), key.id.clone())),
+                        slot: pending.slot.take(),
                     };
                     let idle = Duration::from_millis(target.provider.timeouts.stream_idle_ms);
                     let stamp = (target.provider.kind != ProviderKind::Tollgate).then_some(request_id);
@@ -417,16 +426,17 @@ impl Gateway {
         Err(last)
     }
 
-    /// The budget estimate of a Messages request, priced at its first target's model.
+    /// The budget estimate of a Messages request, priced at its first target's model: what to
+    /// reserve, the estimate a refusal is judged by (see [`crate::limits::plan::Plan::money_estimate_micro_usd`]),
+    /// and the key's optimistic slot when the reservation is the learned estimate.
     fn estimate(
         &self,
         snapshot: &Snapshot,
         key: &KeyEntry,
         targets: &[Target],
         info: &request::RequestInfo,
-        model_label: &str,
         body_len: usize,
-    ) -> Estimate {
+    ) -> (Estimate, u64, Option<OptimisticSlot>) {
         let first_model = targets
             .first()
             .and_then(|t| t.model.as_deref())
@@ -436,8 +446,17 @@ impl Gateway {
             .limits
             .estimate_output_tokens_cap
             .unwrap_or(DEFAULT_OUTPUT_CAP);
-        let typical = self.history.typical_output(&key.id, model_label);
-        estimate(price, body_len, output_estimate(info.max_tokens, cap, typical))
+        let worst = estimate(price, body_len, output_estimate(info.max_tokens, cap, None));
+        let max_tokens = info.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+        let typical = self.history.typical_output(&key.id, first_model, max_tokens);
+        let learned = estimate(price, body_len, output_estimate(info.max_tokens, cap, typical));
+        if learned.cost_micro_usd >= worst.cost_micro_usd {
+            return (worst, worst.cost_micro_usd, None);
+        }
+        match self.history.optimistic_slot(&key.id) {
+            Some(slot) => (learned, learned.cost_micro_usd, Some(slot)),
+            None => (worst, learned.cost_micro_usd, None),
+        }
     }
 
     async fn send(
@@ -504,8 +523,12 @@ struct Pending {
     model: String,
     /// Provider and model of the target being tried, once one is.
     upstream: Option<(String, String)>,
-    /// What an abandoned request is charged: its input estimate.
+    /// What an abandoned request is charged: its whole reservation.
     abandon: Settlement,
+    /// The same, as tokens for the log and the audit record.
+    abandon_usage: crate::usage::Usage,
+    /// The key's slot for a request on a learned estimate, held until the response ends.
+    slot: Option<OptimisticSlot>,
     span: tracing::Span,
     sent: Instant,
 }
@@ -538,18 +561,15 @@ impl Drop for Pending {
         if let Some(a) = self.admitted.take() {
             a.settle(charge);
         }
-        let usage = crate::usage::Usage {
-            input_tokens: charge.actual_tokens,
-            ..Default::default()
-        };
+        let usage = self.abandon_usage;
         tracing::warn!(
             parent: &self.span,
             provider = %provider,
             upstream_model = %upstream_model,
             input_tokens = usage.input_tokens,
-            output_tokens = 0,
+            output_tokens = usage.output_tokens,
             cost_micro_usd = charge.actual_micro_usd,
-            "request abandoned before the response: admission released, input estimate charged"
+            "request abandoned before the response: admission released, its reservation charged"
         );
         if let Some(a) = self.exchange.take() {
             a.finish(ExchangeEnd {

@@ -12,7 +12,7 @@ mod sse;
 
 pub use delivered::{Delivered, RequestSize, charged_usage};
 pub use json::usage_from_json;
-pub use sse::{MAX_EVENT_BYTES, MAX_LINE_BYTES, SseUsageTap, StreamError};
+pub use sse::{MAX_EVENT_BYTES, SseUsageTap, StreamError};
 
 use serde::{Deserialize, Deserializer};
 

@@ -1,14 +1,14 @@
 //! Incremental reader of an Anthropic Messages SSE stream.
 //!
-//! The tap sees every byte the proxy relays, so the hot path is kept cheap: lines
-//! are found with a word-at-a-time scan, lines complete within a chunk are read in
-//! place, and the data of `content_block_start`, `content_block_stop` and `ping`
-//! events is neither copied nor parsed. `message_start`, `message_delta` and `error`
-//! data is buffered and JSON-parsed (a handful per response); `content_block_delta`
-//! data is buffered and its payload string measured without being decoded (its
-//! `text`, `partial_json` or `thinking` as raw JSON), so a stream cut before its
-//! final usage can still be charged for what it delivered (see
-//! [`super::delivered`]).
+//! The tap sees every byte the proxy relays, so the hot path is kept cheap. Framing is the
+//! crate's one SSE framer ([`crate::sse::Framer`]): lines are found a word at a time and
+//! lines complete within a chunk are read in place. The data of events the tap does not read
+//! (`content_block_start`, `content_block_stop`, `ping`, unknown names) is declined, so it is
+//! neither copied nor parsed however large. `message_start`, `message_delta` and `error`
+//! data is buffered and JSON-parsed (a handful per response); `content_block_delta` data is
+//! buffered and its payload string measured without being decoded (its `text`,
+//! `partial_json` or `thinking` as raw JSON), so a stream cut before its final usage can
+//! still be charged for what it delivered (see [`super::delivered`]).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -17,18 +17,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{Usage, UsageAccumulator, WireUsage};
+use crate::sse::{Data, Event, Framer, Handler};
 
-/// Longest line the tap will hold while waiting for its end. A longer line is
-/// skipped; if it carried data the tap needed, its event counts as malformed.
-pub const MAX_LINE_BYTES: usize = 1 << 20;
-/// Most data the tap will buffer for one event it parses.
+/// Most data (plus pending line) the tap will hold for one event it reads; a larger event
+/// counts as malformed.
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
-
-/// A buffer grown past this by a large event is released after the event.
-const RETAINED_CAPACITY: usize = 64 << 10;
-/// Enough of a line to tell its field: `event:` is the longest name we read.
-const HEAD_LEN: usize = 6;
-const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 
 /// An `event: error` received in the stream, typically after a 200 response
 /// (e.g. `overloaded_error`).
@@ -58,19 +51,20 @@ enum EventKind {
     Error,
     /// `content_block_delta`: only the length of its payload string is read.
     ContentDelta,
-    /// Anything else, including `content_block_start`/`_stop` and `ping`: data ignored.
+    /// Anything else, including `content_block_start`/`_stop`, `ping` and a name too long
+    /// to be any: data ignored.
     Other,
 }
 
 impl EventKind {
-    fn from_name(name: &[u8]) -> Self {
+    fn from_name(name: Option<&[u8]>) -> Self {
         match name {
-            b"" | b"message" => Self::Unnamed,
-            b"message_start" => Self::MessageStart,
-            b"message_delta" => Self::MessageDelta,
-            b"message_stop" => Self::MessageStop,
-            b"error" => Self::Error,
-            b"content_block_delta" => Self::ContentDelta,
+            Some(b"" | b"message") => Self::Unnamed,
+            Some(b"message_start") => Self::MessageStart,
+            Some(b"message_delta") => Self::MessageDelta,
+            Some(b"message_stop") => Self::MessageStop,
+            Some(b"error") => Self::Error,
+            Some(b"content_block_delta") => Self::ContentDelta,
             _ => Self::Other,
         }
     }
@@ -83,61 +77,24 @@ impl EventKind {
     }
 }
 
-/// The field of a line being held across chunks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
-    Event,
-    Data,
-}
-
-/// What the tap is doing with the line in progress.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LineMode {
-    /// At the start of a line; nothing held.
-    Start,
-    /// A few bytes held, not yet enough to tell the field.
-    Undecided,
-    /// Holding the line: it is an `event:` line or data the tap needs.
-    Keep(Field),
-    /// Discarding the rest of the line.
-    Skip,
-}
-
-enum Decision {
-    Undecided,
-    Keep(Field),
-    /// A data line of an event whose data is not needed.
-    SkipData,
-    Skip,
-}
-
 /// Incremental SSE reader for an Anthropic Messages stream.
 ///
 /// Feed it the response body exactly as it comes off the wire: chunks may split
 /// anywhere, including inside `\r\n`, a UTF-8 character, a field name or the
-/// JSON. It never panics, and it holds at most [`MAX_LINE_BYTES`] of pending line
-/// plus [`MAX_EVENT_BYTES`] of event data.
+/// JSON. It never panics, and it holds at most [`MAX_EVENT_BYTES`] of one event.
 ///
 /// Events are dispatched per the SSE rules: a blank line ends an event, and an
 /// event without any `data:` line is dropped; an event left unterminated when
 /// the stream stops is not dispatched.
 #[derive(Debug)]
 pub struct SseUsageTap {
-    // Line assembly.
-    line: Vec<u8>,
-    line_mode: LineMode,
-    after_cr: bool,
-    /// Leading bytes of a byte-order mark matched at the start of the stream;
-    /// `None` once past it.
-    bom_matched: Option<usize>,
+    framer: Framer,
+    read: Read,
+}
 
-    // Event assembly.
-    event: EventKind,
-    has_data: bool,
-    data: Vec<u8>,
-    data_overflow: bool,
-
-    // What was read.
+/// What the tap has read so far.
+#[derive(Debug, Default)]
+struct Read {
     usage: UsageAccumulator,
     model: Option<String>,
     stop_reason: Option<String>,
@@ -160,266 +117,95 @@ impl Default for SseUsageTap {
 impl SseUsageTap {
     pub fn new() -> Self {
         Self {
-            line: Vec::new(),
-            line_mode: LineMode::Start,
-            after_cr: false,
-            bom_matched: Some(0),
-            event: EventKind::Unnamed,
-            has_data: false,
-            data: Vec::new(),
-            data_overflow: false,
-            usage: UsageAccumulator::default(),
-            model: None,
-            stop_reason: None,
-            completed: false,
-            error: None,
-            events_seen: 0,
-            malformed_events: 0,
-            content_bytes: 0,
-            final_usage: false,
+            framer: Framer::new(MAX_EVENT_BYTES),
+            read: Read::default(),
         }
     }
 
     /// Reads the next chunk of the body.
-    pub fn feed(&mut self, mut chunk: &[u8]) {
-        if self.bom_matched.is_some() {
-            chunk = self.strip_bom(chunk);
-        }
-        while let Some(&first) = chunk.first() {
-            if std::mem::take(&mut self.after_cr) && first == b'\n' {
-                chunk = &chunk[1..];
-                continue;
-            }
-            match find_line_end(chunk) {
-                Some(end) => {
-                    self.after_cr = chunk[end] == b'\r';
-                    self.on_line_part(&chunk[..end], true);
-                    chunk = &chunk[end + 1..];
-                }
-                None => {
-                    self.on_line_part(chunk, false);
-                    break;
-                }
-            }
-        }
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.framer.feed(chunk, &mut self.read);
     }
 
     /// `message_start.message.usage`, overlaid in order with every non-null field
     /// of each `message_delta.usage` (the API's counts are cumulative, so the
     /// last value of each field wins; they are never summed).
     pub fn usage(&self) -> Usage {
-        self.usage.usage()
+        self.read.usage.usage()
     }
 
     /// `message_start.message.model`.
     pub fn model(&self) -> Option<&str> {
-        self.model.as_deref()
+        self.read.model.as_deref()
     }
 
     /// The last non-null `stop_reason` (from `message_delta.delta`).
     pub fn stop_reason(&self) -> Option<&str> {
-        self.stop_reason.as_deref()
+        self.read.stop_reason.as_deref()
     }
 
     /// Whether `message_stop` was seen.
     pub fn completed(&self) -> bool {
-        self.completed
+        self.read.completed
     }
 
     /// The last `event: error` in the stream, if any.
     pub fn stream_error(&self) -> Option<&StreamError> {
-        self.error.as_ref()
+        self.read.error.as_ref()
     }
 
     /// Events dispatched (of every type, including pings).
     pub fn events_seen(&self) -> u64 {
-        self.events_seen
+        self.read.events_seen
     }
 
-    /// Events the tap needed but could not read: unparseable JSON, or data over
-    /// [`MAX_EVENT_BYTES`] / a line over [`MAX_LINE_BYTES`].
+    /// Events the tap needed but could not read: unparseable JSON, data over
+    /// [`MAX_EVENT_BYTES`], or data declined under one name and dispatched under a name
+    /// the tap reads (an `event:` line after the `data:` lines).
     pub fn malformed_events(&self) -> u64 {
-        self.malformed_events
+        self.read.malformed_events
     }
 
-    /// Bytes of content the stream delivered so far: the raw JSON string (escapes
-    /// included, quotes not) of every `text_delta.text`, `input_json_delta.partial_json`
-    /// and `thinking_delta.thinking`; a delta that cannot be read counts whole.
+    /// Bytes of content the stream delivered so far: the raw JSON string (escapes included,
+    /// quotes not) of every `text_delta.text`, `input_json_delta.partial_json` and
+    /// `thinking_delta.thinking`; a delta that cannot be read counts whole.
     pub fn content_bytes(&self) -> u64 {
-        self.content_bytes
+        self.read.content_bytes
     }
 
     /// Whether a `message_delta` carried `output_tokens`: the stream's final usage
     /// was seen (it may still have ended without `message_stop`).
     pub fn final_usage(&self) -> bool {
-        self.final_usage
+        self.read.final_usage
+    }
+}
+
+impl Handler for Read {
+    fn wants_data(&mut self, name: Option<&[u8]>) -> bool {
+        EventKind::from_name(name).wants_data()
     }
 
-    /// Consumes a UTF-8 byte-order mark at the start of the stream (the SSE spec
-    /// ignores one), even when it arrives split across chunks.
-    fn strip_bom<'c>(&mut self, mut chunk: &'c [u8]) -> &'c [u8] {
-        while let (Some(matched), Some(&byte)) = (self.bom_matched, chunk.first()) {
-            if byte != BOM[matched] {
-                self.bom_matched = None;
-                if matched > 0 {
-                    // A line starting with part of a BOM names no field we read.
-                    self.line_mode = LineMode::Skip;
-                }
-                break;
-            }
-            chunk = &chunk[1..];
-            self.bom_matched = (matched + 1 < BOM.len()).then_some(matched + 1);
-        }
-        chunk
-    }
-
-    /// Handles the part of the current line found in one chunk; `terminated`
-    /// means the line ends here.
-    fn on_line_part(&mut self, part: &[u8], terminated: bool) {
-        match self.line_mode {
-            LineMode::Skip => {}
-            LineMode::Keep(field) => self.hold(part, field),
-            LineMode::Start if terminated => {
-                // The common case: the whole line is in this chunk; read it in place.
-                self.process_line(part);
-            }
-            LineMode::Start | LineMode::Undecided => {
-                let mut head = [0u8; HEAD_LEN];
-                let held = self.line.len().min(HEAD_LEN);
-                head[..held].copy_from_slice(&self.line[..held]);
-                let take = part.len().min(HEAD_LEN - held);
-                head[held..held + take].copy_from_slice(&part[..take]);
-                match self.decide(&head[..held + take], terminated) {
-                    Decision::Skip => {
-                        self.line.clear();
-                        self.line_mode = LineMode::Skip;
-                    }
-                    Decision::SkipData => {
-                        self.has_data = true;
-                        self.line.clear();
-                        self.line_mode = LineMode::Skip;
-                    }
-                    Decision::Keep(field) => {
-                        self.line_mode = LineMode::Keep(field);
-                        self.hold(part, field);
-                    }
-                    Decision::Undecided => {
-                        // Fewer than HEAD_LEN bytes in all, so this copy is tiny.
-                        self.line.extend_from_slice(part);
-                        self.line_mode = LineMode::Undecided;
-                    }
-                }
-            }
-        }
-        if terminated {
-            if self.line_mode != LineMode::Skip && !self.line.is_empty() {
-                let line = std::mem::take(&mut self.line);
-                self.process_line(&line);
-                self.line = line;
-            }
-            self.line.clear();
-            if self.line.capacity() > RETAINED_CAPACITY {
-                self.line = Vec::new();
-            }
-            self.line_mode = LineMode::Start;
-        }
-    }
-
-    /// Tells from the first bytes of a line whether the tap needs it.
-    fn decide(&self, head: &[u8], whole_line: bool) -> Decision {
-        if head.first() == Some(&b':') {
-            return Decision::Skip;
-        }
-        let name = match head.iter().position(|&b| b == b':') {
-            Some(colon) => &head[..colon],
-            None if whole_line => head,
-            None if head.len() >= HEAD_LEN => return Decision::Skip,
-            None => return Decision::Undecided,
-        };
-        match name {
-            b"event" => Decision::Keep(Field::Event),
-            b"data" if self.event.wants_data() => Decision::Keep(Field::Data),
-            b"data" => Decision::SkipData,
-            _ => Decision::Skip,
-        }
-    }
-
-    /// Appends to the held line, giving the line up if it grows past the cap.
-    fn hold(&mut self, part: &[u8], field: Field) {
-        if self.line.len() + part.len() <= MAX_LINE_BYTES {
-            self.line.extend_from_slice(part);
-            return;
-        }
-        self.line = Vec::new();
-        self.line_mode = LineMode::Skip;
-        match field {
-            Field::Data => {
-                self.has_data = true;
-                self.data_overflow = true;
-            }
-            Field::Event => self.event = EventKind::Other,
-        }
-    }
-
-    /// Handles one complete line (without its terminator).
-    fn process_line(&mut self, line: &[u8]) {
-        if line.is_empty() {
-            self.dispatch();
-            return;
-        }
-        let (name, value) = match line.iter().position(|&b| b == b':') {
-            Some(0) => return, // comment
-            Some(colon) => {
-                let value = &line[colon + 1..];
-                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
-            }
-            None => (line, &[][..]),
-        };
-        match name {
-            b"event" => self.event = EventKind::from_name(value),
-            b"data" => {
-                self.has_data = true;
-                if self.event.wants_data() && !self.data_overflow {
-                    if self.data.len() + value.len() < MAX_EVENT_BYTES {
-                        self.data.extend_from_slice(value);
-                        self.data.push(b'\n');
-                    } else {
-                        self.data_overflow = true;
-                        self.data = Vec::new();
-                    }
-                }
-            }
-            // id, retry and unknown fields: nothing to bill.
-            _ => {}
-        }
-    }
-
-    /// A blank line: the event is complete.
-    fn dispatch(&mut self) {
-        if self.has_data {
-            self.events_seen += 1;
-            if self.data_overflow {
+    fn on_event(&mut self, event: Option<Event<'_>>, _end: usize) {
+        let Some(event) = event else { return };
+        self.events_seen += 1;
+        let kind = EventKind::from_name(event.name);
+        match event.data {
+            Data::Kept(data) => self.on_event(kind, data),
+            Data::TooLarge => {
                 self.malformed_events += 1;
-                if self.event == EventKind::ContentDelta {
+                if kind == EventKind::ContentDelta {
                     // Too big to hold, but delivered: at least this much.
                     self.content_bytes += MAX_EVENT_BYTES as u64;
                 }
-            } else {
-                let mut data = std::mem::take(&mut self.data);
-                data.pop(); // the '\n' after the last data line
-                self.on_event(self.event, &data);
-                self.data = data;
             }
-        }
-        self.event = EventKind::Unnamed;
-        self.has_data = false;
-        self.data_overflow = false;
-        self.data.clear();
-        if self.data.capacity() > RETAINED_CAPACITY {
-            self.data = Vec::new();
+            Data::Skipped if kind.wants_data() => self.malformed_events += 1,
+            // `message_stop` and the rest: their data was declined, their name is enough.
+            Data::Skipped => self.on_event(kind, &[]),
         }
     }
+}
 
+impl Read {
     fn on_event(&mut self, kind: EventKind, data: &[u8]) {
         let parsed = match kind {
             EventKind::Other => Ok(()),
@@ -505,7 +291,7 @@ impl SseUsageTap {
             return Ok(());
         }
         let tagged: TypeOnly<'_> = serde_json::from_slice(data)?;
-        let kind = EventKind::from_name(tagged.kind.as_deref().unwrap_or("").as_bytes());
+        let kind = EventKind::from_name(Some(tagged.kind.as_deref().unwrap_or("").as_bytes()));
         match kind {
             // No type, or `"type":"message"`: not an event we read.
             EventKind::Unnamed | EventKind::Other => Ok(()),
@@ -602,30 +388,6 @@ struct TypeOnly<'a> {
     kind: Option<Cow<'a, str>>,
 }
 
-/// Position of the first `\n` or `\r`, scanning a word at a time.
-fn find_line_end(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    const LF: u64 = u64::from_ne_bytes([b'\n'; 8]);
-    const CR: u64 = u64::from_ne_bytes([b'\r'; 8]);
-    let has_zero_byte = |w: u64| w.wrapping_sub(ONES) & !w & HIGHS != 0;
-
-    let mut start = 0;
-    for word in bytes.chunks_exact(8) {
-        let mut le = [0u8; 8];
-        le.copy_from_slice(word);
-        let w = u64::from_ne_bytes(le);
-        if has_zero_byte(w ^ LF) || has_zero_byte(w ^ CR) {
-            break;
-        }
-        start += 8;
-    }
-    bytes[start..]
-        .iter()
-        .position(|&b| b == b'\n' || b == b'\r')
-        .map(|i| start + i)
-}
-
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -633,6 +395,9 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the framer keeps allocated between large events.
+    const RETAINED: usize = 64 << 10;
 
     /// Everything observable about a tap, for comparing feeds.
     #[derive(Debug, PartialEq, Eq)]
@@ -999,8 +764,8 @@ mod tests {
         let filler = vec![b'a'; 64 << 10];
         for _ in 0..48 {
             tap.feed(&filler);
-            assert!(tap.line.capacity() <= HEAD_LEN, "held {}", tap.line.capacity());
-            assert!(tap.data.is_empty());
+            let held = tap.framer.held_capacity();
+            assert!(held <= 64, "held {held}");
         }
         tap.feed(b"\"}}\n\nevent: message_delta\ndata: {\"usage\":{\"output_tokens\":9}}\n\n");
         assert_eq!(tap.usage().output_tokens, 9);
@@ -1026,18 +791,15 @@ mod tests {
         let filler = vec![b'a'; 64 << 10];
         for _ in 0..48 {
             tap.feed(&filler);
-            assert!(
-                tap.line.capacity() <= 2 * MAX_LINE_BYTES,
-                "held {}",
-                tap.line.capacity()
-            );
+            let held = tap.framer.held_capacity();
+            assert!(held <= 2 * MAX_EVENT_BYTES + 1024, "held {held}");
         }
         tap.feed(b"\"}}\n\nevent: message_delta\ndata: {\"usage\":{\"output_tokens\":9}}\n\n");
         assert_eq!(tap.usage().output_tokens, 9);
         assert!(tap.final_usage());
         assert_eq!(tap.malformed_events(), 1);
         assert_eq!(tap.content_bytes(), MAX_EVENT_BYTES as u64);
-        assert!(tap.line.capacity() <= RETAINED_CAPACITY && tap.data.capacity() <= RETAINED_CAPACITY);
+        assert!(tap.framer.held_capacity() <= 3 * RETAINED);
     }
 
     #[test]
@@ -1052,8 +814,7 @@ mod tests {
             let stream = format!("{start}{tail}");
             for chunk in stream.as_bytes().chunks(chunk_len) {
                 tap.feed(chunk);
-                assert!(tap.line.len() <= MAX_LINE_BYTES);
-                assert!(tap.data.len() <= MAX_EVENT_BYTES);
+                assert!(tap.framer.held_capacity() <= 2 * MAX_EVENT_BYTES + 1024);
             }
             assert_eq!(tap.malformed_events(), 1, "chunk {chunk_len}");
             assert_eq!(
@@ -1064,8 +825,7 @@ mod tests {
                 }
             );
             assert!(tap.completed());
-            assert!(tap.line.capacity() <= RETAINED_CAPACITY);
-            assert!(tap.data.capacity() <= RETAINED_CAPACITY);
+            assert!(tap.framer.held_capacity() <= 3 * RETAINED);
         }
         // Many data lines, each under the line cap, overflowing the event cap.
         let line = format!("data: {}\n", "y".repeat(1000));
@@ -1089,26 +849,6 @@ mod tests {
         tap.feed(b"\ndata: {\"usage\":{\"output_tokens\":4}}\n\n");
         assert_eq!(tap.usage(), Usage::default());
         assert_eq!(tap.events_seen(), 1);
-    }
-
-    #[test]
-    fn find_line_end_matches_naive_scan() {
-        let mut rng = Lcg(7);
-        for len in 0..70 {
-            for _ in 0..50 {
-                let bytes: Vec<u8> = (0..len)
-                    .map(|_| match rng.next_u64() % 40 {
-                        0 => b'\n',
-                        1 => b'\r',
-                        2 => 0x0A ^ 0x80,
-                        3 => 0x0D ^ 0x01,
-                        _ => rng.next_u64() as u8,
-                    })
-                    .collect();
-                let naive = bytes.iter().position(|&b| b == b'\n' || b == b'\r');
-                assert_eq!(find_line_end(&bytes), naive, "{bytes:?}");
-            }
-        }
     }
 
     /// A small deterministic pseudo-random generator (64-bit LCG).

@@ -51,7 +51,8 @@ pub struct InjectionConfig {
     /// Extra environment of the sidecar.
     #[serde(default)]
     pub extra_env: Vec<EnvVar>,
-    /// Extra arguments of the sidecar.
+    /// Extra arguments of the sidecar, after the injected ones: a flag given again overrides
+    /// its injected value (e.g. `--admin-api all` to serve `/admin/spend` beyond the pod).
     #[serde(default)]
     pub extra_args: Vec<String>,
 }

@@ -399,6 +399,12 @@ fn sidecar(injector: &Injector, port: u16) -> Container {
         // Every address of both families: the kubelet probes the pod IP, IPv4 or IPv6.
         "--admin-listen",
         &format!("[::]:{}", c.admin_port),
+        // The probes and /metrics answer the pod IP; /admin/* (every budget and its owner) is
+        // off: "loopback" would still answer the agent's own container (it shares the pod's
+        // network) and, behind a service mesh, remote peers relayed from 127.0.0.6. Spend is
+        // read from the gateway.
+        "--admin-api",
+        "off",
         "--log-format",
         &c.log_format,
     ]
