@@ -45,6 +45,7 @@ macro_rules! replays {
         fn $name() {
             let n = replay(stringify!($name), fuzz::$name);
             assert!(n > 0, "no corpus for {}", stringify!($name));
+            println!("{}: {n} inputs replayed", stringify!($name));
         }
     )*};
 }

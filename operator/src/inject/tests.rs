@@ -450,7 +450,11 @@ fn the_admin_listener_covers_ipv4_and_ipv6_pod_ips() {
         // The proxy itself stays on loopback: only the pod's own containers reach it.
         assert_eq!(flag(sidecar, "--listen"), Some("127.0.0.1:16080"));
         // And so does the admin API (/admin/spend: budgets and owners) on the admin port.
-        assert_eq!(flag(sidecar, "--admin-api"), Some("off"), "the agent shares the pod's loopback");
+        assert_eq!(
+            flag(sidecar, "--admin-api"),
+            Some("off"),
+            "the agent shares the pod's loopback"
+        );
     }
 }
 
