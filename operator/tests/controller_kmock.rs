@@ -198,16 +198,12 @@ async fn the_controller_compiles_resources_into_configmaps_and_reports_status() 
         spend_interval: Duration::from_millis(300),
         ..Config::default()
     };
-    let reconciler = Reconciler::new(
+    let running = Running::start(Reconciler::new(
         client.clone(),
         config,
         metrics.clone(),
         Some(Arc::new(FixedSpend)),
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(reconciler.run(async move {
-        let _ = stopped.await;
-    }));
+    ));
 
     // The generated Secret: a tg_ key, owned by the VirtualKey, no Argo CD metadata.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "team-a");
@@ -317,12 +313,33 @@ async fn the_controller_compiles_resources_into_configmaps_and_reports_status() 
     .await;
     assert!(secrets.get_opt("tollgate-vk-alice").await.unwrap().is_none());
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    running.stop().await;
+}
+
+/// A reconciler running on its own task until [`Running::stop`].
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), tollgate_operator::Error>>,
+}
+
+impl Running {
+    fn start(reconciler: Reconciler) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(reconciler.run(async move {
+            let _ = stopped.await;
+        }));
+        Self { stop, task }
+    }
+
+    /// Stops it and checks it ended cleanly, within 5 s.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
 }
 
 fn labelled_namespace(name: &str, inject: Option<&str>) -> k8s_openapi::api::core::v1::Namespace {
@@ -416,11 +433,7 @@ async fn policy_and_credentials_are_mirrored_into_labelled_namespaces() {
         ..Config::default()
     };
     let metrics = Arc::new(Metrics::new());
-    let reconciler = Reconciler::new(client.clone(), config, metrics.clone(), None);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(reconciler.run(async move {
-        let _ = stopped.await;
-    }));
+    let running = Running::start(Reconciler::new(client.clone(), config, metrics.clone(), None));
 
     let value = |s: &Secret, k: &str| {
         s.data
@@ -505,12 +518,7 @@ async fn policy_and_credentials_are_mirrored_into_labelled_namespaces() {
     .await;
     assert!(metrics.mirror_writes.get() >= 5);
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    running.stop().await;
 }
 
 /// One namespace refusing writes (a ResourceQuota) does not stop the others, the statuses, or
@@ -604,11 +612,7 @@ async fn one_refusing_namespace_does_not_stop_the_rest_and_unlabelled_secrets_st
         ..Config::default()
     };
     let metrics = Arc::new(Metrics::new());
-    let reconciler = Reconciler::new(client.clone(), config, metrics.clone(), None);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(reconciler.run(async move {
-        let _ = stopped.await;
-    }));
+    let running = Running::start(Reconciler::new(client.clone(), config, metrics.clone(), None));
 
     // The key, despite its name, reaches the policy and reports Ready.
     let keys: Api<VirtualKey> = Api::namespaced(client.clone(), "good");
@@ -724,12 +728,7 @@ async fn one_refusing_namespace_does_not_stop_the_rest_and_unlabelled_secrets_st
     })
     .await;
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    running.stop().await;
 }
 
 /// Gateway mode (the default in the chart): an agent namespace gets only the sidecar policy,
@@ -823,11 +822,12 @@ async fn gateway_mode_writes_no_secret_into_agent_namespaces() {
         inject_namespace_label: "tollgate.dev/inject".into(),
         ..Config::default()
     };
-    let reconciler = Reconciler::new(client.clone(), config, Arc::new(Metrics::new()), None);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(reconciler.run(async move {
-        let _ = stopped.await;
-    }));
+    let running = Running::start(Reconciler::new(
+        client.clone(),
+        config,
+        Arc::new(Metrics::new()),
+        None,
+    ));
 
     let dev_cms: Api<ConfigMap> = Api::namespaced(client.clone(), "dev");
     let sidecar_policy = eventually("the sidecar policy in dev", WAIT, || async {
@@ -882,12 +882,7 @@ async fn gateway_mode_writes_no_secret_into_agent_namespaces() {
     .await;
     assert!(creds.data.unwrap_or_default().contains_key("anthropic_api-key"));
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    running.stop().await;
 }
 
 /// A team admits keys only from the namespaces its selector matches, and a key without a team
@@ -944,11 +939,12 @@ async fn a_team_admits_keys_only_from_the_namespaces_it_selects() {
         resync: Duration::from_secs(300),
         ..Config::default()
     };
-    let reconciler = Reconciler::new(client.clone(), config, Arc::new(Metrics::new()), None);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(reconciler.run(async move {
-        let _ = stopped.await;
-    }));
+    let running = Running::start(Reconciler::new(
+        client.clone(),
+        config,
+        Arc::new(Metrics::new()),
+        None,
+    ));
 
     let ready = |ns: &'static str, name: &'static str, want: (&'static str, &'static str)| {
         let keys: Api<VirtualKey> = Api::namespaced(client.clone(), ns);
@@ -994,10 +990,5 @@ async fn a_team_admits_keys_only_from_the_namespaces_it_selects() {
     })
     .await;
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    running.stop().await;
 }
