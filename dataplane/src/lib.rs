@@ -19,6 +19,7 @@
 pub mod anthropic;
 pub mod audit;
 pub mod auth;
+pub mod body;
 pub mod denial;
 #[doc(hidden)]
 pub mod fuzz;
@@ -28,6 +29,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod pricing;
+pub mod providers;
 pub mod secret;
 pub mod server;
 pub mod sse;

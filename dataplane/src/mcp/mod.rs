@@ -62,10 +62,10 @@ use self::session::{Lookup, NoRoom, Session, Sessions};
 use crate::audit::Audit;
 use crate::audit::events::{Identity, McpToolCall};
 use crate::auth::authenticate;
+use crate::body::{ProxyBody, boxed};
 use crate::denial::Denial;
 use crate::metrics::Metrics;
 use crate::policy::{KeyEntry, McpServerEntry, PolicyStore, Snapshot};
-use crate::server::proxy::{ProxyBody, boxed};
 use crate::upstream::HttpClient;
 
 /// Session-style revisions the gateway speaks to clients, oldest first.

@@ -22,8 +22,8 @@ use hyper::body::Incoming;
 
 use super::jsonrpc::INTERNAL_ERROR;
 use super::{Refusal, read_body};
+use crate::body::{ProxyBody, boxed};
 use crate::policy::ProviderEntry;
-use crate::server::proxy::{ProxyBody, boxed};
 use crate::upstream::{HttpClient, build_request, error_chain, response_headers};
 
 /// Relays one `/mcp` request to `gateway` and streams its answer back.

@@ -31,26 +31,7 @@ use crate::policy::{KeyEntry, PolicyStore, Snapshot, Target};
 use crate::upstream::{HttpClient, build_request, response_headers};
 use crate::usage::RequestSize;
 
-/// The body of every proxy response: a small gateway answer, or a stream (a metered upstream
-/// body, possibly tool-policy-guarded, or an MCP listen stream).
-pub type ProxyBody = Either<Full<Bytes>, BoxedBody>;
-
-/// A boxed streaming response body.
-pub type BoxedBody = http_body_util::combinators::UnsyncBoxBody<Bytes, StreamError>;
-
-/// Why a streamed response body ended early (a concrete type: `Either` boxes it again).
-#[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct StreamError(pub Box<dyn std::error::Error + Send + Sync>);
-
-/// Boxes a streaming body.
-pub fn boxed<B>(body: B) -> BoxedBody
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    body.map_err(|e| StreamError(e.into())).boxed_unsync()
-}
+pub use crate::body::{BoxedBody, ProxyBody, StreamError, boxed};
 
 /// Default request body limit: Anthropic's own (32 MB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;

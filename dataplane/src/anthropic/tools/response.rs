@@ -34,7 +34,7 @@ use serde_json::Value;
 
 use super::{ToolJudge, connector_prefix, server_tool_family};
 use crate::anthropic::error::error_body;
-use crate::server::proxy::{ProxyBody, boxed};
+use crate::body::{ProxyBody, boxed};
 use crate::sse::{Data, Event, Framer, Handler};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
