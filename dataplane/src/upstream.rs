@@ -92,6 +92,18 @@ pub fn response_headers(from: &HeaderMap) -> HeaderMap {
     to
 }
 
+/// The client's headers a provider may see: everything but hop-by-hop headers, the client's
+/// credential headers (its virtual key) and `accept-encoding`. Provider modules start from
+/// these and add their own credential.
+pub fn forwarded_headers(client_headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(client_headers.len());
+    copy_headers(client_headers, &mut out, DROPPED);
+    for name in CLIENT_CREDENTIALS {
+        out.remove(*name);
+    }
+    out
+}
+
 /// Builds the upstream request for `path_and_query` (e.g. `/v1/messages?beta=true`), with
 /// the credential `provider.auth` calls for; the error says why not (never a secret).
 ///
