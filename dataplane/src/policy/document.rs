@@ -298,20 +298,145 @@ pub struct Provider {
     /// Which API the provider speaks.
     pub kind: ProviderKind,
     /// Base URL, e.g. `https://api.anthropic.com` (http:// only for loopback tests, or a
-    /// `tollgate` gateway reached over the cluster network).
+    /// `tollgate` gateway reached over the cluster network). Optional for `bedrock`
+    /// (`https://bedrock-runtime.{region}.amazonaws.com`) and `vertex`
+    /// (`https://{region}-aiplatform.googleapis.com`, or `https://aiplatform.googleapis.com`
+    /// for region `global`); required for every other kind.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub endpoint: String,
-    /// Cloud region (Bedrock, Vertex).
+    /// Cloud region: required for `bedrock` (`us-east-1`) and `vertex` (`us-east5`, `global`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
-    /// Cloud project (Vertex).
+    /// Cloud project: required for `vertex`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
-    /// Where the provider credential is read from; never the value.
+    /// A single secret credential, read from a file or an environment variable (never the
+    /// value): the `x-api-key` of `anthropic`, the `api-key` of `foundry`, a Bedrock API key
+    /// (sent as a Bearer token) for `bedrock`, a static OAuth2 access token for `vertex`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<CredentialSource>,
+    /// AWS credentials of a `bedrock` provider. Without it (and without `credential`), the
+    /// standard AWS environment chain is used: `AWS_ACCESS_KEY_ID`..., then web identity
+    /// (`AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN`: EKS IRSA), then container credentials
+    /// (`AWS_CONTAINER_CREDENTIALS_FULL_URI`: EKS Pod Identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsCredentials>,
+    /// Google credentials of a `vertex` provider. Without it (and without `credential`),
+    /// Application Default Credentials: `GOOGLE_APPLICATION_CREDENTIALS`, else the metadata
+    /// server (GKE Workload Identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp: Option<GcpCredentials>,
+    /// Microsoft Entra ID credentials of a `foundry` provider (a Bearer token); without it,
+    /// `credential` is the `api-key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureCredentials>,
+    /// How many requests may fall back from this provider to the route's next target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudget>,
     /// Timeouts for calls to this provider.
     #[serde(default)]
     pub timeouts: Timeouts,
+}
+
+/// AWS credentials: exactly one of static keys, web identity or container credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AwsCredentials {
+    /// Static access key id (with `secret_access_key`), e.g. from a mounted Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<CredentialSource>,
+    /// Static secret access key (with `access_key_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<CredentialSource>,
+    /// Session token of temporary static keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token: Option<CredentialSource>,
+    /// Web identity federation (EKS IRSA): STS `AssumeRoleWithWebIdentity`, refreshed before
+    /// the credentials expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_identity: Option<AwsWebIdentity>,
+    /// Container credentials (EKS Pod Identity, ECS): an HTTP endpoint issuing temporary keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<AwsContainerCredentials>,
+}
+
+/// STS web identity federation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AwsWebIdentity {
+    /// The role to assume (`arn:aws:iam::123456789012:role/tollgate`).
+    pub role_arn: String,
+    /// The projected service-account token file (re-read on every refresh).
+    pub token_file: String,
+    /// Role session name (default `tollgate-proxy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_name: Option<String>,
+    /// STS endpoint (default `https://sts.{region}.amazonaws.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sts_endpoint: Option<String>,
+}
+
+/// Container credentials endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AwsContainerCredentials {
+    /// The endpoint (EKS Pod Identity: `http://169.254.170.23/v1/credentials`).
+    pub uri: String,
+    /// File holding the authorization token sent to it (re-read on every refresh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+}
+
+/// Google credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GcpCredentials {
+    /// A service-account JSON key (a mounted Secret); access tokens are minted from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_key: Option<CredentialSource>,
+}
+
+/// Microsoft Entra ID credentials: a client secret, else workload identity (a federated
+/// token file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AzureCredentials {
+    /// Directory (tenant) id; default `AZURE_TENANT_ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// Application (client) id; default `AZURE_CLIENT_ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Client secret; without it, workload identity is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<CredentialSource>,
+    /// Federated token file of workload identity; default `AZURE_FEDERATED_TOKEN_FILE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub federated_token_file: Option<String>,
+    /// Entra authority (default `AZURE_AUTHORITY_HOST`, else `https://login.microsoftonline.com/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority_host: Option<String>,
+}
+
+/// The share of a provider's requests that may fall back to the next target: a token bucket
+/// that every request sent to the provider fills by `percent`/100 and every fallback from it
+/// drains by 1, plus `min_per_second` fallbacks always allowed. Without it: 20% and 5/s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudget {
+    /// Fallbacks allowed per 100 requests (0 to 100).
+    pub percent: u32,
+    /// Fallbacks always allowed per second, whatever the traffic.
+    pub min_per_second: u32,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        Self {
+            percent: 20,
+            min_per_second: 5,
+        }
+    }
 }
 
 /// Provider API kinds.
@@ -397,6 +522,14 @@ pub struct RouteTarget {
     /// The upstream model id; absent keeps the requested name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// Targets are tried by ascending priority (default: the target's position in the list,
+    /// so a plain list is an ordered fallback chain). Targets of equal priority share the
+    /// load by `weight`, and the others of the group are the next fallbacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    /// Relative share of the load among targets of equal priority (1 to 10000, default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
 }
 
 /// An upstream MCP server.

@@ -621,6 +621,7 @@ mod tests {
                     targets: vec![RouteTarget {
                         provider: "b".into(),
                         model: Some("claude-haiku-4-5".into()),
+                        ..Default::default()
                     }],
                 },
                 Route {
@@ -628,6 +629,7 @@ mod tests {
                     targets: vec![RouteTarget {
                         provider: "a".into(),
                         model: None,
+                        ..Default::default()
                     }],
                 },
             ],

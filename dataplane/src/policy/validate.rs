@@ -38,6 +38,8 @@ impl fmt::Display for ValidationErrors {
 /// Provider kinds this proxy version can forward to.
 pub const SUPPORTED_PROVIDER_KINDS: &[ProviderKind] = &[
     ProviderKind::Anthropic,
+    ProviderKind::Bedrock,
+    ProviderKind::Vertex,
     ProviderKind::Foundry,
     ProviderKind::Tollgate,
 ];
@@ -224,9 +226,13 @@ fn validate_provider(i: usize, p: &Provider, c: &mut Collector) {
             ),
         );
     }
-    if let Err(msg) = check_url(&p.endpoint) {
-        c.err(format!("{at}.endpoint"), msg);
+    let derived_endpoint = matches!(p.kind, ProviderKind::Bedrock | ProviderKind::Vertex);
+    if !(derived_endpoint && p.endpoint.is_empty()) {
+        if let Err(msg) = check_url(&p.endpoint) {
+            c.err(format!("{at}.endpoint"), msg);
+        }
     }
+    validate_cloud(&at, p, c);
     match (&p.credential, p.kind) {
         (Some(_), ProviderKind::Tollgate) => c.err(
             format!("{at}.credential"),
@@ -243,6 +249,125 @@ fn validate_provider(i: usize, p: &Provider, c: &mut Collector) {
     ] {
         if v == 0 {
             c.err(format!("{at}.timeouts.{name}"), "must be greater than 0");
+        }
+    }
+}
+
+/// The cloud fields of a provider: region and project where the kind needs them (they become
+/// part of a host name, so only DNS-label characters), and each credential form only on its
+/// own kind, one form at a time.
+fn validate_cloud(at: &str, p: &Provider, c: &mut Collector) {
+    let label = |v: &str| {
+        !v.is_empty()
+            && v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !v.starts_with('-')
+            && !v.ends_with('-')
+    };
+    let needs_region = matches!(p.kind, ProviderKind::Bedrock | ProviderKind::Vertex);
+    match (&p.region, needs_region) {
+        (None, true) => c.err(
+            format!("{at}.region"),
+            format!("a {} provider needs a region", kind_name(p.kind)),
+        ),
+        (Some(r), _) if !label(r) => c.err(
+            format!("{at}.region"),
+            "must be a region name of lowercase letters, digits and '-' (e.g. us-east-1)",
+        ),
+        _ => {}
+    }
+    match (&p.project, p.kind) {
+        (None, ProviderKind::Vertex) => c.err(format!("{at}.project"), "a vertex provider needs a project"),
+        (Some(_), kind) if kind != ProviderKind::Vertex => {
+            c.err(format!("{at}.project"), "only a vertex provider has a project")
+        }
+        (Some(v), _) if !label(v) => c.err(
+            format!("{at}.project"),
+            "must be a Google Cloud project id of lowercase letters, digits and '-'",
+        ),
+        _ => {}
+    }
+    let only_on = |c: &mut Collector, field: &str, set: bool, kind: ProviderKind| {
+        if set && p.kind != kind {
+            c.err(
+                format!("{at}.{field}"),
+                format!("only a {} provider takes {field}", kind_name(kind)),
+            );
+        } else if set && p.credential.is_some() {
+            c.err(
+                format!("{at}.{field}"),
+                format!("set either credential or {field}, not both"),
+            );
+        }
+    };
+    only_on(c, "aws", p.aws.is_some(), ProviderKind::Bedrock);
+    only_on(c, "gcp", p.gcp.is_some(), ProviderKind::Vertex);
+    only_on(c, "azure", p.azure.is_some(), ProviderKind::Foundry);
+    if let Some(aws) = &p.aws {
+        validate_aws(&format!("{at}.aws"), aws, c);
+    }
+    if let Some(key) = p.gcp.as_ref().and_then(|g| g.service_account_key.as_ref()) {
+        check_credential(c, &format!("{at}.gcp.service_account_key"), key);
+    }
+    if let Some(az) = &p.azure {
+        if let Some(secret) = &az.client_secret {
+            check_credential(c, &format!("{at}.azure.client_secret"), secret);
+        }
+        if let Some(url) = &az.authority_host {
+            if let Err(msg) = check_url(url) {
+                c.err(format!("{at}.azure.authority_host"), msg);
+            }
+        }
+    }
+    if let Some(b) = &p.retry_budget {
+        if b.percent > 100 {
+            c.err(format!("{at}.retry_budget.percent"), "must be from 0 to 100");
+        }
+    }
+}
+
+fn validate_aws(at: &str, aws: &super::document::AwsCredentials, c: &mut Collector) {
+    let static_keys = aws.access_key_id.is_some() || aws.secret_access_key.is_some();
+    let forms = [static_keys, aws.web_identity.is_some(), aws.container.is_some()];
+    match forms.iter().filter(|f| **f).count() {
+        0 => c.err(
+            at,
+            "set one of access_key_id with secret_access_key, web_identity or container \
+             (or leave aws out for the standard AWS environment chain)",
+        ),
+        1 => {}
+        _ => c.err(at, "set only one of static keys, web_identity or container"),
+    }
+    if static_keys && (aws.access_key_id.is_none() || aws.secret_access_key.is_none()) {
+        c.err(at, "access_key_id and secret_access_key go together");
+    }
+    if aws.session_token.is_some() && !static_keys {
+        c.err(
+            format!("{at}.session_token"),
+            "only static keys have a session token",
+        );
+    }
+    for (name, cred) in [
+        ("access_key_id", &aws.access_key_id),
+        ("secret_access_key", &aws.secret_access_key),
+        ("session_token", &aws.session_token),
+    ] {
+        if let Some(cred) = cred {
+            check_credential(c, &format!("{at}.{name}"), cred);
+        }
+    }
+    if let Some(w) = &aws.web_identity {
+        if w.role_arn.is_empty() || w.token_file.is_empty() {
+            c.err(format!("{at}.web_identity"), "needs role_arn and token_file");
+        }
+        if let Some(Err(msg)) = w.sts_endpoint.as_deref().map(check_url) {
+            c.err(format!("{at}.web_identity.sts_endpoint"), msg);
+        }
+    }
+    if let Some(k) = &aws.container {
+        if let Err(msg) = check_url(&k.uri) {
+            c.err(format!("{at}.container.uri"), msg);
         }
     }
 }
@@ -295,6 +420,12 @@ fn validate_routes(doc: &PolicyDocument, c: &mut Collector) {
             c.err(format!("routes[{i}].targets"), "needs at least one target");
         }
         for (j, t) in r.targets.iter().enumerate() {
+            if t.weight.is_some_and(|w| !(1..=10_000).contains(&w)) {
+                c.err(
+                    format!("routes[{i}].targets[{j}].weight"),
+                    "must be from 1 to 10000",
+                );
+            }
             if !providers.contains(t.provider.as_str()) {
                 c.err(
                     format!("routes[{i}].targets[{j}].provider"),
@@ -423,6 +554,7 @@ mod tests {
                 targets: vec![RouteTarget {
                     provider: "anthropic".into(),
                     model: None,
+                    ..Default::default()
                 }],
             }],
             ..Default::default()
@@ -473,8 +605,71 @@ mod tests {
                 "providers[0].endpoint",
             ),
             (
-                |d| d.providers[0].kind = ProviderKind::Bedrock,
+                |d| d.providers[0].kind = ProviderKind::Openai,
                 "providers[0].kind",
+            ),
+            (
+                |d| {
+                    d.providers[0].kind = ProviderKind::Bedrock;
+                    d.providers[0].credential = None;
+                },
+                "providers[0].region",
+            ),
+            (
+                |d| {
+                    d.providers[0].kind = ProviderKind::Bedrock;
+                    d.providers[0].region = Some("x.evil.example/".into());
+                },
+                "providers[0].region",
+            ),
+            (
+                |d| {
+                    d.providers[0].kind = ProviderKind::Vertex;
+                    d.providers[0].region = Some("global".into());
+                },
+                "providers[0].project",
+            ),
+            (
+                |d| d.providers[0].project = Some("p".into()),
+                "providers[0].project",
+            ),
+            (
+                |d| {
+                    d.providers[0].credential = None;
+                    d.providers[0].aws = Some(super::super::document::AwsCredentials {
+                        web_identity: Some(Default::default()),
+                        ..Default::default()
+                    });
+                },
+                "providers[0].aws",
+            ),
+            (
+                |d| {
+                    d.providers[0].kind = ProviderKind::Bedrock;
+                    d.providers[0].region = Some("us-east-1".into());
+                    d.providers[0].credential = None;
+                    d.providers[0].aws = Some(super::super::document::AwsCredentials {
+                        access_key_id: Some(CredentialSource {
+                            env: Some("K".into()),
+                            file: None,
+                        }),
+                        ..Default::default()
+                    });
+                },
+                "providers[0].aws",
+            ),
+            (
+                |d| {
+                    d.providers[0].retry_budget = Some(super::super::document::RetryBudget {
+                        percent: 101,
+                        min_per_second: 1,
+                    })
+                },
+                "providers[0].retry_budget.percent",
+            ),
+            (
+                |d| d.routes[0].targets[0].weight = Some(0),
+                "routes[0].targets[0].weight",
             ),
             (
                 |d| d.providers[0].credential = Some(CredentialSource::default()),
@@ -616,12 +811,12 @@ mod tests {
     #[test]
     fn unsupported_kinds_list_the_supported_ones() {
         let mut doc = valid();
-        doc.providers[0].kind = ProviderKind::Bedrock;
+        doc.providers[0].kind = ProviderKind::Openai;
         assert_eq!(
             messages(&doc),
             [
-                "providers[0].kind: bedrock is not supported by this tollgate-proxy yet \
-              (supported: anthropic, foundry, tollgate)"
+                "providers[0].kind: openai is not supported by this tollgate-proxy yet \
+              (supported: anthropic, bedrock, vertex, foundry, tollgate)"
             ]
         );
     }

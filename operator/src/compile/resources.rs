@@ -392,6 +392,7 @@ fn compile_provider(
         project: s.project.clone(),
         credential: s.credential.as_ref().map(|c| credential(c, settings)),
         timeouts,
+        ..Default::default()
     };
     let check = proxy_check(
         PolicyDocument {
@@ -434,6 +435,7 @@ fn compile_route(r: &ModelRoute, world: &World, compiled: &PolicyDocument) -> Re
             .map(|t| doc::RouteTarget {
                 provider: t.provider.clone(),
                 model: t.model.clone(),
+                ..Default::default()
             })
             .collect(),
     };

@@ -30,6 +30,7 @@ pub fn document(full: &PolicyDocument, gateway_url: &str) -> PolicyDocument {
                 targets: vec![doc::RouteTarget {
                     provider: GATEWAY_PROVIDER.to_owned(),
                     model: None,
+                    ..Default::default()
                 }],
             })
             .collect(),
@@ -77,5 +78,6 @@ fn gateway_provider(full: &PolicyDocument, gateway_url: &str) -> doc::Provider {
         project: None,
         credential: None,
         timeouts,
+        ..Default::default()
     }
 }
