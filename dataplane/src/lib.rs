@@ -4,7 +4,10 @@
 //! - [`policy`]: the policy document (the contract with the operator), its validation,
 //!   compilation into an immutable [`policy::Snapshot`] and hot reload.
 //! - [`auth`]: virtual key authentication by SHA-256 lookup.
-//! - [`routing`]: model allowlists and tier/model -> provider target resolution.
+//! - [`routing`]: the order a request tries its targets in (priority, weight, passive
+//!   health) and the retry budgets that bound fallbacks.
+//! - [`providers`]: one module per provider wire format (Anthropic, Bedrock, Vertex AI,
+//!   Foundry): authentication, request building, response and error conversion.
 //! - [`anthropic`]: the Anthropic wire format: error bodies, request body model rewrite.
 //! - [`upstream`]: the one HTTP client (rustls) and provider credentials.
 //! - [`mcp`]: the MCP gateway (`/mcp`): upstream MCP servers aggregated and filtered per key.
@@ -30,6 +33,7 @@ pub mod metrics;
 pub mod policy;
 pub mod pricing;
 pub mod providers;
+pub mod routing;
 pub mod secret;
 pub mod server;
 pub mod sse;

@@ -169,7 +169,7 @@ fn check(path: &Path, prices: Option<&Path>) -> anyhow::Result<()> {
                 s.providers().len()
             );
             for p in s.providers() {
-                if let policy::ProviderAuth::Unreadable(e) = &p.auth {
+                if let Some(e) = p.unusable() {
                     println!("warning: provider {}: {e}", p.id);
                 }
             }

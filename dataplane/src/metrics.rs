@@ -97,6 +97,17 @@ struct McpCallLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FallbackLabels {
+    provider: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: String,
+}
+
 type HistogramFamily = Family<LatencyLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -125,6 +136,8 @@ pub struct Metrics {
     policy_ok: Gauge,
     policy_keys: Gauge,
     mcp_tool_calls: Family<McpCallLabels, Counter>,
+    fallbacks: Family<FallbackLabels, Counter>,
+    ejections: Family<ProviderLabels, Counter>,
     audit: crate::audit::AuditMetrics,
     outbox: crate::ledger::outbox::OutboxMetrics,
 }
@@ -158,6 +171,8 @@ impl Metrics {
             policy_ok: Gauge::default(),
             policy_keys: Gauge::default(),
             mcp_tool_calls: Family::default(),
+            fallbacks: Family::default(),
+            ejections: Family::default(),
             registry: Registry::default(),
             audit: crate::audit::AuditMetrics::default(),
             outbox: crate::ledger::outbox::OutboxMetrics::default(),
@@ -245,6 +260,16 @@ impl Metrics {
             "mcp_tool_calls",
             "MCP tools/call requests by server, tool and outcome (ok, tool_error, upstream_error, unavailable, denied, unknown)",
             m.mcp_tool_calls.clone(),
+        );
+        registry.register(
+            "upstream_fallbacks",
+            "Requests that failed on a provider (connect error, timeout, 429, 5xx) and moved on to the route's next target (result=taken), or did not because the provider's retry budget was spent (result=refused)",
+            m.fallbacks.clone(),
+        );
+        registry.register(
+            "provider_ejections",
+            "Times a provider was ejected after consecutive failures (tried after the healthy targets until the ejection ends)",
+            m.ejections.clone(),
         );
         Self { registry, ..m }
     }
@@ -383,6 +408,25 @@ impl Metrics {
             .get_or_create(&ThresholdLabels {
                 budget: budget.to_owned(),
                 threshold,
+            })
+            .inc();
+    }
+
+    /// Counts a fallback from `provider`: taken, or refused by its retry budget.
+    pub fn fallback(&self, provider: &str, taken: bool) {
+        self.fallbacks
+            .get_or_create(&FallbackLabels {
+                provider: provider.to_owned(),
+                result: if taken { "taken" } else { "refused" },
+            })
+            .inc();
+    }
+
+    /// Counts an ejection of `provider`.
+    pub fn ejected(&self, provider: &str) {
+        self.ejections
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_owned(),
             })
             .inc();
     }

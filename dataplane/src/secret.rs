@@ -1,4 +1,5 @@
-//! A string that never prints: provider credentials live in memory only as [`Secret`].
+//! A string that never prints: provider credentials live in memory only as [`Secret`]; and
+//! where credential values are read from ([`CredentialReader`]).
 
 use std::fmt;
 
@@ -27,6 +28,26 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
+    }
+}
+
+/// Where credential values come from; tests substitute the environment.
+pub trait CredentialReader: Send + Sync {
+    /// Reads an environment variable.
+    fn env(&self, name: &str) -> Option<String>;
+    /// Reads a file.
+    fn file(&self, path: &str) -> std::io::Result<String>;
+}
+
+/// Reads credentials from the process environment and the file system.
+pub struct SystemCredentials;
+
+impl CredentialReader for SystemCredentials {
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn file(&self, path: &str) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
     }
 }
 

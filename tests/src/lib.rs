@@ -9,11 +9,17 @@
 //! * [`claude`]: runs the real Claude Code headless against a proxy.
 //! * [`mcp`]: upstream MCP servers and an MCP client on the official Python SDK.
 //! * [`redis_server`]: runs a real `redis-server` on loopback for the Redis ledger's tests.
+//! * [`fake_bedrock`]: a faithful fake of the Amazon Bedrock runtime (Python, botocore-checked
+//!   SigV4, real AWS event streams), forwarding to a fake Anthropic.
+//! * [`fake_cloud`]: faithful fakes of Vertex AI (with Google's token endpoint and metadata
+//!   server) and Azure AI Foundry (with Entra ID), forwarding to a fake Anthropic.
 
 #![warn(missing_docs)]
 
 pub mod claude;
 pub mod fake_anthropic;
+pub mod fake_bedrock;
+pub mod fake_cloud;
 pub mod harness;
 pub mod mcp;
 pub mod policy;

@@ -24,7 +24,8 @@ use super::jsonrpc::INTERNAL_ERROR;
 use super::{Refusal, read_body};
 use crate::body::{ProxyBody, boxed};
 use crate::policy::ProviderEntry;
-use crate::upstream::{HttpClient, build_request, error_chain, response_headers};
+use crate::providers::Wire;
+use crate::upstream::{HttpClient, error_chain, response_headers};
 
 /// Relays one `/mcp` request to `gateway` and streams its answer back.
 pub(super) async fn relay(
@@ -47,15 +48,15 @@ pub(super) async fn relay(
             format!("tollgate: MCP gateway '{}' is unavailable: {detail}", gateway.id),
         )
     };
-    let request = build_request(
-        gateway,
-        parts.method.clone(),
-        &path,
-        &parts.headers,
-        client_key,
-        body,
-    )
-    .map_err(|e| unavailable(StatusCode::BAD_GATEWAY, e))?;
+    let Wire::Anthropic(api) = &gateway.wire else {
+        return Err(unavailable(
+            StatusCode::BAD_GATEWAY,
+            "the MCP gateway must be a tollgate provider".into(),
+        ));
+    };
+    let request = api
+        .request(parts.method.clone(), &path, &parts.headers, client_key, body)
+        .map_err(|e| unavailable(StatusCode::BAD_GATEWAY, e))?;
     let limit = Duration::from_millis(gateway.timeouts.response_headers_ms);
     let resp = match tokio::time::timeout(limit, client.request(request)).await {
         Err(_) => {

@@ -4,14 +4,15 @@
 pub mod document;
 pub mod glob;
 pub mod load;
+pub mod providers;
 pub mod snapshot;
 pub mod store;
 pub mod validate;
 
 pub use document::{POLICY_VERSION, PolicyDocument};
 pub use snapshot::{
-    CompiledBudget, CredentialReader, KeyEntry, McpServerEntry, OTHER_LABEL, ProviderAuth, ProviderEntry,
-    Snapshot, SystemCredentials, Target, hash_key,
+    CompiledBudget, CredentialReader, KeyEntry, McpServerEntry, OTHER_LABEL, ProviderEntry, Snapshot,
+    SystemCredentials, Target, hash_key,
 };
 pub use store::{PolicyStore, ReloadOutcome};
 

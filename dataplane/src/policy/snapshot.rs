@@ -8,13 +8,17 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::document::{
-    AuditConfig, Budget, CaptureMode, CredentialSource, LimitsConfig, PolicyDocument, Provider, ProviderKind,
-    RateLimits, ScopeKind, Timeouts,
+    AuditConfig, Budget, CaptureMode, CredentialSource, LimitsConfig, PolicyDocument, ProviderKind,
+    RateLimits, RetryBudget, ScopeKind, Timeouts,
 };
 use super::glob::{AllowDeny, Glob};
 use super::load::LoadedDocument;
+use super::providers::compile_provider;
 use super::validate::{ValidationErrors, validate};
 use crate::pricing::PriceTable;
+use crate::providers::Wire;
+#[cfg(test)]
+use crate::providers::{AnthropicApi, ProviderAuth};
 use crate::secret::Secret;
 
 /// A compiled virtual key.
@@ -113,26 +117,21 @@ pub struct ProviderEntry {
     pub id: String,
     /// API kind.
     pub kind: ProviderKind,
-    /// Endpoint without a trailing slash.
-    pub endpoint: String,
-    /// How calls to it are authenticated.
-    pub auth: ProviderAuth,
+    /// Cloud region (prices can depend on it).
+    pub region: Option<String>,
+    /// Its wire format, with its credentials.
+    pub wire: Wire,
+    /// How many requests may fall back from it.
+    pub retry_budget: RetryBudget,
     /// Timeouts.
     pub timeouts: Timeouts,
 }
 
-/// How calls to a provider are authenticated.
-#[derive(Debug)]
-pub enum ProviderAuth {
-    /// The provider's own key, read from the policy's credential source; the client's
-    /// credential headers are replaced by it.
-    Key(Secret),
-    /// The credential could not be read: why (where from, never what). Calls fail as
-    /// `provider unavailable`.
-    Unreadable(String),
-    /// No provider credential (kind `tollgate`): the client's own credential headers, its
-    /// virtual key, are forwarded unchanged for the gateway to authenticate again.
-    ForwardClientKey,
+impl ProviderEntry {
+    /// Why its credential cannot be used, when known before calling it.
+    pub fn unusable(&self) -> Option<&str> {
+        self.wire.unusable()
+    }
 }
 
 /// A resolved forwarding target.
@@ -142,6 +141,10 @@ pub struct Target {
     pub provider: Arc<ProviderEntry>,
     /// The upstream model id, when it differs from the requested name.
     pub model: Option<String>,
+    /// Tried by ascending priority (default: the target's position in the route).
+    pub priority: u32,
+    /// Share of the load among targets of equal priority (at least 1).
+    pub weight: u32,
 }
 
 /// A budget with its time zone resolved.
@@ -199,25 +202,7 @@ pub struct Snapshot {
 /// The metric label of a name the policy does not know (bounds label cardinality).
 pub const OTHER_LABEL: &str = "other";
 
-/// Where credential values come from; tests substitute the environment.
-pub trait CredentialReader {
-    /// Reads an environment variable.
-    fn env(&self, name: &str) -> Option<String>;
-    /// Reads a file.
-    fn file(&self, path: &str) -> std::io::Result<String>;
-}
-
-/// Reads credentials from the process environment and the file system.
-pub struct SystemCredentials;
-
-impl CredentialReader for SystemCredentials {
-    fn env(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-    fn file(&self, path: &str) -> std::io::Result<String> {
-        std::fs::read_to_string(path)
-    }
-}
+pub use crate::secret::{CredentialReader, SystemCredentials};
 
 /// SHA-256 of a presented key, the form keys are indexed by.
 pub fn hash_key(secret: &str) -> [u8; 32] {
@@ -299,11 +284,14 @@ impl Snapshot {
                 targets: r
                     .targets
                     .iter()
-                    .filter_map(|t| {
+                    .enumerate()
+                    .filter_map(|(i, t)| {
                         let provider = providers.iter().find(|p| p.id == t.provider)?.clone();
                         Some(Target {
                             provider,
                             model: t.model.clone(),
+                            priority: t.priority.unwrap_or(u32::try_from(i).unwrap_or(u32::MAX)),
+                            weight: t.weight.unwrap_or(1).max(1),
                         })
                     })
                     .collect(),
@@ -518,23 +506,6 @@ impl Snapshot {
     }
 }
 
-fn compile_provider(p: &Provider, creds: &dyn CredentialReader) -> ProviderEntry {
-    let auth = match p.kind {
-        ProviderKind::Tollgate => ProviderAuth::ForwardClientKey,
-        _ => match read_credential(p.credential.as_ref(), creds) {
-            Ok(secret) => ProviderAuth::Key(secret),
-            Err(why) => ProviderAuth::Unreadable(why),
-        },
-    };
-    ProviderEntry {
-        id: p.id.clone(),
-        kind: p.kind,
-        endpoint: p.endpoint.trim_end_matches('/').to_owned(),
-        auth,
-        timeouts: p.timeouts.clone(),
-    }
-}
-
 /// Reads a credential; the error says where from, never what.
 pub fn read_credential(
     src: Option<&CredentialSource>,
@@ -637,6 +608,13 @@ mod tests {
         }
     }
 
+    fn endpoint(p: &ProviderEntry) -> &str {
+        match &p.wire {
+            Wire::Anthropic(api) => &api.endpoint,
+            other => panic!("not an Anthropic-format provider: {other:?}"),
+        }
+    }
+
     fn compile(d: PolicyDocument) -> Snapshot {
         let loaded = LoadedDocument {
             document: d,
@@ -666,15 +644,17 @@ mod tests {
         let t = &s.route("claude-sonnet-4-5").unwrap()[0];
         assert_eq!((t.provider.id.as_str(), t.model.as_deref()), ("a", None));
         assert!(s.route("gpt-5").is_none());
-        assert_eq!(s.providers()[0].endpoint, "http://127.0.0.1:9");
+        assert_eq!(endpoint(&s.providers()[0]), "http://127.0.0.1:9");
     }
 
     #[test]
     fn credentials_are_read_and_failures_explained_without_values() {
         let s = compile(doc());
-        assert!(matches!(&s.providers()[0].auth, ProviderAuth::Key(k) if k.expose() == "sk-up"));
-        let ProviderAuth::Unreadable(err) = &s.providers()[1].auth else {
-            panic!("{:?}", s.providers()[1].auth);
+        assert!(
+            matches!(&s.providers()[0].wire, Wire::Anthropic(AnthropicApi { auth: ProviderAuth::Key(k), .. }) if k.expose() == "sk-up")
+        );
+        let Some(err) = s.providers()[1].unusable() else {
+            panic!("{:?}", s.providers()[1].wire);
         };
         assert!(err.contains("/nope"), "{err}");
     }
@@ -689,15 +669,18 @@ mod tests {
             ..Default::default()
         });
         let s = compile(d.clone());
-        assert!(matches!(s.providers()[2].auth, ProviderAuth::ForwardClientKey));
+        assert!(matches!(
+            s.providers()[2].wire,
+            Wire::Anthropic(AnthropicApi {
+                auth: ProviderAuth::ForwardClientKey,
+                ..
+            })
+        ));
         assert!(s.mcp_gateway().is_none());
         d.mcp_gateway = Some("gw".into());
         let s = compile(d);
         let gw = s.mcp_gateway().unwrap();
-        assert_eq!(
-            (gw.id.as_str(), gw.endpoint.as_str()),
-            ("gw", "http://gateway:8080")
-        );
+        assert_eq!((gw.id.as_str(), endpoint(gw)), ("gw", "http://gateway:8080"));
     }
 
     #[test]

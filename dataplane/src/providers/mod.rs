@@ -1,9 +1,31 @@
 //! Provider wire formats, one module per format. Each module says how it authenticates,
-//! builds the upstream request from an Anthropic Messages request, reads usage (by
-//! converting its answer to the Anthropic format the meter reads) and maps its errors to
-//! Anthropic errors.
+//! builds the upstream request from an Anthropic Messages request, and turns its answer
+//! (JSON, stream and errors) into what an Anthropic client expects, which is also what the
+//! meter reads usage from.
+//!
+//! This module depends only on leaf modules (the HTTP client, secrets, body types, the
+//! Anthropic error format): the policy compiles into a [`Wire`], the server dispatches through
+//! it.
 
+pub mod anthropic;
+pub mod bedrock;
 pub mod body_edit;
+pub mod cloud_errors;
+pub mod foundry;
+pub mod oauth;
+pub mod vertex;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+use crate::body::BoxedBody;
+use crate::upstream::HttpClient;
+
+pub use anthropic::{AnthropicApi, ProviderAuth};
 
 /// What the client asked the provider for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,4 +37,105 @@ pub enum Operation {
     },
     /// `POST /v1/messages/count_tokens`.
     CountTokens,
+}
+
+/// An upstream answer's body as the client gets it: the provider's own (Anthropic format), or
+/// converted from the provider's format.
+pub type UpstreamBody = Either<Incoming, BoxedBody>;
+
+/// One request to a provider.
+#[derive(Debug)]
+pub struct Call<'a> {
+    /// Messages (streaming or not) or count_tokens.
+    pub op: Operation,
+    /// The upstream model id.
+    pub model: &'a str,
+    /// The client's path and query without the `/anthropic` prefix (`/v1/messages?beta=true`).
+    pub path_and_query: &'a str,
+    /// The client's headers.
+    pub headers: &'a HeaderMap,
+    /// The virtual key the client authenticated with (forwarded to a `tollgate` provider).
+    pub client_key: Option<&'a str>,
+    /// The Anthropic Messages body, its model already the upstream model.
+    pub body: Bytes,
+}
+
+/// A provider's wire format with its credentials (compiled from the policy).
+pub enum Wire {
+    /// The Anthropic Messages API as is (`anthropic`, `tollgate`).
+    Anthropic(AnthropicApi),
+    /// Anthropic models on Amazon Bedrock (InvokeModel, SigV4).
+    Bedrock(bedrock::Bedrock),
+    /// Anthropic models on Google Vertex AI.
+    Vertex(vertex::Vertex),
+    /// Anthropic models on Azure AI Foundry.
+    Foundry(foundry::Foundry),
+}
+
+impl std::fmt::Debug for Wire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Wire::Anthropic(api) => f.debug_tuple("Anthropic").field(api).finish(),
+            Wire::Bedrock(_) => f.write_str("Bedrock"),
+            Wire::Vertex(_) => f.write_str("Vertex"),
+            Wire::Foundry(_) => f.write_str("Foundry"),
+        }
+    }
+}
+
+impl Wire {
+    /// The upstream request for `call`; the error is one line without a secret.
+    pub async fn request(&self, client: &HttpClient, call: Call<'_>) -> Result<Request<Full<Bytes>>, String> {
+        match self {
+            Wire::Anthropic(api) => api.request(
+                http::Method::POST,
+                call.path_and_query,
+                call.headers,
+                call.client_key,
+                call.body,
+            ),
+            Wire::Bedrock(b) => {
+                b.request(client, call.op, call.model, call.headers, &call.body)
+                    .await
+            }
+            Wire::Vertex(v) => {
+                v.request(client, call.op, call.model, call.headers, &call.body)
+                    .await
+            }
+            Wire::Foundry(f) => {
+                f.request(client, call.op, call.model, call.headers, &call.body)
+                    .await
+            }
+        }
+    }
+
+    /// The client's view of an upstream answer (see [`UpstreamBody`]); `idle` bounds upstream
+    /// silence inside a converted stream.
+    pub fn response(
+        &self,
+        op: Operation,
+        resp: Response<Incoming>,
+        idle: Duration,
+    ) -> Response<UpstreamBody> {
+        let converted = |r: Response<BoxedBody>| r.map(Either::Right);
+        match self {
+            Wire::Anthropic(_) => resp.map(Either::Left),
+            // Their 2xx answers are Anthropic's own: only errors are converted.
+            Wire::Vertex(_) | Wire::Foundry(_) if resp.status().is_success() => resp.map(Either::Left),
+            Wire::Bedrock(b) => converted(b.response(op, resp, idle)),
+            Wire::Vertex(v) => converted(v.response(op, resp)),
+            Wire::Foundry(f) => converted(f.response(op, resp)),
+        }
+    }
+
+    /// Why the provider's credential cannot be used, when it is known without calling it.
+    pub fn unusable(&self) -> Option<&str> {
+        match self {
+            Wire::Anthropic(AnthropicApi {
+                auth: ProviderAuth::Unreadable(why),
+                ..
+            }) => Some(why),
+            Wire::Anthropic(_) | Wire::Bedrock(_) | Wire::Vertex(_) | Wire::Foundry(_) => None,
+        }
+    }
 }

@@ -108,8 +108,8 @@ impl Tap {
 }
 
 /// A pass-through body that meters what flows through it.
-pub struct MeteredBody {
-    inner: Incoming,
+pub struct MeteredBody<B: Body = Incoming> {
+    inner: B,
     tap: Tap,
     idle_limit: Duration,
     idle: Pin<Box<Sleep>>,
@@ -120,17 +120,18 @@ pub struct MeteredBody {
 /// Error ending a metered body early.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
-    /// The upstream connection failed mid-body.
+    /// The upstream connection failed mid-body (or its conversion from the provider's
+    /// format did).
     #[error("upstream body error: {0}")]
-    Upstream(#[from] hyper::Error),
+    Upstream(Box<dyn std::error::Error + Send + Sync>),
     /// The upstream sent nothing for too long.
     #[error("upstream stream idle for more than {0:?}")]
     Idle(Duration),
 }
 
-impl MeteredBody {
+impl<B: Body> MeteredBody<B> {
     /// Wraps an upstream body.
-    pub fn new(inner: Incoming, tap: Tap, idle_limit: Duration, completion: Completion) -> Self {
+    pub fn new(inner: B, tap: Tap, idle_limit: Duration, completion: Completion) -> Self {
         Self {
             inner,
             tap,
@@ -149,7 +150,11 @@ impl MeteredBody {
     }
 }
 
-impl Body for MeteredBody {
+impl<B> Body for MeteredBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Data = Bytes;
     type Error = BodyError;
 
@@ -173,7 +178,7 @@ impl Body for MeteredBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 this.finish(Outcome::UpstreamFailed);
-                Poll::Ready(Some(Err(BodyError::Upstream(e))))
+                Poll::Ready(Some(Err(BodyError::Upstream(e.into()))))
             }
             Poll::Ready(None) => {
                 this.finish(Outcome::Ended);
@@ -198,7 +203,7 @@ impl Body for MeteredBody {
     }
 }
 
-impl Drop for MeteredBody {
+impl<B: Body> Drop for MeteredBody<B> {
     fn drop(&mut self) {
         let outcome = if self.inner.is_end_stream() {
             Outcome::Ended

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use tracing::Instrument;
@@ -28,7 +28,9 @@ use crate::limits::plan::{
 use crate::metrics::{Metrics, RequestLabels};
 use crate::policy::document::ProviderKind;
 use crate::policy::{KeyEntry, PolicyStore, Snapshot, Target};
-use crate::upstream::{HttpClient, build_request, response_headers};
+use crate::providers::{Call, Operation, UpstreamBody};
+use crate::routing::{Candidate, Health, attempt_order};
+use crate::upstream::{HttpClient, response_headers};
 use crate::usage::RequestSize;
 
 pub use crate::body::{BoxedBody, ProxyBody, StreamError, boxed};
@@ -49,6 +51,8 @@ pub struct Gateway {
     audit: Option<Audit>,
     /// What keys and models recently produced: the budget estimate's output part.
     history: Arc<OutputHistory>,
+    /// Passive health and retry budgets of the providers (survive policy reloads).
+    health: Health,
 }
 
 /// What a request asks for.
@@ -115,6 +119,7 @@ impl Gateway {
             next_id: AtomicU64::new(0),
             audit: None,
             history: Arc::new(OutputHistory::new()),
+            health: Health::default(),
         }
     }
 
@@ -158,7 +163,7 @@ impl Gateway {
             ..Seen::default()
         };
         let result = self
-            .route(req, endpoint, &request_id, &mut seen, &span)
+            .serve(req, endpoint, &request_id, &mut seen, &span)
             .instrument(span.clone())
             .await;
         Ok(match result {
@@ -211,7 +216,8 @@ impl Gateway {
         resp
     }
 
-    async fn route(
+    /// Authenticates the key and serves the endpoint.
+    async fn serve(
         &self,
         req: Request<Incoming>,
         endpoint: Endpoint,
@@ -254,8 +260,10 @@ impl Gateway {
         }
     }
 
-    /// Forwards a Messages or count_tokens request: read and check it, route it, admit it
-    /// against budgets and rate limits, then try its targets in order.
+    /// Forwards a Messages or count_tokens request, in phases: read it, authorize its model,
+    /// admit it against budgets and rate limits, route it (the order of its targets), dispatch
+    /// it (falling back within the retry budgets), and meter the answer; the exchange is
+    /// accounted when the metered body ends ([`Completion`]).
     async fn forward(
         &self,
         req: Request<Incoming>,
@@ -265,11 +273,39 @@ impl Gateway {
         kind: RequestKind,
         span: &tracing::Span,
     ) -> Result<Response<ProxyBody>, Denial> {
-        let messages = kind == RequestKind::Messages;
+        let request = self.read_request(req, &snapshot, kind, &key, span).await?;
+        let permitted = permitted_targets(&snapshot, &key, &request.info.model)?;
+        let mut pending = self
+            .admit(&snapshot, &key, &request, &permitted, request_id, span)
+            .await?;
+        let order = self.route(permitted);
+        let client_key = crate::auth::presented_key_of(&snapshot, &request.parts.headers, &key);
+        match self.dispatch(&request, &order, client_key, &mut pending).await {
+            Ok(answer) => Ok(self
+                .meter(answer, request, pending, &snapshot, &key, request_id, span)
+                .await),
+            Err(denial) => {
+                // No answer came: nothing was used.
+                pending.release();
+                Err(denial)
+            }
+        }
+    }
+
+    /// Reads and checks the request: headers, body (bounded), the key's tool policy, the
+    /// fields the gateway needs, the output ceiling.
+    async fn read_request(
+        &self,
+        req: Request<Incoming>,
+        snapshot: &Snapshot,
+        kind: RequestKind,
+        key: &Arc<KeyEntry>,
+        span: &tracing::Span,
+    ) -> Result<ModelRequest, Denial> {
         let (parts, body) = req.into_parts();
         request::check_headers(&parts.headers).map_err(|detail| Denial::InvalidRequest { detail })?;
         let body = read_body(body, self.max_body_bytes).await?;
-        let (body, tool_guard) = crate::anthropic::tools::filter_request(&key, body)?;
+        let (body, tool_guard) = crate::anthropic::tools::filter_request(key, body)?;
         let info = request::inspect(&body).map_err(|detail| Denial::InvalidRequest { detail })?;
         span.record("model", info.model.as_str());
         let ceiling = snapshot.output_ceiling();
@@ -280,21 +316,42 @@ impl Gateway {
                 ),
             });
         }
-        let targets = permitted_targets(&snapshot, &key, &info.model)?;
-        let model_label = snapshot.model_label(&info.model).to_owned();
         let size = RequestSize {
             input_tokens: (body.len() as u64).div_ceil(3),
             max_output_tokens: info.max_tokens.unwrap_or(ceiling).min(ceiling),
         };
-        let (estimate, money_estimate, slot) = match kind {
-            RequestKind::Messages => self.estimate(&snapshot, &key, &targets, &info, body.len()),
+        Ok(ModelRequest {
+            parts,
+            body,
+            info,
+            kind,
+            tool_guard,
+            size,
+        })
+    }
+
+    /// Admits the request against its budgets and rate limits (reserving its estimate), and
+    /// opens its audit record.
+    async fn admit(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        key: &Arc<KeyEntry>,
+        request: &ModelRequest,
+        permitted: &[Target],
+        request_id: &str,
+        span: &tracing::Span,
+    ) -> Result<Pending, Denial> {
+        let (estimate, money_estimate, slot) = match request.kind {
+            RequestKind::Messages => {
+                self.estimate(snapshot, key, permitted, &request.info, request.body.len())
+            }
             RequestKind::CountTokens => (Estimate::default(), 0, None),
         };
         let mut plan = plan(
-            &snapshot,
-            &key,
+            snapshot,
+            key,
             request_id,
-            kind,
+            request.kind,
             estimate.cost_micro_usd,
             estimate.input_tokens,
             jiff::Timestamp::now(),
@@ -308,14 +365,13 @@ impl Gateway {
             span,
         )
         .await?
-        .map(|a| a.with_audit(self.audit.as_ref(), request_id, &key));
-        let endpoint = if messages { "messages" } else { "count_tokens" };
-        let mut pending = Pending {
+        .map(|a| a.with_audit(self.audit.as_ref(), request_id, key));
+        Ok(Pending {
             admitted,
             exchange: (self.audit.as_ref())
-                .map(|a| a.exchange(&snapshot, &key, request_id, &parts.headers, &body)),
-            endpoint,
-            model: info.model.clone(),
+                .map(|a| a.exchange(snapshot, key, request_id, &request.parts.headers, &request.body)),
+            endpoint: request.endpoint(),
+            model: request.info.model.clone(),
             upstream: None,
             // The provider may bill what it generated for a request abandoned after it was
             // sent: the whole reservation is charged, never only the input.
@@ -331,85 +387,153 @@ impl Gateway {
             slot,
             span: span.clone(),
             sent: Instant::now(),
-        };
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/v1/messages");
-        let path_and_query = path_and_query
-            .strip_prefix("/anthropic")
-            .unwrap_or(path_and_query);
-        let client_key = crate::auth::presented_key_of(&snapshot, &parts.headers, &key);
+        })
+    }
+
+    /// The order to try the permitted targets in: by priority, weighted within a priority,
+    /// ejected providers last ([`crate::routing`]).
+    fn route(&self, permitted: Vec<Target>) -> Vec<Target> {
+        let now = Instant::now();
+        let candidates: Vec<Candidate> = permitted
+            .iter()
+            .map(|t| Candidate {
+                priority: t.priority,
+                weight: t.weight,
+                ejected: self.health.provider(&t.provider.id).ejected(now),
+            })
+            .collect();
+        let mut slots: Vec<Option<Target>> = permitted.into_iter().map(Some).collect();
+        attempt_order(&candidates)
+            .into_iter()
+            .filter_map(|i| slots.get_mut(i).and_then(Option::take))
+            .collect()
+    }
+
+    /// Sends the request to its targets in order until one answers usefully: a connect
+    /// failure, a timeout, a 429 or a 5xx moves on to the next target, while the failing
+    /// provider's retry budget allows; otherwise that answer (or failure) is the client's.
+    async fn dispatch(
+        &self,
+        request: &ModelRequest,
+        order: &[Target],
+        client_key: Option<&str>,
+        pending: &mut Pending,
+    ) -> Result<Answer, Denial> {
         let mut last = Denial::UnknownModel {
-            model: info.model.clone(),
+            model: request.info.model.clone(),
         };
-        for (i, target) in targets.iter().enumerate() {
-            let has_fallback = i + 1 < targets.len();
-            let upstream_model = target.model.clone().unwrap_or_else(|| info.model.clone());
-            let body = if upstream_model == info.model {
-                body.clone()
+        for (i, target) in order.iter().enumerate() {
+            let provider = &target.provider;
+            let health = self.health.provider(&provider.id);
+            let upstream_model = target.model.clone().unwrap_or_else(|| request.info.model.clone());
+            let body = if upstream_model == request.info.model {
+                request.body.clone()
             } else {
-                info.rewrite_model(&body, &upstream_model)
+                request.info.rewrite_model(&request.body, &upstream_model)
             };
-            pending.upstream = Some((target.provider.id.clone(), upstream_model.clone()));
-            match self
-                .send(target, &parts.headers, client_key, path_and_query, body)
-                .await
-            {
-                Ok((resp, _)) if has_fallback && falls_back(target.provider.kind, resp.status()) => {
-                    tracing::warn!(provider = %target.provider.id, status = resp.status().as_u16(), "falling back to the next target");
+            pending.upstream = Some((provider.id.clone(), upstream_model.clone()));
+            health.sent(provider.retry_budget);
+            let result = self
+                .send(target, request, &upstream_model, client_key, body)
+                .await;
+            let now = Instant::now();
+            let failed = match &result {
+                Ok((resp, _)) => falls_back(provider.kind, resp.status()),
+                Err(_) => true,
+            };
+            if !failed {
+                health.succeeded();
+            } else if health.failed(now) {
+                self.metrics.ejected(&provider.id);
+                tracing::warn!(provider = %provider.id, "provider ejected after consecutive failures: tried last for a while");
+            }
+            let may_fall_back = failed && i + 1 < order.len() && {
+                let allowed = health.may_fall_back(provider.retry_budget, now);
+                self.metrics.fallback(&provider.id, allowed);
+                if !allowed {
+                    tracing::warn!(provider = %provider.id, "retry budget spent: no fallback");
+                }
+                allowed
+            };
+            match result {
+                Ok((resp, _)) if may_fall_back => {
+                    tracing::warn!(provider = %provider.id, status = resp.status().as_u16(), "falling back to the next target");
                     last = Denial::ProviderUnavailable {
-                        provider: target.provider.id.clone(),
+                        provider: provider.id.clone(),
                         detail: format!("status {}", resp.status()),
                     };
                 }
                 Ok((resp, sent)) => {
-                    let labels = RequestLabels {
-                        key_id: key.id.clone(),
-                        team: key.team.clone().unwrap_or_default(),
-                        model: model_label.clone(),
-                        provider: target.provider.id.clone(),
-                    };
-                    let (admitted, audit) = pending.take();
-                    let completion = Completion {
-                        metrics: self.metrics.clone(),
-                        labels,
-                        requested: info.model.clone(),
-                        snapshot: snapshot.clone(),
+                    return Ok(Answer {
+                        resp,
+                        target: target.clone(),
                         upstream_model,
-                        status: resp.status().as_u16(),
                         sent,
-                        span: span.clone(),
-                        admitted,
-                        audit,
-                        endpoint,
-                        request: size,
-                        history: messages.then(|| (self.history.clone(), key.id.clone())),
-                        slot: pending.slot.take(),
-                    };
-                    let idle = Duration::from_millis(target.provider.timeouts.stream_idle_ms);
-                    let stamp = (target.provider.kind != ProviderKind::Tollgate).then_some(request_id);
-                    let resp = respond(resp, completion, messages, idle, stamp);
-                    return Ok(match tool_guard {
-                        Some(guard) if messages => guard.guard(resp).await,
-                        _ => resp,
                     });
                 }
                 Err(denial) => {
-                    tracing::warn!(provider = %target.provider.id, reason = denial.reason(), "upstream attempt failed");
+                    tracing::warn!(provider = %provider.id, reason = denial.reason(), "upstream attempt failed");
+                    if !may_fall_back {
+                        return Err(denial);
+                    }
                     last = denial;
                 }
             }
         }
-        // No answer came: nothing was used.
-        pending.release();
         Err(last)
     }
 
-    /// The budget estimate of a Messages request, priced at its first target's model: what to
-    /// reserve, the estimate a refusal is judged by (see [`crate::limits::plan::Plan::money_estimate_micro_usd`]),
-    /// and the key's optimistic slot when the reservation is the learned estimate.
+    /// The client's response: the answer's body metered (and guarded by the key's tool
+    /// policy); the exchange is accounted when it ends.
+    #[allow(clippy::too_many_arguments)]
+    async fn meter(
+        &self,
+        answer: Answer,
+        request: ModelRequest,
+        mut pending: Pending,
+        snapshot: &Arc<Snapshot>,
+        key: &KeyEntry,
+        request_id: &str,
+        span: &tracing::Span,
+    ) -> Response<ProxyBody> {
+        let messages = request.kind == RequestKind::Messages;
+        let provider = &answer.target.provider;
+        let labels = RequestLabels {
+            key_id: key.id.clone(),
+            team: key.team.clone().unwrap_or_default(),
+            model: snapshot.model_label(&request.info.model).to_owned(),
+            provider: provider.id.clone(),
+        };
+        let (admitted, audit) = pending.take();
+        let completion = Completion {
+            metrics: self.metrics.clone(),
+            labels,
+            requested: request.info.model.clone(),
+            snapshot: snapshot.clone(),
+            upstream_model: answer.upstream_model,
+            status: answer.resp.status().as_u16(),
+            sent: answer.sent,
+            span: span.clone(),
+            admitted,
+            audit,
+            endpoint: request.endpoint(),
+            request: request.size,
+            history: messages.then(|| (self.history.clone(), key.id.clone())),
+            slot: pending.slot.take(),
+        };
+        let idle = Duration::from_millis(provider.timeouts.stream_idle_ms);
+        let stamp = (provider.kind != ProviderKind::Tollgate).then_some(request_id);
+        let resp = respond(answer.resp, completion, messages, idle, stamp);
+        match request.tool_guard {
+            Some(guard) if messages => guard.guard(resp).await,
+            _ => resp,
+        }
+    }
+
+    /// The budget estimate of a Messages request, priced at the dearest model its targets
+    /// serve (any of them may answer): what to reserve, the estimate a refusal is judged by
+    /// (see [`crate::limits::plan::Plan::money_estimate_micro_usd`]), and the key's optimistic
+    /// slot when the reservation is the learned estimate.
     fn estimate(
         &self,
         snapshot: &Snapshot,
@@ -418,18 +542,23 @@ impl Gateway {
         info: &request::RequestInfo,
         body_len: usize,
     ) -> (Estimate, u64, Option<OptimisticSlot>) {
-        let first_model = targets
-            .first()
-            .and_then(|t| t.model.as_deref())
-            .unwrap_or(&info.model);
-        let (price, _) = price_for(&snapshot.prices, first_model, &info.model);
         let cap = snapshot
             .limits
             .estimate_output_tokens_cap
             .unwrap_or(DEFAULT_OUTPUT_CAP);
-        let worst = estimate(price, body_len, output_estimate(info.max_tokens, cap, None));
+        let output = output_estimate(info.max_tokens, cap, None);
+        let (model, worst) = targets
+            .iter()
+            .map(|t| {
+                let model = t.model.as_deref().unwrap_or(&info.model);
+                let (price, _) = price_for(&snapshot.prices, model, &info.model);
+                (model, estimate(price, body_len, output))
+            })
+            .max_by_key(|(_, e)| e.cost_micro_usd)
+            .unwrap_or((&info.model, Estimate::default()));
+        let (price, _) = price_for(&snapshot.prices, model, &info.model);
         let max_tokens = info.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
-        let typical = self.history.typical_output(&key.id, first_model, max_tokens);
+        let typical = self.history.typical_output(&key.id, model, max_tokens);
         let learned = estimate(price, body_len, output_estimate(info.max_tokens, cap, typical));
         if learned.cost_micro_usd >= worst.cost_micro_usd {
             return (worst, worst.cost_micro_usd, None);
@@ -440,31 +569,103 @@ impl Gateway {
         }
     }
 
+    /// One attempt: builds the provider's request (which may fetch a credential) and waits
+    /// for its answer's headers, both within the provider's response-headers timeout.
     async fn send(
         &self,
         target: &Target,
-        headers: &HeaderMap,
+        request: &ModelRequest,
+        model: &str,
         client_key: Option<&str>,
-        path_and_query: &str,
         body: Bytes,
-    ) -> Result<(Response<Incoming>, Instant), Denial> {
+    ) -> Result<(Response<UpstreamBody>, Instant), Denial> {
         let provider = &target.provider;
         let unavailable = |detail: String| Denial::ProviderUnavailable {
             provider: provider.id.clone(),
             detail,
         };
-        let upstream = build_request(provider, Method::POST, path_and_query, headers, client_key, body)
-            .map_err(unavailable)?;
-        let sent = Instant::now();
+        let op = request.op();
+        let call = Call {
+            op,
+            model,
+            path_and_query: request.path_and_query(),
+            headers: &request.parts.headers,
+            client_key,
+            body,
+        };
+        let attempt = async {
+            let upstream = provider
+                .wire
+                .request(&self.client, call)
+                .await
+                .map_err(unavailable)?;
+            let sent = Instant::now();
+            let resp = self
+                .client
+                .request(upstream)
+                .await
+                .map_err(|e| unavailable(crate::upstream::error_chain(&e)))?;
+            Ok((resp, sent))
+        };
         let limit = Duration::from_millis(provider.timeouts.response_headers_ms);
-        match tokio::time::timeout(limit, self.client.request(upstream)).await {
-            Err(_) => Err(Denial::UpstreamTimeout {
-                provider: provider.id.clone(),
-            }),
-            Ok(Err(e)) => Err(unavailable(crate::upstream::error_chain(&e))),
-            Ok(Ok(resp)) => Ok((resp, sent)),
+        let (resp, sent) = match tokio::time::timeout(limit, attempt).await {
+            Err(_) => {
+                return Err(Denial::UpstreamTimeout {
+                    provider: provider.id.clone(),
+                });
+            }
+            Ok(result) => result?,
+        };
+        let idle = Duration::from_millis(provider.timeouts.stream_idle_ms);
+        Ok((provider.wire.response(op, resp, idle), sent))
+    }
+}
+
+/// A Messages or count_tokens request, read and checked.
+struct ModelRequest {
+    parts: http::request::Parts,
+    body: Bytes,
+    info: request::RequestInfo,
+    kind: RequestKind,
+    tool_guard: Option<crate::anthropic::tools::ToolGuard>,
+    size: RequestSize,
+}
+
+impl ModelRequest {
+    fn op(&self) -> Operation {
+        match self.kind {
+            RequestKind::Messages => Operation::Messages {
+                stream: self.info.stream,
+            },
+            RequestKind::CountTokens => Operation::CountTokens,
         }
     }
+
+    fn endpoint(&self) -> &'static str {
+        match self.kind {
+            RequestKind::Messages => "messages",
+            RequestKind::CountTokens => "count_tokens",
+        }
+    }
+
+    /// The client's path and query without the `/anthropic` prefix.
+    fn path_and_query(&self) -> &str {
+        let pq = self
+            .parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/v1/messages");
+        pq.strip_prefix("/anthropic").unwrap_or(pq)
+    }
+}
+
+/// A target's answer that reaches the client.
+struct Answer {
+    resp: Response<UpstreamBody>,
+    target: Target,
+    upstream_model: String,
+    sent: Instant,
 }
 
 /// The targets of the route serving `model` that `key` may use (model rules judge the
@@ -583,7 +784,7 @@ fn falls_back(kind: ProviderKind, status: StatusCode) -> bool {
 /// this proxy's request id for `x-tollgate-request-id`; none behind a `tollgate` provider,
 /// whose answer (ids included) reaches the client unchanged.
 fn respond(
-    resp: Response<Incoming>,
+    resp: Response<UpstreamBody>,
     completion: Completion,
     accounted: bool,
     idle: Duration,
