@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
+use tollgate_dataplane::policy::document::ProviderKind;
+use tollgate_dataplane::pricing::{PriceSource, PriceTable, ProviderPricing};
+use tollgate_dataplane::usage::Usage;
 use tollgate_tests::fake_anthropic::{DEFAULT_REPLY, FakeAnthropic, FakeConfig, SCENARIO_HEADER};
 use tollgate_tests::fake_bedrock::{FakeBedrock, FakeBedrockOptions};
 use tollgate_tests::fake_cloud::{FakeFoundry, FakeVertex, FoundryOptions, VertexOptions};
@@ -213,6 +216,34 @@ async fn audited(rig: &Rig, n: usize) -> Vec<Value> {
     }
 }
 
+/// What an audited exchange must cost: its tokens at the provider's own price (exact integer
+/// arithmetic, rounded up to the micro-dollar).
+fn expected_cost(record: &Value, kind: ProviderKind, region: &str) -> u64 {
+    let prices = PriceTable::builtin();
+    let model = record["upstream_model"].as_str().unwrap();
+    let p = prices
+        .for_provider(
+            ProviderPricing {
+                kind,
+                region: Some(region),
+            },
+            model,
+        )
+        .unwrap_or_else(|| panic!("no price for {model}"));
+    assert_eq!(p.source, PriceSource::Provider, "{model} priced by {}", p.entry);
+    let t = &record["tokens"];
+    let n = |k: &str| t[k].as_u64().unwrap_or(0);
+    let usage = Usage {
+        input_tokens: n("input"),
+        output_tokens: n("output"),
+        cache_read_tokens: n("cache_read"),
+        cache_write_5m_tokens: n("cache_write_5m"),
+        cache_write_1h_tokens: n("cache_write_1h"),
+        ..Default::default()
+    };
+    p.price.cost(&usage).micro_usd_ceil()
+}
+
 async fn cost_metric(rig: &Rig, provider: &str) -> u64 {
     let metrics = rig.proxy.metrics().await.unwrap();
     metrics
@@ -276,8 +307,23 @@ async fn bedrock_serves_json_and_a_transcoded_stream_signed_with_sigv4() {
     for a in &audit {
         assert_eq!(a["provider"], "bedrock");
         assert_eq!(a["upstream_model"], BEDROCK_MODEL);
-        assert!(a["cost_micro_usd"].as_u64().unwrap() > 0, "{a}");
         assert!(a["tokens"]["output"].as_u64().unwrap() > 0, "{a}");
+        // Bedrock's own price for the US inference profile (10% over the Anthropic API's).
+        let cost = a["cost_micro_usd"].as_u64().unwrap();
+        assert_eq!(cost, expected_cost(a, ProviderKind::Bedrock, "us-east-1"), "{a}");
+        let anthropic_price = PriceTable::builtin().get("claude-sonnet-4-5").unwrap().clone();
+        let t = &a["tokens"];
+        let direct = anthropic_price
+            .cost(&Usage {
+                input_tokens: t["input"].as_u64().unwrap(),
+                output_tokens: t["output"].as_u64().unwrap(),
+                ..Default::default()
+            })
+            .micro_usd_ceil();
+        assert!(
+            cost > direct,
+            "Bedrock {cost} vs Anthropic {direct}: the profile's own price applies"
+        );
     }
     assert!(cost_metric(&rig, "bedrock").await > 0);
     let logs = rig.proxy.logs();
@@ -327,11 +373,19 @@ async fn vertex_and_foundry_serve_with_tokens_they_issued() {
     let foundry = rig.foundry.records();
     let entra = foundry
         .iter()
-        .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/oauth2/v2.0/token")))
+        .filter(|r| {
+            r["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("/oauth2/v2.0/token"))
+        })
         .count();
     let calls: Vec<&Value> = foundry
         .iter()
-        .filter(|r| r["path"].as_str().is_some_and(|p| p.starts_with("/anthropic/v1/messages")))
+        .filter(|r| {
+            r["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("/anthropic/v1/messages"))
+        })
         .collect();
     assert_eq!(entra, 1, "{foundry:?}");
     assert_eq!(calls.len(), 2, "{foundry:?}");
@@ -352,12 +406,22 @@ async fn vertex_and_foundry_serve_with_tokens_they_issued() {
         2,
         "{audit:?}"
     );
-    assert!(
-        audit
-            .iter()
-            .filter(|a| a["provider"] == "vertex")
-            .all(|a| a["upstream_model"] == VERTEX_MODEL)
-    );
+    for a in audit.iter().filter(|a| a["provider"] == "vertex") {
+        assert_eq!(a["upstream_model"], VERTEX_MODEL);
+        // Vertex's own price at a regional endpoint (us-east5: the regional uplift).
+        assert_eq!(
+            a["cost_micro_usd"].as_u64().unwrap(),
+            expected_cost(a, ProviderKind::Vertex, "us-east5"),
+            "{a}"
+        );
+    }
+    for a in audit.iter().filter(|a| a["provider"] == "foundry") {
+        assert_eq!(
+            a["cost_micro_usd"].as_u64().unwrap(),
+            expected_cost(a, ProviderKind::Foundry, ""),
+            "{a}"
+        );
+    }
     // count_tokens through Vertex.
     let r = send(
         "POST",

@@ -54,13 +54,14 @@ pub fn parse_secret_key(s: &str) -> Option<SecretKey> {
     (!name.is_empty() && !key.is_empty() && !name.contains('_')).then(|| (name.to_owned(), key.to_owned()))
 }
 
-/// Every Secret key the world's providers, MCP servers and audit sinks reference, among the
+/// Every Secret key the world's providers (their cloud credentials included), MCP servers and
+/// audit sinks reference, among the
 /// Secrets labelled as credentials.
 pub fn referenced(world: &World) -> BTreeSet<SecretKey> {
     let refs = world
         .providers
         .iter()
-        .filter_map(|p| p.spec.credential.as_ref())
+        .flat_map(|p| p.spec.credential_refs())
         .chain(
             world
                 .mcp_servers

@@ -115,6 +115,7 @@ async fn the_controller_compiles_resources_into_configmaps_and_reports_status() 
                     targets: vec![RouteTarget {
                         provider: "anthropic".into(),
                         model: None,
+                        ..Default::default()
                     }],
                 },
                 status: None,
@@ -786,6 +787,7 @@ async fn gateway_mode_writes_no_secret_into_agent_namespaces() {
             targets: vec![RouteTarget {
                 provider: "anthropic".into(),
                 model: None,
+                ..Default::default()
             }],
         },
         status: None,

@@ -4,7 +4,9 @@
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;
 use serde_json::{Value, json};
-use tollgate_operator::crd::{self, AuditSink, Budget, McpServer, ModelProvider, Team, VirtualKey};
+use tollgate_operator::crd::{
+    self, AuditSink, Budget, McpServer, ModelProvider, ModelRoute, Team, VirtualKey,
+};
 
 #[test]
 fn checked_in_crds_match_the_types() {
@@ -328,6 +330,111 @@ fn team_rules() {
     assert_eq!(from["enum"], json!(["All", "Selector"]));
 }
 
+/// The cloud kinds' rules: what each kind needs, each credential form only on its own kind,
+/// one AWS form at a time, and the route target's priority and weight ranges.
+#[test]
+fn cloud_provider_and_route_target_rules() {
+    let irsa = json!({"webIdentity": {"roleArn": "arn:aws:iam::1:role/r", "tokenFile": "/t"}});
+    let sa_key = json!({"serviceAccountKey": {"secretKeyRef": {"name": "s", "key": "k"}}});
+    check_rules::<ModelProvider>(
+        "ModelProvider",
+        &[
+            json!({"kind": "bedrock", "region": "us-east-1"}),
+            json!({"kind": "bedrock", "region": "us-east-1", "aws": irsa}),
+            json!({"kind": "bedrock", "region": "us-east-1", "aws": {"accessKeyId": {"env": "A"}, "secretAccessKey": {"env": "S"}, "sessionToken": {"env": "T"}}}),
+            json!({"kind": "bedrock", "region": "us-east-1", "aws": {"container": {"uri": "http://169.254.170.23/v1/credentials", "tokenFile": "/t"}}}),
+            json!({"kind": "bedrock", "region": "us-east-1", "credential": {"env": "BEDROCK_API_KEY"}, "retryBudget": {"percent": 0, "minPerSecond": 0}}),
+            json!({"kind": "vertex", "region": "global", "project": "acme-ai", "gcp": sa_key}),
+            json!({"kind": "vertex", "region": "us-east5", "project": "acme-ai", "endpoint": "https://private.example"}),
+            json!({"kind": "foundry", "endpoint": "https://x", "azure": {"tenantId": "t", "clientId": "c", "federatedTokenFile": "/f"}}),
+            json!({"kind": "foundry", "endpoint": "https://x", "azure": {"clientSecret": {"env": "S"}}}),
+        ],
+        &[
+            (json!({"kind": "anthropic"}), "set endpoint"),
+            (json!({"kind": "foundry"}), "set endpoint"),
+            (json!({"kind": "bedrock"}), "set region"),
+            (json!({"kind": "vertex", "project": "p"}), "set region"),
+            (
+                json!({"kind": "vertex", "region": "global"}),
+                "project is required for kind vertex",
+            ),
+            (
+                json!({"kind": "bedrock", "region": "us-east-1", "project": "p"}),
+                "project is required for kind vertex and only allowed there",
+            ),
+            (
+                json!({"kind": "vertex", "region": "global", "project": "p", "aws": irsa}),
+                "aws is only for kind bedrock",
+            ),
+            (
+                json!({"kind": "bedrock", "region": "us-east-1", "gcp": sa_key}),
+                "gcp is only for kind vertex",
+            ),
+            (
+                json!({"kind": "bedrock", "region": "us-east-1", "azure": {}}),
+                "azure is only for kind foundry",
+            ),
+            (
+                json!({"kind": "bedrock", "region": "us-east-1", "credential": {"env": "K"}, "aws": irsa}),
+                "set either credential or the cloud credentials",
+            ),
+            (
+                json!({"kind": "bedrock", "region": "us-east-1", "aws": {}}),
+                "set exactly one of accessKeyId with secretAccessKey",
+            ),
+            (
+                json!({"kind": "bedrock", "region": "us-east-1", "aws": {"accessKeyId": {"env": "A"}, "secretAccessKey": {"env": "S"}, "webIdentity": irsa["webIdentity"]}}),
+                "set exactly one of",
+            ),
+            (
+                json!({"kind": "bedrock", "region": "us-east-1", "aws": {"accessKeyId": {"env": "A"}}}),
+                "accessKeyId and secretAccessKey go together",
+            ),
+            (
+                json!({"kind": "bedrock", "region": "us-east-1", "aws": {"container": {"uri": "http://x"}, "sessionToken": {"env": "T"}}}),
+                "sessionToken goes with accessKeyId",
+            ),
+            (
+                json!({"kind": "bedrock", "region": "us-east-1", "aws": {"webIdentity": {"roleArn": "role/r", "tokenFile": "/t"}}}),
+                "must be an IAM role ARN",
+            ),
+            (
+                json!({"kind": "bedrock", "region": "us-east-1", "aws": {"webIdentity": {"roleArn": "arn:aws:iam::1:role/r", "tokenFile": "t"}}}),
+                "absolute file path",
+            ),
+            (
+                json!({"kind": "foundry", "endpoint": "https://x", "azure": {"clientSecret": {"env": "S"}, "federatedTokenFile": "/f"}}),
+                "set clientSecret or federatedTokenFile",
+            ),
+            (
+                json!({"kind": "foundry", "endpoint": "https://x", "azure": {"authorityHost": "login.example"}}),
+                "http(s) URL",
+            ),
+        ],
+    );
+    // Schema bounds (checked by the API server's schema validation, not by CEL; the
+    // examples test runs them): region and project are DNS labels, the ranges as the proxy's.
+    let spec = &schema::<ModelProvider>()["properties"]["spec"]["properties"];
+    for field in ["region", "project"] {
+        assert_eq!(spec[field]["maxLength"], 63, "{field}");
+        assert_eq!(
+            spec[field]["pattern"], "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+            "{field}"
+        );
+    }
+    let number = |v: &Value| v.as_f64();
+    assert_eq!(
+        number(&spec["retryBudget"]["properties"]["percent"]["maximum"]),
+        Some(100.0)
+    );
+    let target =
+        &schema::<ModelRoute>()["properties"]["spec"]["properties"]["targets"]["items"]["properties"];
+    assert_eq!(number(&target["priority"]["minimum"]), Some(0.0));
+    assert_eq!(target["priority"]["format"], "int32");
+    assert_eq!(number(&target["weight"]["minimum"]), Some(1.0));
+    assert_eq!(number(&target["weight"]["maximum"]), Some(10_000.0));
+}
+
 /// The CRD offers exactly the provider kinds the proxy implements, less `tollgate` (the
 /// gateway as a sidecar's provider, which only the operator writes).
 #[test]
@@ -363,7 +470,7 @@ fn provider_kinds_are_exactly_what_the_proxy_implements() {
     let old: ModelProvider = serde_json::from_value(object(
         "ModelProvider",
         "p",
-        json!({"kind": "bedrock", "endpoint": "https://x"}),
+        json!({"kind": "openai", "endpoint": "https://x"}),
     ))
     .unwrap();
     assert_eq!(old.spec.kind, crd::ProviderKind::Unsupported);

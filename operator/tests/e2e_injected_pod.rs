@@ -106,6 +106,7 @@ async fn create_world(client: &kube::Client, upstream: &str) {
             targets: vec![RouteTarget {
                 provider: "fake".into(),
                 model: None,
+                ..Default::default()
             }],
         },
         status: None,

@@ -1,4 +1,4 @@
-//! `examples/k8s/*.yaml` validate against the generated CRD schemas (jsonschema, strict about
+//! `examples/k8s/*.yaml` and `examples/crds/*.yaml` (the cloud providers) validate against the generated CRD schemas (jsonschema, strict about
 //! unknown fields), pass the CRDs' CEL rules, and compile into a policy with every resource
 //! Ready (with the Secrets the examples tell the reader to create).
 
@@ -13,15 +13,23 @@ use tollgate_operator::compile::{self, Settings};
 use tollgate_operator::crd;
 use tollgate_operator::offline::manifests;
 
-fn examples() -> Vec<(String, Value)> {
-    let dir = support::operator_dir().join("../examples/k8s");
+fn yaml_files(dir: &str) -> Vec<std::path::PathBuf> {
+    let dir = support::operator_dir().join("..").join(dir);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
+    files
+}
+
+fn examples() -> Vec<(String, Value)> {
+    let mut files = yaml_files("examples/k8s");
     assert!(files.len() >= 4, "examples/k8s/*.yaml not found");
+    let clouds = yaml_files("examples/crds");
+    assert!(clouds.len() >= 2, "examples/crds/*.yaml not found");
+    files.extend(clouds);
     let mut out = Vec::new();
     for f in files {
         for (i, doc) in support::yaml_documents(&f).into_iter().enumerate() {
@@ -133,7 +141,45 @@ stringData: {key: tg_example_ci_bot}
 /// Read the way `tollgate-operator compile` reads them (namespaces, secrets, generated keys).
 #[test]
 fn examples_compile_with_every_resource_ready() {
-    let mut docs = manifests::read(&[support::operator_dir().join("../examples/k8s")], false).unwrap();
+    let c = compile_examples(&[]);
+    assert_eq!(c.document.keys.len(), 3);
+    assert_eq!(c.document.routes[0].match_, "gw-haiku");
+}
+
+/// Each cloud example, applied over examples/k8s as its comments say, compiles with every
+/// resource Ready, its tiers routed to the provider's own model ids before the passthrough.
+#[test]
+fn cloud_examples_compile_with_every_resource_ready() {
+    for (file, kind, providers) in [
+        ("bedrock.yaml", "bedrock", ["bedrock-us", "bedrock-us-west"]),
+        ("vertex.yaml", "vertex", ["vertex-global", "vertex-us-east5"]),
+    ] {
+        let c = compile_examples(&[support::operator_dir().join("../examples/crds").join(file)]);
+        for id in providers {
+            let p = c.document.providers.iter().find(|p| p.id == id).unwrap();
+            assert_eq!(serde_json::to_value(p.kind).unwrap(), kind, "{file}");
+        }
+        let sonnet = c
+            .document
+            .routes
+            .iter()
+            .find(|r| r.match_ == "claude-sonnet-*")
+            .unwrap_or_else(|| panic!("{file}: no sonnet route"));
+        let weights: Vec<_> = sonnet.targets.iter().map(|t| (t.priority, t.weight)).collect();
+        assert_eq!(weights.len(), 3, "{file}");
+        assert_eq!(sonnet.targets[2].provider, "anthropic", "{file}: the fallback");
+        // The cloud routes come before the claude-* passthrough.
+        let position = |m: &str| c.document.routes.iter().position(|r| r.match_ == m).unwrap();
+        assert!(position("claude-opus-*") < position("claude-*"), "{file}");
+    }
+}
+
+/// examples/k8s plus `extra`, with the Secrets the examples tell the reader to create; every
+/// resource must be Ready.
+fn compile_examples(extra: &[std::path::PathBuf]) -> compile::Compiled {
+    let mut paths = vec![support::operator_dir().join("../examples/k8s")];
+    paths.extend(extra.iter().cloned());
+    let mut docs = manifests::read(&paths, false).unwrap();
     docs.extend(manifests::parse("cluster-secrets.yaml", CLUSTER_SECRETS).unwrap());
     let options = manifests::Options {
         namespace: "default".into(),
@@ -155,6 +201,5 @@ fn examples_compile_with_every_resource_ready() {
         .map(|s| format!("{:?} {}: {}", s.kind, s.display_name(), s.readiness.message))
         .collect();
     assert!(not_ready.is_empty(), "{not_ready:#?}");
-    assert_eq!(c.document.keys.len(), 3);
-    assert_eq!(c.document.routes[0].match_, "gw-haiku");
+    c
 }

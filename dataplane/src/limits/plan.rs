@@ -33,9 +33,9 @@ use jiff::Timestamp;
 
 use super::window::{Window, window_at};
 use crate::ledger::{Admission, BudgetCharge, RateCharge, RateKind};
-use crate::policy::document::{BudgetScope, RateLimits};
+use crate::policy::document::{BudgetScope, ProviderKind, RateLimits};
 use crate::policy::{CompiledBudget, KeyEntry, Snapshot};
-use crate::pricing::{ModelPrice, PriceTable};
+use crate::pricing::{ModelPrice, PriceSource, PriceTable, ProviderPricing};
 use crate::usage::Usage;
 
 /// Default output tokens reserved at most.
@@ -102,15 +102,34 @@ impl Plan {
     }
 }
 
-/// The price for `model`: the upstream id first, then the requested name, else the most
-/// expensive model in the table (so an unpriced model cannot escape a budget).
+/// The price of `upstream` (the model id sent to `provider`), requested as `requested`, and
+/// whether it is the model's own price:
+/// - on a cloud provider (Bedrock, Vertex AI, Foundry), the entry under the provider's own id
+///   ([`PriceTable::for_provider`]: `us.anthropic.…`, `vertex_ai/…@…`, with its regional
+///   surcharge); without one, the Anthropic price of the model (not its own: regional and
+///   geographic surcharges are unknown), else of the requested name;
+/// - on the Anthropic API (or a gateway), the upstream id, then the requested name;
+/// - else the most expensive model in the table, so an unpriced model cannot escape a budget.
 pub fn price_for<'a>(
     prices: &'a PriceTable,
+    provider: ProviderPricing<'_>,
     upstream: &str,
     requested: &str,
 ) -> (Option<&'a ModelPrice>, bool) {
-    if let Some(p) = prices.get(upstream).or_else(|| prices.get(requested)) {
-        return (Some(p), true);
+    match provider.kind {
+        ProviderKind::Bedrock | ProviderKind::Vertex | ProviderKind::Foundry => {
+            if let Some(p) = prices.for_provider(provider, upstream) {
+                return (Some(p.price), p.source == PriceSource::Provider);
+            }
+            if let Some(p) = prices.get(requested) {
+                return (Some(p), false);
+            }
+        }
+        ProviderKind::Anthropic | ProviderKind::Openai | ProviderKind::Tollgate => {
+            if let Some(p) = prices.get(upstream).or_else(|| prices.get(requested)) {
+                return (Some(p), true);
+            }
+        }
     }
     let dearest = prices
         .model_names()
@@ -412,7 +431,12 @@ mod tests {
     #[test]
     fn estimate_is_an_upper_bound_for_typical_requests() {
         let prices = PriceTable::builtin();
-        let (p, priced) = price_for(&prices, "claude-sonnet-4-5", "gw-sonnet");
+        let (p, priced) = price_for(
+            &prices,
+            ProviderPricing::ANTHROPIC,
+            "claude-sonnet-4-5",
+            "gw-sonnet",
+        );
         assert!(priced);
         // 76 KB body, max_tokens 64000 capped at 16384: 25,446 input + 16,384 output tokens.
         let out = output_estimate(Some(64_000), DEFAULT_OUTPUT_CAP, None);
@@ -458,7 +482,12 @@ mod tests {
     #[test]
     fn unpriced_models_are_estimated_at_the_dearest_price() {
         let prices = PriceTable::builtin();
-        let (p, priced) = price_for(&prices, "mystery-model", "mystery-model");
+        let (p, priced) = price_for(
+            &prices,
+            ProviderPricing::ANTHROPIC,
+            "mystery-model",
+            "mystery-model",
+        );
         assert!(!priced);
         let dearest_output = prices
             .model_names()

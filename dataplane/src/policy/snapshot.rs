@@ -128,6 +128,14 @@ pub struct ProviderEntry {
 }
 
 impl ProviderEntry {
+    /// What its prices are looked up by.
+    pub fn pricing(&self) -> crate::pricing::ProviderPricing<'_> {
+        crate::pricing::ProviderPricing {
+            kind: self.kind,
+            region: self.region.as_deref(),
+        }
+    }
+
     /// Why its credential cannot be used, when known before calling it.
     pub fn unusable(&self) -> Option<&str> {
         self.wire.unusable()
@@ -495,6 +503,9 @@ impl Snapshot {
             .chain(
                 self.prices
                     .model_names()
+                    // Names a client asks for: not a provider's own id (`vertex_ai/…`,
+                    // `bedrock/…`, Bedrock's `us.anthropic.…`), which only routes send.
+                    .filter(|m| !m.contains('/') && !m.contains("anthropic."))
                     .filter(|m| self.route(m).is_some())
                     .map(str::to_owned),
             )

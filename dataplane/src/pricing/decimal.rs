@@ -104,6 +104,36 @@ impl UsdPerToken {
             .ok_or(PriceValueError::TooLarge(*self))
     }
 
+    /// `amount × self`, with `self` read as a plain factor (e.g. LiteLLM's
+    /// `regional_endpoint_uplift_multiplier` 1.1), rounded up to a whole unit and
+    /// saturating at `u64::MAX`: a scaled price is never rounded down. Exact: no
+    /// floating point. A negative factor gives 0 (the caller rejects those first).
+    pub fn scale_ceil(&self, amount: u64) -> u64 {
+        if self.negative || self.mantissa == 0 || amount == 0 {
+            return 0;
+        }
+        let Some(product) = u128::from(amount).checked_mul(self.mantissa) else {
+            return u64::MAX;
+        };
+        let scaled = match u32::try_from(self.exponent) {
+            Ok(up) => 10u128
+                .checked_pow(up)
+                .and_then(|scale| product.checked_mul(scale)),
+            // A divisor beyond u128 exceeds any product: the result is a fraction, so 1.
+            Err(_) => Some(
+                10u128
+                    .checked_pow(self.exponent.unsigned_abs())
+                    .map_or(1, |scale| product.div_ceil(scale)),
+            ),
+        };
+        scaled.map_or(u64::MAX, |v| u64::try_from(v).unwrap_or(u64::MAX))
+    }
+
+    /// Whether the amount is below zero.
+    pub fn is_negative(&self) -> bool {
+        self.negative && self.mantissa != 0
+    }
+
     /// Reads the raw text of a JSON value: a number, a string holding a decimal,
     /// or `null` (`Ok(None)`).
     pub fn from_json_text(raw: &str) -> Result<Option<Self>, PriceValueError> {
@@ -482,5 +512,26 @@ mod tests {
                 serde_json::from_value(serde_json::json!(text.parse::<f64>().unwrap())).unwrap();
             assert_eq!(via_float, exact, "{text}");
         }
+    }
+
+    #[test]
+    fn scale_ceil_is_exact_and_rounds_up() {
+        let factor = |text: &str| text.parse::<UsdPerToken>().unwrap();
+        let uplift = factor("1.1");
+        assert_eq!(uplift.scale_ceil(5_000_000), 5_500_000);
+        assert_eq!(uplift.scale_ceil(3_750_000), 4_125_000);
+        assert_eq!(uplift.scale_ceil(300_000), 330_000);
+        // 7 x 1.1 = 7.7: rounded up, never down.
+        assert_eq!(uplift.scale_ceil(7), 8);
+        assert_eq!(uplift.scale_ceil(0), 0);
+        assert_eq!(factor("1").scale_ceil(42), 42);
+        assert_eq!(factor("2e3").scale_ceil(3), 6_000);
+        assert_eq!(factor("0.5").scale_ceil(3), 2);
+        assert_eq!(factor("1e-40").scale_ceil(3), 1);
+        assert_eq!(factor("0").scale_ceil(3), 0);
+        assert_eq!(factor("-1.1").scale_ceil(3), 0);
+        assert!(factor("-1.1").is_negative() && !factor("-0").is_negative());
+        assert_eq!(uplift.scale_ceil(u64::MAX), u64::MAX);
+        assert_eq!(factor("1e30").scale_ceil(2), u64::MAX);
     }
 }

@@ -15,6 +15,8 @@ const SAMPLE_SPEC: &str = "sample_spec";
 const SEARCH_FIELD: &str = "search_context_cost_per_query";
 /// LiteLLM's output limit field; `max_tokens` is its legacy name.
 const MAX_OUTPUT_FIELDS: [&str; 2] = ["max_output_tokens", "max_tokens"];
+/// LiteLLM's factor on every token price at a regional (non-global) Vertex AI endpoint.
+const REGIONAL_UPLIFT_FIELD: &str = "regional_endpoint_uplift_multiplier";
 
 /// One model's prices in LiteLLM's shape, USD per token. Prompt-length tiers
 /// are fields named `<price field>_above_<N>k_tokens` (e.g.
@@ -91,6 +93,8 @@ impl PriceTable {
             for (field, raw) in fields {
                 if MAX_OUTPUT_FIELDS.contains(&field.as_str()) {
                     prices.output_limit(&field, serde_json::from_str::<u64>(raw.get()).ok());
+                } else if field == REGIONAL_UPLIFT_FIELD {
+                    prices.regional_uplift(UsdPerToken::from_json_text(raw.get()));
                 } else if field == SEARCH_FIELD {
                     if let Ok(sizes) = serde_json::from_str::<BTreeMap<String, &RawValue>>(raw.get()) {
                         for (size, raw) in sizes {
@@ -169,6 +173,8 @@ impl PriceTable {
             for (field, value) in &entry.extra {
                 if MAX_OUTPUT_FIELDS.contains(&field.as_str()) {
                     prices.output_limit(field, value.as_u64());
+                } else if field == REGIONAL_UPLIFT_FIELD {
+                    prices.regional_uplift(UsdPerToken::from_json_value(value));
                 } else if let Some(target) = price_field(field) {
                     prices.push(
                         field.clone(),
@@ -245,6 +251,8 @@ struct EntryPrices<'m> {
     fields: Vec<(String, Target, Result<UsdPerToken, PriceValueError>)>,
     /// `max_output_tokens` (preferred) or the legacy `max_tokens`.
     max_output: (Option<u64>, Option<u64>),
+    /// `regional_endpoint_uplift_multiplier`, when present and not null.
+    regional_uplift: Option<Result<UsdPerToken, PriceValueError>>,
 }
 
 impl<'m> EntryPrices<'m> {
@@ -253,7 +261,13 @@ impl<'m> EntryPrices<'m> {
             model,
             fields: Vec::new(),
             max_output: (None, None),
+            regional_uplift: None,
         }
+    }
+
+    /// Records the regional endpoint uplift; a null is the same as an absent field.
+    fn regional_uplift(&mut self, value: Result<Option<UsdPerToken>, PriceValueError>) {
+        self.regional_uplift = value.transpose();
     }
 
     /// Records an output limit field; anything but a positive integer reads as absent.
@@ -310,6 +324,22 @@ impl<'m> EntryPrices<'m> {
             }
         }
 
+        let regional_uplift = self
+            .regional_uplift
+            .map(|value| {
+                value
+                    .and_then(|factor| match factor.is_negative() {
+                        true => Err(PriceValueError::Negative(factor)),
+                        false => Ok(factor),
+                    })
+                    .map_err(|reason| PriceError::InvalidPrice {
+                        model: self.model.to_owned(),
+                        field: REGIONAL_UPLIFT_FIELD.to_owned(),
+                        reason,
+                    })
+            })
+            .transpose()?;
+
         let input = base[Class::Input as usize].unwrap_or(0);
         let base = Rates {
             input,
@@ -333,6 +363,9 @@ impl<'m> EntryPrices<'m> {
                 cache_read: tier[Class::CacheRead as usize].unwrap_or(base.cache_read),
             };
             price = price.with_tier(above_prompt_tokens, rates);
+        }
+        if let Some(factor) = regional_uplift {
+            price = price.with_regional_uplift(&factor);
         }
         Ok(Some(price))
     }

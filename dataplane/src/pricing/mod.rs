@@ -9,6 +9,7 @@
 
 mod decimal;
 mod litellm;
+mod provider;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,6 +18,7 @@ use std::ops::{Add, AddAssign};
 
 pub use decimal::{PriceValueError, UsdPerToken};
 pub use litellm::{PriceEntry, SearchContextCost};
+pub use provider::{PriceSource, ProviderPrice, ProviderPricing};
 
 use crate::usage::Usage;
 
@@ -90,6 +92,17 @@ pub struct Rates {
 }
 
 impl Rates {
+    /// Every price passed through `f`.
+    fn map(&self, f: impl Fn(u64) -> u64) -> Self {
+        Self {
+            input: f(self.input),
+            output: f(self.output),
+            cache_write_5m: f(self.cache_write_5m),
+            cache_write_1h: f(self.cache_write_1h),
+            cache_read: f(self.cache_read),
+        }
+    }
+
     /// Input and output prices, with the cache prices derived by Anthropic's
     /// base multipliers: 5-minute write 1.25x, 1-hour write 2x, read 0.1x of
     /// input (rounded up to a whole pico-USD).
@@ -136,6 +149,10 @@ pub struct ModelPrice {
     /// Most output tokens one response can have (LiteLLM's `max_output_tokens`), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     max_output_tokens: Option<u64>,
+    /// The price at a regional (non-global) Vertex AI endpoint, when it differs: see
+    /// [`ModelPrice::with_regional_uplift`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    regional_endpoint: Option<Box<ModelPrice>>,
 }
 
 impl ModelPrice {
@@ -145,7 +162,45 @@ impl ModelPrice {
             tiers: Vec::new(),
             web_search_request: 0,
             max_output_tokens: None,
+            regional_endpoint: None,
         }
+    }
+
+    /// Sets the price at a regional (non-global) Vertex AI endpoint: every token price of
+    /// the base and of each tier times `factor` (LiteLLM's
+    /// `regional_endpoint_uplift_multiplier`, e.g. 1.1), rounded up to a whole pico-USD.
+    /// Web search is billed per request and is not uplifted (as in LiteLLM). Call it after
+    /// the tiers are set.
+    pub fn with_regional_uplift(mut self, factor: &UsdPerToken) -> Self {
+        let scale = |price: u64| factor.scale_ceil(price);
+        let regional = ModelPrice {
+            base: self.base.map(scale),
+            tiers: self
+                .tiers
+                .iter()
+                .map(|tier| Tier {
+                    above_prompt_tokens: tier.above_prompt_tokens,
+                    rates: tier.rates.map(scale),
+                })
+                .collect(),
+            web_search_request: self.web_search_request,
+            max_output_tokens: self.max_output_tokens,
+            regional_endpoint: None,
+        };
+        self.regional_endpoint =
+            (regional.base != self.base || regional.tiers != self.tiers).then(|| Box::new(regional));
+        self
+    }
+
+    /// The price at a regional (non-global) Vertex AI endpoint: the uplifted price when the
+    /// table states an uplift, else this price.
+    pub fn at_regional_endpoint(&self) -> &ModelPrice {
+        self.regional_endpoint.as_deref().unwrap_or(self)
+    }
+
+    /// Whether a regional endpoint costs more than this (global) price.
+    pub fn has_regional_uplift(&self) -> bool {
+        self.regional_endpoint.is_some()
     }
 
     /// Sets the most output tokens one response of the model can have.
@@ -651,15 +706,18 @@ mod tests {
         let cases = [
             ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5-20250929"),
             ("claude-sonnet-4-5@20250929", "claude-sonnet-4-5-20250929"),
-            (
-                "anthropic.claude-sonnet-4-5-20250929-v1:0",
-                "claude-sonnet-4-5-20250929",
-            ),
+            // Bedrock ids the table lists are their own entries (see `for_provider`); the
+            // others are normalized.
             (
                 "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+                "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+            ),
+            ("anthropic.claude-sonnet-4-0-20250514-v1:0", "claude-sonnet-4-0"),
+            (
+                "sa.anthropic.claude-haiku-4-5-20251001-v1:0",
                 "claude-haiku-4-5-20251001",
             ),
-            ("global.anthropic.claude-opus-4-6-v1", "claude-opus-4-6"),
+            ("apac.anthropic.claude-opus-4-6-v1", "claude-opus-4-6"),
             ("anthropic/claude-opus-4-7", "claude-opus-4-7"),
             ("claude-opus-4-6-20260101", "claude-opus-4-6"),
             ("claude-sonnet-5@20270101", "claude-sonnet-5"),

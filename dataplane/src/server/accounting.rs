@@ -11,7 +11,7 @@ use crate::ledger::Settlement;
 use crate::limits::history::OutputHistory;
 use crate::limits::plan::price_for;
 use crate::metrics::{Metrics, RequestLabels};
-use crate::policy::Snapshot;
+use crate::policy::{ProviderEntry, Snapshot};
 use crate::usage::{RequestSize, Usage, charged_usage};
 
 /// How a response body ended.
@@ -51,6 +51,8 @@ pub struct Completion {
     pub snapshot: Arc<Snapshot>,
     /// The upstream model id, used first for the price lookup.
     pub upstream_model: String,
+    /// The provider that answered (its kind and region choose the price).
+    pub provider: Arc<ProviderEntry>,
     /// Upstream status.
     pub status: u16,
     /// When the upstream request was sent.
@@ -75,8 +77,14 @@ pub struct Completion {
 
 /// Cost of an exchange, and whether the model had its own price (an unpriced model is
 /// charged at the dearest price in the table, so it cannot escape a budget).
-fn cost_micro_usd(snapshot: &Snapshot, upstream_model: &str, requested: &str, usage: &Usage) -> (u64, bool) {
-    let (price, priced) = price_for(&snapshot.prices, upstream_model, requested);
+fn cost_micro_usd(
+    snapshot: &Snapshot,
+    provider: &ProviderEntry,
+    upstream_model: &str,
+    requested: &str,
+    usage: &Usage,
+) -> (u64, bool) {
+    let (price, priced) = price_for(&snapshot.prices, provider.pricing(), upstream_model, requested);
     (price.map_or(0, |p| p.cost(usage).micro_usd_ceil()), priced)
 }
 
@@ -101,7 +109,13 @@ impl Completion {
             Some(d) => charged_usage(usage, d, self.request),
             None => (usage.unwrap_or_default(), false),
         };
-        let (cost, priced) = cost_micro_usd(&self.snapshot, &self.upstream_model, &self.requested, &usage);
+        let (cost, priced) = cost_micro_usd(
+            &self.snapshot,
+            &self.provider,
+            &self.upstream_model,
+            &self.requested,
+            &usage,
+        );
         let estimate = self.admitted.as_ref().map_or(0, Admitted::estimate_micro_usd);
         if let Some(a) = self.admitted.take() {
             a.settle(Settlement {

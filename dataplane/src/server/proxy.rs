@@ -511,6 +511,7 @@ impl Gateway {
             requested: request.info.model.clone(),
             snapshot: snapshot.clone(),
             upstream_model: answer.upstream_model,
+            provider: provider.clone(),
             status: answer.resp.status().as_u16(),
             sent: answer.sent,
             span: span.clone(),
@@ -547,16 +548,15 @@ impl Gateway {
             .estimate_output_tokens_cap
             .unwrap_or(DEFAULT_OUTPUT_CAP);
         let output = output_estimate(info.max_tokens, cap, None);
-        let (model, worst) = targets
+        let (model, price, worst) = targets
             .iter()
             .map(|t| {
                 let model = t.model.as_deref().unwrap_or(&info.model);
-                let (price, _) = price_for(&snapshot.prices, model, &info.model);
-                (model, estimate(price, body_len, output))
+                let (price, _) = price_for(&snapshot.prices, t.provider.pricing(), model, &info.model);
+                (model, price, estimate(price, body_len, output))
             })
-            .max_by_key(|(_, e)| e.cost_micro_usd)
-            .unwrap_or((&info.model, Estimate::default()));
-        let (price, _) = price_for(&snapshot.prices, model, &info.model);
+            .max_by_key(|(_, _, e)| e.cost_micro_usd)
+            .unwrap_or((&info.model, None, Estimate::default()));
         let max_tokens = info.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
         let typical = self.history.typical_output(&key.id, model, max_tokens);
         let learned = estimate(price, body_len, output_estimate(info.max_tokens, cap, typical));

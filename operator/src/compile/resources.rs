@@ -361,7 +361,7 @@ fn compile_provider(
     settings: &Settings,
 ) -> Result<doc::Provider, Readiness> {
     let s = &p.spec;
-    credentials_allowed(&s.credential, world)?;
+    credentials_allowed(s.credential_refs(), world)?;
     let supported = || {
         let kinds: Vec<String> = tollgate_dataplane::policy::validate::SUPPORTED_PROVIDER_KINDS
             .iter()
@@ -391,8 +391,25 @@ fn compile_provider(
         region: s.region.clone(),
         project: s.project.clone(),
         credential: s.credential.as_ref().map(|c| credential(c, settings)),
+        aws: s.aws.as_ref().map(|a| aws_credentials(a, settings)),
+        gcp: s.gcp.as_ref().map(|g| doc::GcpCredentials {
+            service_account_key: Some(credential(&g.service_account_key, settings)),
+        }),
+        azure: s.azure.as_ref().map(|a| doc::AzureCredentials {
+            tenant_id: a.tenant_id.clone(),
+            client_id: a.client_id.clone(),
+            client_secret: a.client_secret.as_ref().map(|c| credential(c, settings)),
+            federated_token_file: a.federated_token_file.clone(),
+            authority_host: a.authority_host.clone(),
+        }),
+        retry_budget: s.retry_budget.as_ref().map(|b| {
+            let default = doc::RetryBudget::default();
+            doc::RetryBudget {
+                percent: b.percent.unwrap_or(default.percent),
+                min_per_second: b.min_per_second.unwrap_or(default.min_per_second),
+            }
+        }),
         timeouts,
-        ..Default::default()
     };
     let check = proxy_check(
         PolicyDocument {
@@ -404,6 +421,25 @@ fn compile_provider(
     match check {
         Err(r) if r.message.starts_with("kind:") => Err(Readiness::fail("UnsupportedKind", r.message)),
         other => other.map(|()| entry),
+    }
+}
+
+fn aws_credentials(a: &crd::AwsCredentials, settings: &Settings) -> doc::AwsCredentials {
+    let source = |c: &Option<CredentialRef>| c.as_ref().map(|c| credential(c, settings));
+    doc::AwsCredentials {
+        access_key_id: source(&a.access_key_id),
+        secret_access_key: source(&a.secret_access_key),
+        session_token: source(&a.session_token),
+        web_identity: a.web_identity.as_ref().map(|w| doc::AwsWebIdentity {
+            role_arn: w.role_arn.clone(),
+            token_file: w.token_file.clone(),
+            session_name: w.session_name.clone(),
+            sts_endpoint: w.sts_endpoint.clone(),
+        }),
+        container: a.container.as_ref().map(|k| doc::AwsContainerCredentials {
+            uri: k.uri.clone(),
+            token_file: k.token_file.clone(),
+        }),
     }
 }
 
@@ -435,7 +471,10 @@ fn compile_route(r: &ModelRoute, world: &World, compiled: &PolicyDocument) -> Re
             .map(|t| doc::RouteTarget {
                 provider: t.provider.clone(),
                 model: t.model.clone(),
-                ..Default::default()
+                // The schema admits no negative value; one stored before reads as 0 (priority)
+                // or is refused by the proxy's check (weight 0).
+                priority: t.priority.map(|p| u32::try_from(p).unwrap_or(0)),
+                weight: t.weight.map(|w| u32::try_from(w).unwrap_or(0)),
             })
             .collect(),
     };

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
-use tollgate_dataplane::policy::document::PolicyDocument;
+use tollgate_dataplane::policy::document::{self as doc, PolicyDocument};
 
 use super::*;
 use crate::crd::*;
@@ -76,6 +76,7 @@ fn route(name: &str, m: &str, provider: &str, priority: i32) -> ModelRoute {
             targets: vec![RouteTarget {
                 provider: provider.into(),
                 model: None,
+                ..Default::default()
             }],
         },
         status: None,
@@ -496,6 +497,7 @@ fn a_route_may_name_a_provider_twice() {
         r.spec.targets.push(RouteTarget {
             provider: provider.into(),
             model: Some(model.into()),
+            ..Default::default()
         });
     }
     w.routes.push(r);
@@ -1017,11 +1019,11 @@ fn a_resource_the_proxy_would_refuse_is_left_out_alone_and_every_other_change_ap
         ),
         (
             "provider of a kind the proxy does not implement",
-            |w| w.providers.push(provider("bedrock", ProviderKind::Unsupported)),
+            |w| w.providers.push(provider("openai", ProviderKind::Unsupported)),
             Kind::ModelProvider,
-            "bedrock",
+            "openai",
             "UnsupportedKind",
-            "supported: anthropic, foundry",
+            "supported: anthropic, bedrock, vertex, foundry",
         ),
         (
             "provider with a zero timeout",
@@ -1549,4 +1551,385 @@ fn a_key_trimmed_by_the_cache_for_its_size_is_refused_alone() {
         (false, "KeyTooLarge".to_owned())
     );
     assert!(ready(&c, Kind::VirtualKey, "bob").0);
+}
+
+fn secret_ref(name: &str, key: &str) -> CredentialRef {
+    CredentialRef {
+        secret_key_ref: Some(SecretKeyRef {
+            name: name.into(),
+            key: key.into(),
+        }),
+        env: None,
+    }
+}
+
+/// A provider of a cloud kind without endpoint or credential: each test sets its own.
+fn cloud_provider(name: &str, kind: ProviderKind, region: &str) -> ModelProvider {
+    let mut p = provider(name, kind);
+    p.spec.endpoint = String::new();
+    p.spec.credential = None;
+    p.spec.region = Some(region.into());
+    p
+}
+
+/// Compiles `providers` into the valid world; the document's provider of each name.
+fn compile_providers(providers: Vec<ModelProvider>, secrets: &[&str]) -> (Compiled, World) {
+    let mut w = world();
+    w.providers.extend(providers);
+    w.credential_secrets
+        .extend(secrets.iter().map(|s| (*s).to_owned()));
+    let c = compile(&w, &settings()).unwrap();
+    (c, w)
+}
+
+fn compiled_provider<'c>(c: &'c Compiled, id: &str) -> &'c tollgate_dataplane::policy::document::Provider {
+    c.document
+        .providers
+        .iter()
+        .find(|p| p.id == id)
+        .unwrap_or_else(|| panic!("{id} not compiled: {:?}", ready(c, Kind::ModelProvider, id)))
+}
+
+fn file(path: &str) -> Option<doc::CredentialSource> {
+    Some(doc::CredentialSource {
+        file: Some(format!("/var/run/tollgate/credentials/{path}")),
+        env: None,
+    })
+}
+
+#[test]
+fn a_bedrock_provider_with_static_keys_compiles_and_its_keys_are_copied() {
+    let mut p = cloud_provider("bedrock", ProviderKind::Bedrock, "us-east-1");
+    p.spec.aws = Some(AwsCredentials {
+        access_key_id: Some(secret_ref("aws-keys", "access-key-id")),
+        secret_access_key: Some(secret_ref("aws-keys", "secret-access-key")),
+        session_token: Some(secret_ref("aws-keys", "session-token")),
+        ..Default::default()
+    });
+    p.spec.retry_budget = Some(RetryBudget {
+        percent: Some(10),
+        min_per_second: None,
+    });
+    let (c, w) = compile_providers(vec![p], &["aws-keys"]);
+    assert_eq!(
+        *compiled_provider(&c, "bedrock"),
+        doc::Provider {
+            id: "bedrock".into(),
+            kind: doc::ProviderKind::Bedrock,
+            endpoint: String::new(),
+            region: Some("us-east-1".into()),
+            aws: Some(doc::AwsCredentials {
+                access_key_id: file("aws-keys_access-key-id"),
+                secret_access_key: file("aws-keys_secret-access-key"),
+                session_token: file("aws-keys_session-token"),
+                ..Default::default()
+            }),
+            retry_budget: Some(doc::RetryBudget {
+                percent: 10,
+                min_per_second: 5,
+            }),
+            ..Default::default()
+        }
+    );
+    let wanted: Vec<_> = crate::credentials::referenced(&w).into_iter().collect();
+    let pair = |s: &str, k: &str| (s.to_owned(), k.to_owned());
+    assert_eq!(
+        wanted,
+        [
+            pair("anthropic", "api-key"),
+            pair("aws-keys", "access-key-id"),
+            pair("aws-keys", "secret-access-key"),
+            pair("aws-keys", "session-token"),
+        ]
+    );
+    load_as_proxy(&c);
+}
+
+#[test]
+fn a_bedrock_provider_with_irsa_compiles_with_no_secret() {
+    let mut p = cloud_provider("bedrock-irsa", ProviderKind::Bedrock, "eu-west-1");
+    p.spec.aws = Some(AwsCredentials {
+        web_identity: Some(AwsWebIdentity {
+            role_arn: "arn:aws:iam::123456789012:role/tollgate".into(),
+            token_file: "/var/run/secrets/eks.amazonaws.com/serviceaccount/token".into(),
+            session_name: Some("tollgate-gateway".into()),
+            sts_endpoint: Some("https://sts.eu-west-1.amazonaws.com".into()),
+        }),
+        ..Default::default()
+    });
+    let (c, w) = compile_providers(vec![p], &[]);
+    assert_eq!(
+        compiled_provider(&c, "bedrock-irsa").aws,
+        Some(doc::AwsCredentials {
+            web_identity: Some(doc::AwsWebIdentity {
+                role_arn: "arn:aws:iam::123456789012:role/tollgate".into(),
+                token_file: "/var/run/secrets/eks.amazonaws.com/serviceaccount/token".into(),
+                session_name: Some("tollgate-gateway".into()),
+                sts_endpoint: Some("https://sts.eu-west-1.amazonaws.com".into()),
+            }),
+            ..Default::default()
+        })
+    );
+    assert_eq!(
+        crate::credentials::referenced(&w).len(),
+        1,
+        "only anthropic's key"
+    );
+    load_as_proxy(&c);
+}
+
+#[test]
+fn a_vertex_provider_with_a_service_account_key_compiles() {
+    let mut p = cloud_provider("vertex", ProviderKind::Vertex, "global");
+    p.spec.project = Some("acme-ai".into());
+    p.spec.gcp = Some(GcpCredentials {
+        service_account_key: secret_ref("vertex-sa", "key.json"),
+    });
+    p.spec.timeouts = Some(Timeouts {
+        response_headers_ms: Some(120_000),
+        stream_idle_ms: None,
+    });
+    let (c, w) = compile_providers(vec![p], &["vertex-sa"]);
+    assert_eq!(
+        *compiled_provider(&c, "vertex"),
+        doc::Provider {
+            id: "vertex".into(),
+            kind: doc::ProviderKind::Vertex,
+            region: Some("global".into()),
+            project: Some("acme-ai".into()),
+            gcp: Some(doc::GcpCredentials {
+                service_account_key: file("vertex-sa_key.json"),
+            }),
+            timeouts: doc::Timeouts {
+                response_headers_ms: 120_000,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    );
+    assert!(crate::credentials::referenced(&w).contains(&("vertex-sa".to_owned(), "key.json".to_owned())));
+    load_as_proxy(&c);
+}
+
+#[test]
+fn a_foundry_provider_with_entra_workload_identity_compiles() {
+    let mut p = provider("foundry", ProviderKind::Foundry);
+    p.spec.endpoint = "https://acme.services.ai.azure.com/anthropic".into();
+    p.spec.credential = None;
+    p.spec.azure = Some(AzureCredentials {
+        tenant_id: Some("00000000-0000-0000-0000-000000000001".into()),
+        client_id: Some("00000000-0000-0000-0000-000000000002".into()),
+        federated_token_file: Some("/var/run/secrets/azure/tokens/azure-identity-token".into()),
+        ..Default::default()
+    });
+    let (c, _) = compile_providers(vec![p], &[]);
+    assert_eq!(
+        *compiled_provider(&c, "foundry"),
+        doc::Provider {
+            id: "foundry".into(),
+            kind: doc::ProviderKind::Foundry,
+            endpoint: "https://acme.services.ai.azure.com/anthropic".into(),
+            azure: Some(doc::AzureCredentials {
+                tenant_id: Some("00000000-0000-0000-0000-000000000001".into()),
+                client_id: Some("00000000-0000-0000-0000-000000000002".into()),
+                federated_token_file: Some("/var/run/secrets/azure/tokens/azure-identity-token".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    );
+    load_as_proxy(&c);
+}
+
+#[test]
+fn cloud_credential_secrets_must_be_labelled_too() {
+    let mut bedrock = cloud_provider("bedrock", ProviderKind::Bedrock, "us-east-1");
+    bedrock.spec.aws = Some(AwsCredentials {
+        access_key_id: Some(secret_ref("aws-keys", "id")),
+        secret_access_key: Some(secret_ref("webhook-ca", "tls.key")),
+        ..Default::default()
+    });
+    let mut vertex = cloud_provider("vertex", ProviderKind::Vertex, "us-east5");
+    vertex.spec.project = Some("acme-ai".into());
+    vertex.spec.gcp = Some(GcpCredentials {
+        service_account_key: secret_ref("redis", "password"),
+    });
+    let mut foundry = provider("foundry", ProviderKind::Foundry);
+    foundry.spec.credential = None;
+    foundry.spec.azure = Some(AzureCredentials {
+        client_secret: Some(secret_ref("webhook-ca", "tls.key")),
+        ..Default::default()
+    });
+    let (c, w) = compile_providers(vec![bedrock, vertex, foundry], &["aws-keys"]);
+    for name in ["bedrock", "vertex", "foundry"] {
+        assert_eq!(
+            ready(&c, Kind::ModelProvider, name),
+            (false, "CredentialNotAllowed".to_owned()),
+            "{name}"
+        );
+    }
+    // Unlabelled Secrets are never copied.
+    let wanted: Vec<_> = crate::credentials::referenced(&w).into_iter().collect();
+    assert_eq!(
+        wanted,
+        [
+            ("anthropic".to_owned(), "api-key".to_owned()),
+            ("aws-keys".to_owned(), "id".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn invalid_cloud_providers_are_reported_on_their_status() {
+    type Edit = fn(&mut ModelProvider);
+    let cases: [(&str, ProviderKind, Edit, &str); 6] = [
+        (
+            "bedrock without region",
+            ProviderKind::Bedrock,
+            |p| p.spec.region = None,
+            "region: a bedrock provider needs a region",
+        ),
+        (
+            "vertex without project",
+            ProviderKind::Vertex,
+            |_| {},
+            "project: a vertex provider needs a project",
+        ),
+        (
+            "aws on vertex",
+            ProviderKind::Vertex,
+            |p| {
+                p.spec.project = Some("acme-ai".into());
+                p.spec.aws = Some(AwsCredentials {
+                    container: Some(AwsContainerCredentials {
+                        uri: "http://169.254.170.23/v1/credentials".into(),
+                        token_file: None,
+                    }),
+                    ..Default::default()
+                });
+            },
+            "aws: only a bedrock provider takes aws",
+        ),
+        (
+            "two aws forms",
+            ProviderKind::Bedrock,
+            |p| {
+                p.spec.aws = Some(AwsCredentials {
+                    access_key_id: Some(secret_ref("aws-keys", "id")),
+                    secret_access_key: Some(secret_ref("aws-keys", "secret")),
+                    container: Some(AwsContainerCredentials {
+                        uri: "http://169.254.170.23/v1/credentials".into(),
+                        token_file: None,
+                    }),
+                    ..Default::default()
+                })
+            },
+            "aws: set only one of static keys, web_identity or container",
+        ),
+        (
+            "half a key pair",
+            ProviderKind::Bedrock,
+            |p| {
+                p.spec.aws = Some(AwsCredentials {
+                    access_key_id: Some(secret_ref("aws-keys", "id")),
+                    ..Default::default()
+                })
+            },
+            "aws: access_key_id and secret_access_key go together",
+        ),
+        (
+            "credential and aws",
+            ProviderKind::Bedrock,
+            |p| {
+                p.spec.credential = Some(secret_ref("aws-keys", "api-key"));
+                p.spec.aws = Some(AwsCredentials {
+                    container: Some(AwsContainerCredentials {
+                        uri: "http://169.254.170.23/v1/credentials".into(),
+                        token_file: None,
+                    }),
+                    ..Default::default()
+                });
+            },
+            "aws: set either credential or aws, not both",
+        ),
+    ];
+    for (what, kind, edit, message) in cases {
+        let mut p = cloud_provider("cloud", kind, "us-east5");
+        edit(&mut p);
+        let (c, _) = compile_providers(vec![p], &["aws-keys"]);
+        let s = status_of(&c, Kind::ModelProvider, "cloud");
+        assert_eq!(
+            (s.readiness.ready, s.readiness.reason),
+            (false, "InvalidSpec"),
+            "{what}: {}",
+            s.readiness.message
+        );
+        assert!(
+            s.readiness.message.contains(message),
+            "{what}: {}",
+            s.readiness.message
+        );
+        assert!(c.document.providers.iter().all(|p| p.id != "cloud"), "{what}");
+        // The rest still compiles.
+        assert!(ready(&c, Kind::ModelProvider, "anthropic").0, "{what}");
+    }
+}
+
+#[test]
+fn route_targets_carry_priority_and_weight() {
+    let mut w = world();
+    w.providers.push(provider("foundry", ProviderKind::Foundry));
+    let mut r = route("weighted", "claude-sonnet-*", "anthropic", 10);
+    r.spec.targets = vec![
+        RouteTarget {
+            provider: "anthropic".into(),
+            model: Some("claude-sonnet-4-6".into()),
+            priority: Some(0),
+            weight: Some(3),
+        },
+        RouteTarget {
+            provider: "foundry".into(),
+            model: Some("claude-sonnet-4-6".into()),
+            priority: Some(0),
+            weight: Some(1),
+        },
+        RouteTarget {
+            provider: "anthropic".into(),
+            model: Some("claude-sonnet-4-5".into()),
+            priority: Some(1),
+            weight: None,
+        },
+    ];
+    w.routes.push(r);
+    let c = compile(&w, &settings()).unwrap();
+    let compiled = c
+        .document
+        .routes
+        .iter()
+        .find(|r| r.match_ == "claude-sonnet-*")
+        .unwrap();
+    let got: Vec<_> = compiled
+        .targets
+        .iter()
+        .map(|t| (t.provider.as_str(), t.priority, t.weight))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("anthropic", Some(0), Some(3)),
+            ("foundry", Some(0), Some(1)),
+            ("anthropic", Some(1), None)
+        ]
+    );
+    load_as_proxy(&c);
+
+    // A weight the proxy refuses is reported on the route.
+    let mut w = world();
+    let mut r = route("zero", "claude-opus-*", "anthropic", 10);
+    r.spec.targets[0].weight = Some(0);
+    w.routes.push(r);
+    let c = compile(&w, &settings()).unwrap();
+    let s = status_of(&c, Kind::ModelRoute, "zero");
+    assert_eq!((s.readiness.ready, s.readiness.reason), (false, "InvalidSpec"));
+    assert!(s.readiness.message.contains("weight"), "{}", s.readiness.message);
 }

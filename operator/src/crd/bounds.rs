@@ -50,6 +50,16 @@ pub const MODEL: u32 = 256;
 pub const ROUTE_TARGETS: u32 = 16;
 /// A cloud region or project id.
 pub const CLOUD_ID: u32 = 128;
+/// A provider's cloud region or project: a DNS label, as it becomes part of a host name.
+pub const CLOUD_LABEL: u32 = 63;
+/// An AWS ARN (IAM allows 2,048 characters).
+pub const ARN: u32 = 2048;
+/// A file path in the proxy's container (Linux `PATH_MAX`).
+pub const FILE_PATH: u32 = 4096;
+/// An AWS STS role session name (2 to 64 characters).
+pub const AWS_SESSION_NAME: u32 = 64;
+/// A Microsoft Entra tenant id (a GUID or a domain name) or application (client) id.
+pub const ENTRA_ID: u32 = 253;
 /// An IANA time zone name (the longest today has 30 characters).
 pub const TIME_ZONE: u32 = 64;
 /// A US-dollar decimal string: 12 integer digits, a point and 6 decimals.

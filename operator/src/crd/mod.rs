@@ -18,7 +18,8 @@ pub use common::{
 };
 pub use mcp_server::{McpServer, McpServerSpec};
 pub use provider::{
-    ModelProvider, ModelProviderSpec, ModelRoute, ModelRouteSpec, ProviderKind, ResourceStatus, RouteTarget,
+    AwsContainerCredentials, AwsCredentials, AwsWebIdentity, AzureCredentials, GcpCredentials, ModelProvider,
+    ModelProviderSpec, ModelRoute, ModelRouteSpec, ProviderKind, ResourceStatus, RetryBudget, RouteTarget,
     Timeouts,
 };
 pub use team::{AllowedNamespaces, NamespacesFrom, Team, TeamSpec, TeamStatus};

@@ -469,8 +469,8 @@ metadata: {name: web}
                 "without metadata.name",
             ),
             (
-                "apiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {name: p}\nspec: {kind: anthropic}\n",
-                "endpoint",
+                "apiVersion: tollgate.dev/v1alpha1\nkind: ModelProvider\nmetadata: {name: p}\nspec: {endpoint: \"https://x\"}\n",
+                "kind",
             ),
             ("just: a map\n", "not a Kubernetes object"),
             ("a: [\n", "test.yaml#0"),
