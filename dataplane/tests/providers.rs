@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tollgate_dataplane::policy::document::ProviderKind;
 use tollgate_dataplane::pricing::{PriceSource, PriceTable, ProviderPricing};
 use tollgate_dataplane::usage::Usage;
+use tollgate_tests::claude::{claude_bin, run_claude};
 use tollgate_tests::fake_anthropic::{DEFAULT_REPLY, FakeAnthropic, FakeConfig, SCENARIO_HEADER};
 use tollgate_tests::fake_bedrock::{FakeBedrock, FakeBedrockOptions};
 use tollgate_tests::fake_cloud::{FakeFoundry, FakeVertex, FoundryOptions, VertexOptions};
@@ -35,13 +36,37 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tollgate-proxy"))
 }
 
+/// Routes mapping Claude Code's three tiers to `provider`'s own model ids.
+fn tier_routes(provider: &str) -> String {
+    let ids = match provider {
+        "bedrock" => [
+            "us.anthropic.claude-opus-4-8",
+            BEDROCK_MODEL,
+            "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+        ],
+        "vertex" => [
+            "claude-opus-4-5@20251101",
+            VERTEX_MODEL,
+            "claude-haiku-4-5@20251001",
+        ],
+        _ => return String::new(),
+    };
+    format!(
+        r#"  - {{match: "claude-opus-*", targets: [{{provider: {provider}, model: "{}"}}]}}
+  - {{match: "claude-sonnet-*", targets: [{{provider: {provider}, model: "{}"}}]}}
+  - {{match: "claude-haiku-*", targets: [{{provider: {provider}, model: "{}"}}]}}
+"#,
+        ids[0], ids[1], ids[2]
+    )
+}
+
 fn policy(
     rig_dir: &Path,
     fake: &str,
-    bedrock: &FakeBedrock,
-    vertex: &FakeVertex,
-    foundry: &FakeFoundry,
+    clouds: (&FakeBedrock, &FakeVertex, &FakeFoundry),
+    tiers: &str,
 ) -> String {
+    let (bedrock, vertex, foundry) = clouds;
     let foundry_opts = FoundryOptions::default();
     format!(
         r#"version: 1
@@ -80,7 +105,7 @@ routes:
     targets:
       - {{provider: anthropic, model: claude-sonnet-4-5, priority: 0, weight: 3}}
       - {{provider: vertex, model: "{VERTEX_MODEL}", priority: 0, weight: 1}}
-"#,
+{tiers}"#,
         alice = sha256_hex(KEY_ALICE),
         bedrock = bedrock.base_url(),
         vertex = vertex.base_url(),
@@ -90,10 +115,17 @@ routes:
         tenant = foundry_opts.tenant,
         client = foundry_opts.client_id,
         dir = rig_dir.display(),
+        tiers = tier_routes(tiers),
     )
 }
 
 async fn rig() -> Rig {
+    rig_with_tiers("").await
+}
+
+/// A rig whose `claude-opus-*`, `claude-sonnet-*` and `claude-haiku-*` go to `tiers`
+/// (`bedrock` or `vertex`).
+async fn rig_with_tiers(tiers: &str) -> Rig {
     let fake = FakeAnthropic::start(FakeConfig::new(PROVIDER_KEY)).await.unwrap();
     let bedrock = FakeBedrock::start(FakeBedrockOptions::new(fake.base_url(), PROVIDER_KEY));
     let vertex = FakeVertex::start(&fake.base_url(), PROVIDER_KEY, VertexOptions::default());
@@ -107,7 +139,7 @@ async fn rig() -> Rig {
     let path = dir.path().join("policy.yaml");
     std::fs::write(
         &path,
-        policy(dir.path(), &fake.base_url(), &bedrock, &vertex, &foundry),
+        policy(dir.path(), &fake.base_url(), (&bedrock, &vertex, &foundry), tiers),
     )
     .unwrap();
     let spool = dir.path().join("spool");
@@ -575,6 +607,78 @@ async fn provider_errors_become_anthropic_errors_claude_code_understands() {
                 .contains("prompt is too long"),
             "{model}: {}",
             r.text()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_runs_a_tool_loop_on_bedrock_and_on_vertex() {
+    let Some(claude) = claude_bin() else { return };
+    for cloud in ["bedrock", "vertex"] {
+        let rig = rig_with_tiers(cloud).await;
+        let base = format!("{}/anthropic", rig.proxy.base_url());
+        let run = tokio::task::block_in_place(|| {
+            run_claude(
+                &claude,
+                &["-p", "run echo TOOL_OK", "--allowedTools", "Bash(echo:*)"],
+                &[
+                    ("ANTHROPIC_BASE_URL", base.as_str()),
+                    ("ANTHROPIC_AUTH_TOKEN", KEY_ALICE),
+                ],
+                None,
+            )
+        });
+        assert!(
+            !run.is_error(),
+            "{cloud}: stdout {} stderr {}\nproxy logs:\n{}",
+            run.stdout,
+            run.stderr,
+            rig.proxy.logs()
+        );
+        assert!(
+            run.result().contains("Tool said: TOOL_OK"),
+            "{cloud}: {}",
+            run.stdout
+        );
+        // Every model call went through the cloud (none straight to Anthropic), and the tool
+        // loop took at least two of them.
+        let calls = rig
+            .fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == "/v1/messages")
+            .count();
+        let cloud_calls = match cloud {
+            "bedrock" => rig
+                .bedrock
+                .records()
+                .iter()
+                .filter(|r| {
+                    r["path"].as_str().is_some_and(|p| p.starts_with("/model/")) && r["signature_ok"] == true
+                })
+                .count(),
+            _ => rig
+                .vertex
+                .records()
+                .iter()
+                .filter(|r| r["path"].as_str().is_some_and(|p| p.contains("Predict")) && r["status"] == 200)
+                .count(),
+        };
+        assert!(
+            calls >= 2,
+            "{cloud}: a tool loop is at least two model calls, saw {calls}"
+        );
+        assert_eq!(
+            cloud_calls, calls,
+            "{cloud}: every model call went through the cloud"
+        );
+        let audit = audited(&rig, calls).await;
+        assert!(audit.iter().all(|a| a["provider"] == cloud), "{cloud}: {audit:?}");
+        let m = rig.proxy.metrics().await.unwrap();
+        assert!(cost_metric(&rig, cloud).await > 0, "{m}");
+        assert!(
+            !m.contains("tollgate_unpriced_responses_total{"),
+            "{cloud}: every tier is priced\n{m}"
         );
     }
 }
