@@ -564,6 +564,31 @@ class Gateway(unittest.TestCase):
                 with self.assertRaisesRegex(HelmError, "sessionAffinityTimeoutSeconds"):
                     chart().validate_schema({"gateway": {"service": {"sessionAffinityTimeoutSeconds": bad}}})
 
+    def test_cloud_workload_identity_binds_to_the_gateway_service_account(self):
+        """IRSA, GKE and Azure workload identity bind provider access to the gateway's own
+        ServiceAccount (annotations) and pods (labels); its API token is never mounted."""
+        annotations = {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/tollgate",
+                       "iam.gke.io/gcp-service-account": "tollgate@proj.iam.gserviceaccount.com",
+                       "azure.workload.identity/client-id": "11111111-1111-1111-1111-111111111111"}
+        docs = render({"gateway": {"serviceAccount": {"annotations": annotations},
+                                   "podLabels": {"azure.workload.identity/use": "true"}}})
+        Validate.validate_all(self, "workload identity", docs)
+        sa = one(docs, "ServiceAccount", f"{RELEASE}-gateway")
+        self.assertEqual(sa["metadata"]["annotations"], annotations)
+        self.assertIs(sa["automountServiceAccountToken"], False)
+        pod = one(docs, "Deployment", f"{RELEASE}-gateway")["spec"]["template"]
+        self.assertEqual(pod["spec"]["serviceAccountName"], f"{RELEASE}-gateway")
+        self.assertIs(pod["spec"]["automountServiceAccountToken"], False)
+        self.assertEqual(pod["metadata"]["labels"]["azure.workload.identity/use"], "true")
+        # The selector does not move with extra labels (a Deployment's selector is immutable).
+        selector = one(docs, "Deployment", f"{RELEASE}-gateway")["spec"]["selector"]["matchLabels"]
+        self.assertNotIn("azure.workload.identity/use", selector)
+        # An existing ServiceAccount instead of the chart's.
+        docs = render({"gateway": {"serviceAccount": {"create": False, "name": "platform-gw"}}})
+        self.assertEqual([d for d in find(docs, "ServiceAccount") if d["metadata"]["name"].endswith("-gateway")], [])
+        pod = one(docs, "Deployment", f"{RELEASE}-gateway")["spec"]["template"]["spec"]
+        self.assertEqual(pod["serviceAccountName"], "platform-gw")
+
     def test_full_gateway_pod(self):
         pod = one(rendered("full"), "Deployment", f"{RELEASE}-gateway")["spec"]["template"]["spec"]
         container = pod["containers"][0]

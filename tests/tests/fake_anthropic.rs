@@ -1181,3 +1181,287 @@ async fn throughput() {
         n as f64 / secs
     );
 }
+
+// ---- Bedrock mode -------------------------------------------------------------------------
+
+const BEDROCK_MODEL: &str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0";
+const BEDROCK_LABEL: &str = "us.anthropic.claude-sonnet-4-5-20250929-v1%3A0";
+
+/// A SigV4-shaped `authorization` and `x-amz-date` (the fake checks their presence only).
+fn bedrock_headers() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIDBENCH/20260101/us-east-1/bedrock/aws4_request, \
+             SignedHeaders=accept;content-type;host;x-amz-date, Signature=00"
+                .to_owned(),
+        ),
+        ("x-amz-date", "20260101T000000Z".to_owned()),
+        ("content-type", "application/json".to_owned()),
+    ]
+}
+
+/// `body` as Bedrock's InvokeModel body: no `model`, no `stream`, plus `anthropic_version`.
+fn bedrock_body(body: &Value) -> Value {
+    let mut b = body.clone();
+    let obj = b.as_object_mut().unwrap();
+    obj.remove("model");
+    obj.remove("stream");
+    obj.insert("anthropic_version".into(), json!("bedrock-2023-05-31"));
+    b
+}
+
+async fn post_bedrock(
+    client: &HttpClient,
+    fake: &FakeAnthropic,
+    stream: bool,
+    headers: &[(&str, String)],
+    body: &Value,
+) -> Reply {
+    let op = if stream {
+        "invoke-with-response-stream"
+    } else {
+        "invoke"
+    };
+    send(
+        client,
+        fake,
+        Method::POST,
+        &format!("/model/{BEDROCK_LABEL}/{op}"),
+        headers,
+        serde_json::to_vec(body).unwrap(),
+    )
+    .await
+}
+
+/// Decodes an AWS event stream with the dataplane's own decoder (fed in uneven pieces) into the
+/// Anthropic events of its `chunk` messages, checking every message's headers and payload shape.
+fn decode_bedrock_stream(body: &[u8]) -> Vec<(String, Value)> {
+    use base64::Engine as _;
+    use tollgate_dataplane::providers::bedrock::eventstream::Decoder;
+
+    let mut decoder = Decoder::new();
+    let mut events = Vec::new();
+    for piece in body.chunks(37) {
+        decoder.feed(piece);
+        while let Some(msg) = decoder.next_message().expect("a valid event stream") {
+            assert_eq!(msg.header_str(":message-type"), Some("event"));
+            assert_eq!(msg.header_str(":event-type"), Some("chunk"));
+            assert_eq!(msg.header_str(":content-type"), Some("application/json"));
+            let payload: Value = serde_json::from_slice(&msg.payload).unwrap();
+            let keys: Vec<&String> = payload.as_object().unwrap().keys().collect();
+            assert_eq!(keys, ["bytes", "p"], "{payload}");
+            let json = base64::engine::general_purpose::STANDARD
+                .decode(payload["bytes"].as_str().unwrap())
+                .unwrap();
+            let event: Value = serde_json::from_slice(&json).unwrap();
+            events.push((event["type"].as_str().unwrap().to_owned(), event));
+        }
+    }
+    assert_eq!(decoder.pending(), 0, "the stream ends on a message boundary");
+    events
+}
+
+/// What differs legitimately between the two paths: ids, the model, the input tokens (the
+/// bodies differ in length) and Bedrock's invocation metrics.
+fn normalized(mut events: Vec<(String, Value)>) -> Vec<(String, Value)> {
+    for (_, e) in &mut events {
+        if let Some(m) = e.get_mut("message") {
+            m["id"] = json!("ID");
+            m["model"] = json!("MODEL");
+            m["usage"]["input_tokens"] = json!(0);
+        }
+        if let Some(u) = e.get_mut("usage") {
+            u["input_tokens"] = json!(0);
+        }
+        if let Some(b) = e.get_mut("content_block").filter(|b| b.get("id").is_some()) {
+            b["id"] = json!("ID");
+        }
+        if let Some(obj) = e.as_object_mut() {
+            obj.remove("amazon-bedrock-invocationMetrics");
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn bedrock_stream_carries_the_sse_events_as_an_aws_event_stream() {
+    let fake = start().await;
+    let c = client();
+    for prompt in ["Hello there", "Read it [[tool_use:Read:{\"file_path\":\"/tmp/x\"}]]"] {
+        let body = simple_body(prompt, true);
+        let sse = post_messages(&c, &fake, &[], &body).await;
+        assert_eq!(sse.status, 200);
+        let sse_events = parse_sse(sse.text());
+
+        let bedrock = bedrock_body(&body);
+        let r = post_bedrock(&c, &fake, true, &bedrock_headers(), &bedrock).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/vnd.amazon.eventstream")
+        );
+        assert!(r.header("x-amzn-requestid").is_some());
+        let events = decode_bedrock_stream(&r.body);
+
+        // The same events, pings dropped.
+        let without_pings: Vec<(String, Value)> = sse_events
+            .iter()
+            .filter(|(name, _)| name != "ping")
+            .cloned()
+            .collect();
+        assert_eq!(normalized(events.clone()), normalized(without_pings), "{prompt}");
+
+        // What legitimately differs.
+        let input = (body_len(&bedrock) / 4) as u64;
+        let start = &events[0].1["message"];
+        assert_eq!(start["model"], BEDROCK_MODEL);
+        assert!(start["id"].as_str().unwrap().starts_with("msg_bdrk_"));
+        assert_eq!(start["usage"]["input_tokens"], input);
+        let stop = &events.last().unwrap().1;
+        assert_eq!(stop["type"], "message_stop");
+        let metrics = &stop["amazon-bedrock-invocationMetrics"];
+        assert_eq!(metrics["inputTokenCount"], input);
+        let delta = &events[events.len() - 2].1;
+        assert_eq!(metrics["outputTokenCount"], delta["usage"]["output_tokens"]);
+        let rec = last(&fake);
+        assert_eq!(rec.path, format!("/model/{BEDROCK_LABEL}/invoke-with-response-stream"));
+        assert_eq!(rec.response_status, 200);
+        assert_eq!(rec.usage.as_ref().unwrap()["input_tokens"], input);
+    }
+}
+
+#[tokio::test]
+async fn bedrock_json_answer_and_refusals() {
+    let fake = start().await;
+    let c = client();
+    let body = simple_body("Hello there", false);
+    let json_reply = post_messages(&c, &fake, &[], &body).await.json();
+
+    // No x-api-key needed; the usual message, the model id from the path.
+    let bedrock = bedrock_body(&body);
+    let r = post_bedrock(&c, &fake, false, &bedrock_headers(), &bedrock).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = r.json();
+    assert_eq!(m["model"], BEDROCK_MODEL);
+    assert_eq!(m["content"], json_reply["content"]);
+    assert_eq!(m["stop_reason"], json_reply["stop_reason"]);
+    let input = (body_len(&bedrock) / 4) as u64;
+    assert_eq!(m["usage"]["input_tokens"], input);
+    assert_eq!(
+        r.header("x-amzn-bedrock-input-token-count"),
+        Some(input.to_string().as_str())
+    );
+    assert_eq!(
+        r.header("x-amzn-bedrock-output-token-count"),
+        Some(m["usage"]["output_tokens"].to_string().as_str())
+    );
+
+    // The streamed variant of a realistic body works too.
+    let fixture_body: Value =
+        serde_json::from_slice(&std::fs::read(fixture("messages-request-claude-code.json")).unwrap())
+            .unwrap();
+    let r = post_bedrock(&c, &fake, true, &bedrock_headers(), &bedrock_body(&fixture_body)).await;
+    assert_eq!(r.status, 200);
+    let events = decode_bedrock_stream(&r.body);
+    assert_eq!(events.last().unwrap().0, "message_stop");
+
+    // Authentication: shape only, 401 without it (an x-api-key does not help).
+    let aws_error = |r: &Reply, status: u16, kind: &str| {
+        assert_eq!(r.status, status, "{}", r.text());
+        assert!(
+            r.header("x-amzn-errortype").unwrap().starts_with(&format!("{kind}:")),
+            "{:?}",
+            r.header("x-amzn-errortype")
+        );
+        r.json()["message"].as_str().unwrap().to_owned()
+    };
+    let mut no_date = bedrock_headers();
+    no_date.retain(|(k, _)| *k != "x-amz-date");
+    let mut bearer = bedrock_headers();
+    bearer[0].1 = "Bearer abc".into();
+    for headers in [api_headers(), no_date, bearer] {
+        let r = post_bedrock(&c, &fake, false, &headers, &bedrock).await;
+        aws_error(&r, 401, "UnrecognizedClientException");
+    }
+
+    // The body as Bedrock checks it.
+    for (bad, expect) in [
+        (body.clone(), "extraneous key [model]"),
+        (
+            {
+                let mut b = bedrock.clone();
+                b["stream"] = json!(false);
+                b
+            },
+            "extraneous key [stream]",
+        ),
+        (
+            {
+                let mut b = bedrock.clone();
+                b.as_object_mut().unwrap().remove("anthropic_version");
+                b
+            },
+            "required key [anthropic_version]",
+        ),
+        (
+            {
+                let mut b = bedrock.clone();
+                b["anthropic_version"] = json!("2023-06-01");
+                b
+            },
+            "Invalid API version",
+        ),
+        (
+            {
+                let mut b = bedrock.clone();
+                b.as_object_mut().unwrap().remove("max_tokens");
+                b
+            },
+            "required key [max_tokens]",
+        ),
+        (
+            {
+                let mut b = bedrock.clone();
+                b["anthropic_beta"] = json!("x");
+                b
+            },
+            "anthropic_beta",
+        ),
+        (json!([1, 2]), "JSONObject"),
+    ] {
+        let r = post_bedrock(&c, &fake, false, &bedrock_headers(), &bad).await;
+        let message = aws_error(&r, 400, "ValidationException");
+        assert!(message.contains(expect), "{message} / {expect}");
+    }
+    let r = send(
+        &c,
+        &fake,
+        Method::POST,
+        "/model/x/invoke",
+        &bedrock_headers(),
+        &b"{not json"[..],
+    )
+    .await;
+    aws_error(&r, 400, "ValidationException");
+    let r = send(
+        &c,
+        &fake,
+        Method::POST,
+        &format!("/model/{BEDROCK_LABEL}/converse"),
+        &bedrock_headers(),
+        serde_json::to_vec(&bedrock).unwrap(),
+    )
+    .await;
+    aws_error(&r, 404, "UnknownOperationException");
+    let r = send(
+        &c,
+        &fake,
+        Method::POST,
+        "/model/bad%zz/invoke",
+        &bedrock_headers(),
+        serde_json::to_vec(&bedrock).unwrap(),
+    )
+    .await;
+    aws_error(&r, 400, "ValidationException");
+}

@@ -179,10 +179,33 @@ pub struct Tollgate {
 
 /// Environment variable the bench policy reads the provider credential from.
 const CREDENTIAL_ENV: &str = "BENCH_PROVIDER_KEY";
+/// Environment variable the Bedrock bench policy reads the AWS access key id from.
+const AWS_KEY_ID_ENV: &str = "BENCH_AWS_KEY_ID";
+/// Environment variable the Bedrock bench policy reads the AWS secret access key from.
+const AWS_SECRET_ENV: &str = "BENCH_AWS_SECRET";
+
+/// The one provider of a bench `tollgate-proxy`; its `claude-*` route goes there.
+pub enum Target<'a> {
+    /// A `kind: anthropic` provider with a provider key, the route a passthrough.
+    Anthropic {
+        /// The provider key (`x-api-key`).
+        provider_key: &'a str,
+    },
+    /// A `kind: bedrock` provider (region `us-east-1`, static SigV4 credentials), the route
+    /// mapping every model to `model`.
+    Bedrock {
+        /// Access key id.
+        access_key_id: &'a str,
+        /// Secret access key.
+        secret_access_key: &'a str,
+        /// The Bedrock model id (a cross-region inference profile).
+        model: &'a str,
+    },
+}
 
 impl Tollgate {
-    /// Writes a policy with one virtual key, one `anthropic` provider pointing at `upstream`
-    /// (credential from an environment variable) and a `claude-*` passthrough route, then starts
+    /// Writes a policy with one virtual key, one provider pointing at `upstream` (see [`Target`];
+    /// credentials from environment variables) and a `claude-*` route to it, then starts
     /// `bin --policy FILE --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --workers N` and waits
     /// for its `tollgate-proxy listening` log line. `log_level` overrides the default (`info`)
     /// through `TOLLGATE_LOG` (except for the binary's own startup lines). It runs in a temporary
@@ -190,7 +213,7 @@ impl Tollgate {
     pub fn start(
         bin: &Path,
         upstream: SocketAddr,
-        provider_key: &str,
+        target: &Target<'_>,
         virtual_key: &str,
         workers: usize,
         log_level: Option<&str>,
@@ -199,6 +222,27 @@ impl Tollgate {
         let hash = hash_key(bin, virtual_key)?;
         let dir = tempfile::tempdir()?;
         let policy = dir.path().join("policy.yaml");
+        let (provider, route, env) = match target {
+            Target::Anthropic { provider_key } => (
+                format!(
+                    "{{id: fake, kind: anthropic, endpoint: \"http://{upstream}\", credential: {{env: {CREDENTIAL_ENV}}}}}"
+                ),
+                "{provider: fake}".to_owned(),
+                vec![(CREDENTIAL_ENV, *provider_key)],
+            ),
+            Target::Bedrock {
+                access_key_id,
+                secret_access_key,
+                model,
+            } => (
+                format!(
+                    "{{id: bedrock, kind: bedrock, endpoint: \"http://{upstream}\", region: us-east-1, \
+                     aws: {{access_key_id: {{env: {AWS_KEY_ID_ENV}}}, secret_access_key: {{env: {AWS_SECRET_ENV}}}}}}}"
+                ),
+                format!("{{provider: bedrock, model: \"{model}\"}}"),
+                vec![(AWS_KEY_ID_ENV, *access_key_id), (AWS_SECRET_ENV, *secret_access_key)],
+            ),
+        };
         std::fs::write(
             &policy,
             format!(
@@ -207,9 +251,9 @@ impl Tollgate {
                  keys:\n\
                  \x20 - {{id: bench, sha256: {hash}, user: bench@bench.example}}\n\
                  providers:\n\
-                 \x20 - {{id: fake, kind: anthropic, endpoint: \"http://{upstream}\", credential: {{env: {CREDENTIAL_ENV}}}}}\n\
+                 \x20 - {provider}\n\
                  routes:\n\
-                 \x20 - {{match: \"claude-*\", targets: [{{provider: fake}}]}}\n"
+                 \x20 - {{match: \"claude-*\", targets: [{route}]}}\n"
             ),
         )?;
         // Not next to the policy: tollgate-proxy watches the policy's directory and reloads on any
@@ -229,7 +273,7 @@ impl Tollgate {
             .env_remove("TOLLGATE_LOG_FORMAT")
             .env_remove("TOLLGATE_WORKERS")
             .env_remove("TOLLGATE_PRICES")
-            .env(CREDENTIAL_ENV, provider_key)
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

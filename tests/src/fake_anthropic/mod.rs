@@ -6,6 +6,10 @@
 //! recorded (bounded by [`FakeConfig::max_recorded`], or off with [`FakeConfig::record`]) with
 //! the usage object the fake returned, so tests can compare what a proxy counted.
 //!
+//! The same server also speaks Amazon Bedrock's InvokeModel wire format for benchmarks: `POST
+//! /model/{id}/invoke` and `/invoke-with-response-stream` (an AWS event stream), see
+//! [`bedrock`]. Those paths need a SigV4-shaped `authorization`, not `x-api-key`.
+//!
 //! # Deterministic behaviour
 //!
 //! * Auth: `x-api-key` must equal [`FakeConfig::api_key`] (else 401 `authentication_error`);
@@ -28,6 +32,7 @@
 //! serializes its body as a UTF-8 string) and `POST /_fake/clear` empties the log. They are not
 //! recorded themselves and need no key.
 
+pub mod bedrock;
 mod body;
 mod reply;
 
@@ -531,6 +536,7 @@ async fn route(shared: &Shared, parts: &Parts, body: &Bytes, request_id: &str) -
             response.into()
         }
         (&Method::POST, "/v1/messages") => messages(shared, parts, body, request_id).await,
+        (&Method::POST, p) if bedrock::is_bedrock_path(p) => bedrock::invoke(shared, parts, body, request_id).await,
         (&Method::POST, "/v1/messages/count_tokens") => count_tokens(shared, parts, body, request_id).into(),
         (&Method::GET, "/v1/models") => models(shared, parts, None, request_id).into(),
         (&Method::GET, p) if p.starts_with("/v1/models/") => {
