@@ -45,17 +45,27 @@ impl Load {
 /// Which way requests reach the fake upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
-    /// Client to fake.
+    /// Client to fake (Anthropic Messages API).
     Direct,
     /// Client to HAProxy to fake.
     Haproxy,
-    /// Client to tollgate-proxy to fake.
+    /// Client to tollgate-proxy (Anthropic target) to fake.
     Tollgate,
+    /// Client to the fake's Bedrock paths, with the body tollgate would send there.
+    BedrockDirect,
+    /// Client (Anthropic request) to tollgate-proxy (Bedrock target) to the fake's Bedrock paths.
+    TollgateBedrock,
 }
 
 impl Path {
     /// Every path, in measuring order.
-    pub const ALL: [Path; 3] = [Path::Direct, Path::Haproxy, Path::Tollgate];
+    pub const ALL: [Path; 5] = [
+        Path::Direct,
+        Path::Haproxy,
+        Path::Tollgate,
+        Path::BedrockDirect,
+        Path::TollgateBedrock,
+    ];
 
     /// Short name for the table.
     pub fn name(self) -> &'static str {
@@ -63,6 +73,18 @@ impl Path {
             Path::Direct => "direct",
             Path::Haproxy => "haproxy",
             Path::Tollgate => "tollgate",
+            Path::BedrockDirect => "bedrock-direct",
+            Path::TollgateBedrock => "tollgate-bedrock",
+        }
+    }
+
+    /// The path this one's added latency is measured against: `direct` for the proxies of the
+    /// Anthropic wire format, `bedrock-direct` for `tollgate-bedrock`; none for the baselines.
+    pub fn baseline(self) -> Option<Path> {
+        match self {
+            Path::Direct | Path::BedrockDirect => None,
+            Path::Haproxy | Path::Tollgate => Some(Path::Direct),
+            Path::TollgateBedrock => Some(Path::BedrockDirect),
         }
     }
 }
@@ -115,10 +137,10 @@ fn find(cells: &[Cell], mode: Mode, load: Load, path: Path) -> Option<&Cell> {
         .find(|c| c.mode == mode && c.load == load && c.path == path)
 }
 
-/// Latency quantile `q` of `path` minus that of `direct`, same mode and load.
+/// Latency quantile `q` of `path` minus that of its [`Path::baseline`], same mode and load.
 fn added(cells: &[Cell], mode: Mode, load: Load, path: Path, q: f64) -> Option<f64> {
-    let direct = find(cells, mode, load, Path::Direct)?.p(q)?;
-    Some(find(cells, mode, load, path)?.p(q)? - direct)
+    let base = find(cells, mode, load, path.baseline()?)?.p(q)?;
+    Some(find(cells, mode, load, path)?.p(q)? - base)
 }
 
 fn ms(v: Option<f64>) -> String {
@@ -142,7 +164,7 @@ pub fn table(cells: &[Cell]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<5} {:<8} {:<9} {:>10} {:>8} {:>8} {:>9} {:>6} {:>6} {:>8} {:>8} {:>12} {:>12} {:>9} {:>9} {:>5} {:>5}",
+        "{:<5} {:<8} {:<16} {:>10} {:>8} {:>8} {:>9} {:>6} {:>6} {:>8} {:>8} {:>12} {:>12} {:>9} {:>9} {:>5} {:>5}",
         "mode",
         "load",
         "path",
@@ -168,11 +190,11 @@ pub fn table(cells: &[Cell]) -> String {
             out.push('\n');
         }
         previous = Some((c.mode, c.load));
-        let (add50, add99) = match c.path {
-            Path::Direct => (String::new(), String::new()),
-            p => (
-                ms(added(cells, c.mode, c.load, p, 0.50)),
-                ms(added(cells, c.mode, c.load, p, 0.99)),
+        let (add50, add99) = match c.path.baseline() {
+            None => (String::new(), String::new()),
+            Some(_) => (
+                ms(added(cells, c.mode, c.load, c.path, 0.50)),
+                ms(added(cells, c.mode, c.load, c.path, 0.99)),
             ),
         };
         let (r50, r99) = if c.path == Path::Tollgate {
@@ -188,8 +210,8 @@ pub fn table(cells: &[Cell]) -> String {
             (String::new(), String::new())
         };
         let mut rps = format!("{:.0}", c.outcome.rps());
-        if let (Load::Max(_), Path::Haproxy | Path::Tollgate) = (c.load, c.path) {
-            if let Some(d) = find(cells, c.mode, c.load, Path::Direct) {
+        if let (Load::Max(_), Some(base)) = (c.load, c.path.baseline()) {
+            if let Some(d) = find(cells, c.mode, c.load, base) {
                 if d.outcome.rps() > 0.0 {
                     rps = format!("{rps} ({:.0}%)", 100.0 * c.outcome.rps() / d.outcome.rps());
                 }
@@ -197,7 +219,7 @@ pub fn table(cells: &[Cell]) -> String {
         }
         let _ = writeln!(
             out,
-            "{:<5} {:<8} {:<9} {:>10} {:>8} {:>8} {:>9} {:>6} {:>6} {:>8} {:>8} {:>12} {:>12} {:>9} {:>9} {:>5} {:>5}",
+            "{:<5} {:<8} {:<16} {:>10} {:>8} {:>8} {:>9} {:>6} {:>6} {:>8} {:>8} {:>12} {:>12} {:>9} {:>9} {:>5} {:>5}",
             c.mode.name(),
             c.load.name(),
             c.path.name(),
@@ -230,6 +252,80 @@ pub fn table(cells: &[Cell]) -> String {
     if !errors.is_empty() {
         let _ = write!(out, "\nErrors:\n{errors}");
     }
+    out
+}
+
+/// Tollgate's added latency and CPU on its Anthropic target (`tollgate` vs `direct`) next to its
+/// Bedrock target (`tollgate-bedrock` vs `bedrock-direct`), one line per mode and load; empty
+/// when either path was not measured.
+pub fn bedrock_comparison(cells: &[Cell]) -> String {
+    let mut out = String::new();
+    let mut keys: Vec<(Mode, Load)> = Vec::new();
+    for c in cells {
+        if !keys.contains(&(c.mode, c.load)) {
+            keys.push((c.mode, c.load));
+        }
+    }
+    let mut lines = String::new();
+    for (mode, load) in keys {
+        let (Some(a), Some(b)) = (
+            find(cells, mode, load, Path::Tollgate),
+            find(cells, mode, load, Path::TollgateBedrock),
+        ) else {
+            continue;
+        };
+        let diff = |x: Option<f64>, y: Option<f64>| Some(y? - x?);
+        let add = |p, q| added(cells, mode, load, p, q);
+        let (a50, a99) = (add(Path::Tollgate, 0.50), add(Path::Tollgate, 0.99));
+        let (b50, b99) = (add(Path::TollgateBedrock, 0.50), add(Path::TollgateBedrock, 0.99));
+        let signed = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:+.3}"));
+        let signed_us = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v:+.0} us"));
+        let _ = writeln!(
+            lines,
+            "{:<5} {:<8} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>7} {:>7}",
+            mode.name(),
+            load.name(),
+            ms(a50),
+            ms(a99),
+            us(a.proxy_cpu_us),
+            ms(b50),
+            ms(b99),
+            us(b.proxy_cpu_us),
+            signed(diff(a50, b50)),
+            signed(diff(a99, b99)),
+            signed_us(diff(a.proxy_cpu_us, b.proxy_cpu_us)),
+            a.outcome.errors,
+            b.outcome.errors,
+        );
+    }
+    if lines.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "Bedrock target vs Anthropic target (same run, same tollgate-proxy build and settings)\n\
+         {:<14} {:-^30} {:-^30} {:-^30} {:-^15}\n\
+         {:<5} {:<8} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>7} {:>7}",
+        "",
+        " anthropic (vs direct) ",
+        " bedrock (vs bedrock-direct) ",
+        " bedrock - anthropic ",
+        " errors ",
+        "mode",
+        "load",
+        "+p50 ms",
+        "+p99 ms",
+        "proxy cpu",
+        "+p50 ms",
+        "+p99 ms",
+        "proxy cpu",
+        "p50 ms",
+        "p99 ms",
+        "cpu",
+        "anthr",
+        "bedr",
+    );
+    out.push_str(&lines);
     out
 }
 
