@@ -95,6 +95,7 @@ providers:
     endpoint: "{fake}"
     credential: {{env: {PROVIDER_KEY_ENV}}}
     retry_budget: {{percent: 0, min_per_second: 1}}
+  - {{id: badkey, kind: anthropic, endpoint: "{fake}", credential: {{env: TEST_BAD_KEY}}}}
 routes:
   - {{match: gw-bedrock, targets: [{{provider: bedrock, model: "{BEDROCK_MODEL}"}}]}}
   - {{match: gw-vertex, targets: [{{provider: vertex, model: "{VERTEX_MODEL}"}}]}}
@@ -105,7 +106,10 @@ routes:
     targets:
       - {{provider: anthropic, model: claude-sonnet-4-5, priority: 0, weight: 3}}
       - {{provider: vertex, model: "{VERTEX_MODEL}", priority: 0, weight: 1}}
-{tiers}"#,
+  - {{match: gw-badkey, targets: [{{provider: badkey, model: claude-sonnet-4-5}}, {{provider: bedrock, model: "{BEDROCK_MODEL}"}}]}}
+  - {{match: gw-badkey-only, targets: [{{provider: badkey, model: claude-sonnet-4-5}}]}}
+{tiers}  - {{match: "*", targets: [{{provider: vertex}}]}}
+"#,
         alice = sha256_hex(KEY_ALICE),
         bedrock = bedrock.base_url(),
         vertex = vertex.base_url(),
@@ -152,6 +156,7 @@ async fn rig_with_tiers(tiers: &str) -> Rig {
             (PROVIDER_KEY_ENV, PROVIDER_KEY),
             ("TEST_AWS_KEY_ID", key_id.as_str()),
             ("TEST_AZURE_SECRET", azure_secret.as_str()),
+            ("TEST_BAD_KEY", "sk-ant-not-the-upstream-key"),
         ],
         &["--audit-dir", spool.to_str().unwrap()],
     )
@@ -681,4 +686,119 @@ async fn claude_code_runs_a_tool_loop_on_bedrock_and_on_vertex() {
             "{cloud}: every tier is priced\n{m}"
         );
     }
+}
+
+async fn raw(rig: &Rig, headers: &[(&str, &str)], body: &str) -> Reply {
+    let mut h = vec![
+        ("authorization", format!("Bearer {KEY_ALICE}")),
+        ("anthropic-version", "2023-06-01".to_owned()),
+    ];
+    h.extend(headers.iter().map(|(k, v)| (*k, v.to_string())));
+    let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    send(
+        "POST",
+        &format!("{}/anthropic/v1/messages", rig.proxy.base_url()),
+        &h,
+        Bytes::from(body.to_owned()),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_no_provider_accepts_are_the_clients_fault_not_the_providers() {
+    let rig = rig().await;
+    // A JSON array (serde would read it as the fields in order), and a model id that cannot
+    // be a URL path segment on a pass-through route: 400 each, nothing sent upstream, and no
+    // failure of the shared provider (ten of them would otherwise eject it and spend its
+    // retry budget for every tenant).
+    for _ in 0..10 {
+        let r = raw(&rig, &[], r#"["gw-vertex", false, 16]"#).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+        let r = raw(
+            &rig,
+            &[],
+            r#"{"model": "..", "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]}"#,
+        )
+        .await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(
+            r.json()["error"]["message"].as_str().unwrap().contains("model"),
+            "{}",
+            r.text()
+        );
+    }
+    // Too many beta flags: refused before any work (the Bedrock module merges them).
+    let betas: Vec<String> = (0..1000).map(|i| format!("b{i}")).collect();
+    let r = raw(
+        &rig,
+        &[("anthropic-beta", &betas.join(","))],
+        std::str::from_utf8(&body("gw-bedrock", false)).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("anthropic-beta")
+    );
+    let metrics = rig.proxy.metrics().await.unwrap();
+    assert!(
+        !metrics.contains("tollgate_provider_ejections_total{"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("tollgate_upstream_fallbacks_total{"),
+        "{metrics}"
+    );
+    assert!(
+        rig.vertex
+            .records()
+            .iter()
+            .all(|r| !r["path"].as_str().unwrap_or("").contains("Predict"))
+    );
+    // The provider still serves.
+    let r = messages(&rig, "gw-vertex", false, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_provider_key_is_a_502_that_falls_back_never_the_clients_401() {
+    let rig = rig().await;
+    let r = messages(&rig, "gw-badkey-only", false, &[]).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "api_error");
+    assert!(
+        r.json()["error"]["message"].as_str().unwrap().contains("badkey"),
+        "{}",
+        r.text()
+    );
+    assert!(!r.text().contains("sk-ant-not-the-upstream-key"));
+    let r = messages(&rig, "gw-badkey", true, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(sse_text_and_usage(&r.text()).0, DEFAULT_REPLY);
+    let audit = audited(&rig, 2).await;
+    assert!(audit.iter().any(|a| a["provider"] == "bedrock"), "{audit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bedrock_stream_cut_before_message_stop_ends_with_an_error_event() {
+    let rig = rig().await;
+    let r = messages(&rig, "gw-bedrock", true, &[]).await;
+    assert_eq!(r.status, 200);
+    let msg = json!({
+        "model": "gw-bedrock", "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": "[[scenario:cut]]"}],
+    });
+    let r = raw(&rig, &[], &msg.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    assert!(!text.contains("event: message_stop"), "{text}");
+    assert!(
+        text.trim_end()
+            .ends_with(r#""message":"Bedrock's event stream ended before message_stop"}}"#),
+        "{text}"
+    );
 }

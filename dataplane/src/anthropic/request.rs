@@ -22,6 +22,9 @@ pub struct RequestInfo {
     model_span: (usize, usize),
 }
 
+/// Most `anthropic-beta` flags a request may carry (Claude Code sends about ten).
+pub const MAX_BETAS: usize = 64;
+
 #[derive(Deserialize)]
 struct Fields<'a> {
     #[serde(borrow)]
@@ -41,6 +44,16 @@ pub fn check_headers(headers: &http::HeaderMap) -> Result<(), String> {
     if !headers.contains_key("anthropic-version") {
         return Err("anthropic-version: header is required".into());
     }
+    let betas: usize = headers
+        .get_all("anthropic-beta")
+        .iter()
+        .map(|v| v.as_bytes().split(|b| *b == b',').count())
+        .sum();
+    if betas > MAX_BETAS {
+        return Err(format!(
+            "anthropic-beta: at most {MAX_BETAS} beta flags are accepted (got {betas})"
+        ));
+    }
     if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
         let text = String::from_utf8_lossy(ct.as_bytes());
         let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -51,8 +64,13 @@ pub fn check_headers(headers: &http::HeaderMap) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses the body; the error is a message for an `invalid_request_error`.
+/// Parses the body (a JSON object: serde would also read `Fields` from an array in field
+/// order, which no provider accepts); the error is a message for an `invalid_request_error`.
 pub fn inspect(body: &[u8]) -> Result<RequestInfo, String> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err("body: must be a JSON object".into());
+    }
     let fields: Fields<'_> =
         serde_json::from_slice(body).map_err(|e| format!("body is not a valid JSON object: {e}"))?;
     let raw = fields.model.ok_or("model: field required")?;

@@ -60,6 +60,17 @@ pub struct Call<'a> {
     pub body: Bytes,
 }
 
+/// Why a provider request could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The client's request cannot be expressed in the provider's format: a 400 for the
+    /// client, and no failure of the provider (a tenant must not be able to eject a shared
+    /// provider, or spend its retry budget, with requests no provider would accept).
+    Request(String),
+    /// The provider cannot be called (its credential, its configuration): its failure.
+    Provider(String),
+}
+
 /// A provider's wire format with its credentials (compiled from the policy).
 pub enum Wire {
     /// The Anthropic Messages API as is (`anthropic`, `tollgate`).
@@ -84,8 +95,22 @@ impl std::fmt::Debug for Wire {
 }
 
 impl Wire {
-    /// The upstream request for `call`; the error is one line without a secret.
-    pub async fn request(&self, client: &HttpClient, call: Call<'_>) -> Result<Request<Full<Bytes>>, String> {
+    /// The upstream request for `call`; the error is one line without a secret, and says
+    /// whether the request or the provider is at fault.
+    pub async fn request(
+        &self,
+        client: &HttpClient,
+        call: Call<'_>,
+    ) -> Result<Request<Full<Bytes>>, CallError> {
+        if !matches!(self, Wire::Anthropic(_)) {
+            // The model id becomes one URL path segment: what cannot be one is the request's
+            // fault (a pass-through route serves names the client chose), not the provider's.
+            vertex::segment(call.model).map_err(|e| CallError::Request(format!("model: {e}")))?;
+        }
+        self.build(client, call).await.map_err(CallError::Provider)
+    }
+
+    async fn build(&self, client: &HttpClient, call: Call<'_>) -> Result<Request<Full<Bytes>>, String> {
         match self {
             Wire::Anthropic(api) => api.request(
                 http::Method::POST,
@@ -119,6 +144,15 @@ impl Wire {
     ) -> Response<UpstreamBody> {
         let converted = |r: Response<BoxedBody>| r.map(Either::Right);
         match self {
+            // The provider refused the gateway's own key: never the client's 401, which would
+            // make Claude Code ask its user to log in again (a gateway's 401 is the client's).
+            Wire::Anthropic(AnthropicApi {
+                auth: ProviderAuth::Key(_),
+                id,
+                ..
+            }) if resp.status() == http::StatusCode::UNAUTHORIZED => {
+                converted(anthropic::credential_refused(id, resp))
+            }
             Wire::Anthropic(_) => resp.map(Either::Left),
             // Their 2xx answers are Anthropic's own: only errors are converted.
             Wire::Vertex(_) | Wire::Foundry(_) if resp.status().is_success() => resp.map(Either::Left),

@@ -28,7 +28,7 @@ use crate::limits::plan::{
 use crate::metrics::{Metrics, RequestLabels};
 use crate::policy::document::ProviderKind;
 use crate::policy::{KeyEntry, PolicyStore, Snapshot, Target};
-use crate::providers::{Call, Operation, UpstreamBody};
+use crate::providers::{Call, CallError, Operation, UpstreamBody};
 use crate::routing::{Candidate, Health, attempt_order};
 use crate::upstream::{HttpClient, response_headers};
 use crate::usage::RequestSize;
@@ -436,6 +436,10 @@ impl Gateway {
             let result = self
                 .send(target, request, &upstream_model, client_key, body)
                 .await;
+            if let Err(denial @ Denial::InvalidRequest { .. }) = result {
+                // The client's request, not the provider: final, and no failure of it.
+                return Err(denial);
+            }
             let now = Instant::now();
             let failed = match &result {
                 Ok((resp, _)) => falls_back(provider.kind, resp.status()),
@@ -598,7 +602,10 @@ impl Gateway {
                 .wire
                 .request(&self.client, call)
                 .await
-                .map_err(unavailable)?;
+                .map_err(|e| match e {
+                    CallError::Request(detail) => Denial::InvalidRequest { detail },
+                    CallError::Provider(detail) => unavailable(detail),
+                })?;
             let sent = Instant::now();
             let resp = self
                 .client

@@ -302,11 +302,12 @@ fn build(
 
 /// The client's betas, from every `anthropic-beta` header, comma-separated, in order, once each.
 fn betas(headers: &HeaderMap) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
     let mut out: Vec<String> = Vec::new();
     for v in headers.get_all("anthropic-beta") {
         let Ok(v) = v.to_str() else { continue };
         for b in v.split(',').map(str::trim).filter(|b| !b.is_empty()) {
-            if !out.iter().any(|o| o == b) {
+            if seen.insert(b) {
                 out.push(b.to_owned());
             }
         }

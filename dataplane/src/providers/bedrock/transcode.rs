@@ -71,8 +71,8 @@ enum Step {
     End,
 }
 
-/// Appends the SSE for `msg`.
-fn transcode_message(msg: &Message, out: &mut Vec<u8>) -> Step {
+/// Appends the SSE for `msg`; sets `stopped` on the `message_stop` event.
+fn transcode_message(msg: &Message, out: &mut Vec<u8>, stopped: &mut bool) -> Step {
     match msg.header_str(":message-type") {
         Some("event") => {
             if msg.header_str(":event-type") != Some("chunk") {
@@ -80,6 +80,7 @@ fn transcode_message(msg: &Message, out: &mut Vec<u8>) -> Step {
             }
             match chunk_event(&msg.payload) {
                 Ok((name, json)) => {
+                    *stopped |= name == "message_stop";
                     push_event(out, &name, &json);
                     Step::Continue
                 }
@@ -171,6 +172,8 @@ pub struct Transcoder<B> {
     /// Created at the first poll (a timer needs the runtime).
     timers: Option<Timers>,
     done: bool,
+    /// `message_stop` went out: the message is complete.
+    stopped: bool,
 }
 
 impl<B> Transcoder<B> {
@@ -188,16 +191,17 @@ impl<B> Transcoder<B> {
             idle,
             timers: None,
             done: false,
+            stopped: false,
         }
     }
 }
 
 /// Appends the SSE of every complete message; `true` when the stream must end.
-fn drain(decoder: &mut Decoder, out: &mut Vec<u8>) -> bool {
+fn drain(decoder: &mut Decoder, out: &mut Vec<u8>, stopped: &mut bool) -> bool {
     loop {
         match decoder.next_message() {
             Ok(Some(msg)) => {
-                if let Step::End = transcode_message(&msg, out) {
+                if let Step::End = transcode_message(&msg, out, stopped) {
                     return true;
                 }
             }
@@ -249,7 +253,7 @@ where
                     timers.1.as_mut().reset(now + idle);
                     this.decoder.feed(&data);
                     let mut out = Vec::new();
-                    if drain(&mut this.decoder, &mut out) {
+                    if drain(&mut this.decoder, &mut out, &mut this.stopped) {
                         this.done = true;
                     }
                     if !out.is_empty() {
@@ -265,11 +269,16 @@ where
                 }
                 Poll::Ready(None) => {
                     this.done = true;
-                    if this.decoder.pending() > 0 {
-                        let msg = "Bedrock's event stream ended in the middle of a message";
-                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from(sse_error("api_error", msg))))));
-                    }
-                    return Poll::Ready(None);
+                    let cut = if this.decoder.pending() > 0 {
+                        "Bedrock's event stream ended in the middle of a message"
+                    } else if !this.stopped {
+                        // A clean end without `message_stop` is a cut answer: say so, as the
+                        // Anthropic API's own streams end with an error event.
+                        "Bedrock's event stream ended before message_stop"
+                    } else {
+                        return Poll::Ready(None);
+                    };
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(sse_error("api_error", cut))))));
                 }
                 Poll::Pending => {
                     if timers.1.as_mut().poll(cx).is_ready() {
@@ -469,6 +478,20 @@ mod tests {
             .iter()
             .map(|c| String::from_utf8_lossy(c).into_owned())
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_clean_end_before_message_stop_is_an_error_event() {
+        // Everything but message_stop: the client learns the answer was cut.
+        let stream: Vec<u8> = EVENTS[..5].iter().flat_map(|e| chunk(e)).collect();
+        let (chunks, err) = collect(Transcoder::new(body(vec![stream]), Duration::from_secs(5))).await;
+        assert_eq!(err, None);
+        let out = text(&chunks);
+        assert!(out.starts_with("event: message_start"), "{out}");
+        assert!(
+            out.ends_with("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"Bedrock's event stream ended before message_stop\"}}\n\n"),
+            "{out}"
+        );
     }
 
     #[tokio::test]
