@@ -1288,7 +1288,10 @@ fn normalized(mut events: Vec<(String, Value)>) -> Vec<(String, Value)> {
 async fn bedrock_stream_carries_the_sse_events_as_an_aws_event_stream() {
     let fake = start().await;
     let c = client();
-    for prompt in ["Hello there", "Read it [[tool_use:Read:{\"file_path\":\"/tmp/x\"}]]"] {
+    for prompt in [
+        "Hello there",
+        "Read it [[tool_use:Read:{\"file_path\":\"/tmp/x\"}]]",
+    ] {
         let body = simple_body(prompt, true);
         let sse = post_messages(&c, &fake, &[], &body).await;
         assert_eq!(sse.status, 200);
@@ -1325,7 +1328,10 @@ async fn bedrock_stream_carries_the_sse_events_as_an_aws_event_stream() {
         let delta = &events[events.len() - 2].1;
         assert_eq!(metrics["outputTokenCount"], delta["usage"]["output_tokens"]);
         let rec = last(&fake);
-        assert_eq!(rec.path, format!("/model/{BEDROCK_LABEL}/invoke-with-response-stream"));
+        assert_eq!(
+            rec.path,
+            format!("/model/{BEDROCK_LABEL}/invoke-with-response-stream")
+        );
         assert_eq!(rec.response_status, 200);
         assert_eq!(rec.usage.as_ref().unwrap()["input_tokens"], input);
     }
@@ -1370,7 +1376,9 @@ async fn bedrock_json_answer_and_refusals() {
     let aws_error = |r: &Reply, status: u16, kind: &str| {
         assert_eq!(r.status, status, "{}", r.text());
         assert!(
-            r.header("x-amzn-errortype").unwrap().starts_with(&format!("{kind}:")),
+            r.header("x-amzn-errortype")
+                .unwrap()
+                .starts_with(&format!("{kind}:")),
             "{:?}",
             r.header("x-amzn-errortype")
         );
@@ -1464,4 +1472,38 @@ async fn bedrock_json_answer_and_refusals() {
     )
     .await;
     aws_error(&r, 400, "ValidationException");
+
+    // Garbage never breaks the fake: every answer is a Bedrock error, on a live connection.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let valid = serde_json::to_vec(&bedrock).unwrap();
+    for round in 0..200 {
+        let mut garbage: Vec<u8> = match round % 2 {
+            0 => (0..next() % 300).map(|_| next() as u8).collect(),
+            _ => valid[..(next() as usize % valid.len())].to_vec(),
+        };
+        if round % 4 == 3 {
+            garbage = valid.clone();
+            let at = next() as usize % garbage.len();
+            garbage[at] = next() as u8;
+        }
+        let label: String = (0..1 + next() % 12)
+            .map(|_| ['%', 'a', 'F', '3', '.', ':', '~', 'z'][(next() % 8) as usize])
+            .collect();
+        let r = send(
+            &c,
+            &fake,
+            Method::POST,
+            &format!("/model/{label}/invoke-with-response-stream"),
+            &bedrock_headers(),
+            garbage,
+        )
+        .await;
+        assert!(r.status == 200 || r.status == 400, "{} {}", r.status, r.text());
+    }
 }

@@ -240,7 +240,10 @@ impl Tollgate {
                      aws: {{access_key_id: {{env: {AWS_KEY_ID_ENV}}}, secret_access_key: {{env: {AWS_SECRET_ENV}}}}}}}"
                 ),
                 format!("{{provider: bedrock, model: \"{model}\"}}"),
-                vec![(AWS_KEY_ID_ENV, *access_key_id), (AWS_SECRET_ENV, *secret_access_key)],
+                vec![
+                    (AWS_KEY_ID_ENV, *access_key_id),
+                    (AWS_SECRET_ENV, *secret_access_key),
+                ],
             ),
         };
         std::fs::write(

@@ -259,7 +259,6 @@ pub fn table(cells: &[Cell]) -> String {
 /// Bedrock target (`tollgate-bedrock` vs `bedrock-direct`), one line per mode and load; empty
 /// when either path was not measured.
 pub fn bedrock_comparison(cells: &[Cell]) -> String {
-    let mut out = String::new();
     let mut keys: Vec<(Mode, Load)> = Vec::new();
     for c in cells {
         if !keys.contains(&(c.mode, c.load)) {
@@ -298,17 +297,19 @@ pub fn bedrock_comparison(cells: &[Cell]) -> String {
             b.outcome.errors,
         );
     }
+    let mut out = String::new();
     if lines.is_empty() {
         return out;
     }
     let _ = writeln!(
         out,
-        "Bedrock target vs Anthropic target (same run, same tollgate-proxy build and settings)\n\
+        "Bedrock target vs Anthropic target: tollgate-proxy's added latency (anthropic: tollgate vs\n\
+         direct; bedrock: tollgate-bedrock vs bedrock-direct) and CPU per request, same run and settings\n\
          {:<14} {:-^30} {:-^30} {:-^30} {:-^15}\n\
          {:<5} {:<8} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>7} {:>7}",
         "",
-        " anthropic (vs direct) ",
-        " bedrock (vs bedrock-direct) ",
+        " anthropic target ",
+        " bedrock target ",
         " bedrock - anthropic ",
         " errors ",
         "mode",

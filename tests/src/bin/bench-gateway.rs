@@ -4,20 +4,39 @@
 //! ```text
 //! bench-gateway [--seconds N] [--rounds N] [--warmup S] [--quick] [--rates R1,R2] [--connections N]
 //!               [--concurrency N] [--tollgate-workers N] [--haproxy-threads N] [--tollgate-log LEVEL]
-//!               [--paths direct,haproxy,tollgate] [--modes json,sse]
+//!               [--paths direct,haproxy,tollgate,bedrock-direct,tollgate-bedrock] [--modes json,sse]
 //! ```
 //!
-//! Three paths reach the same `fake-anthropic --no-record` process: `direct`, `haproxy` (Debian's
+//! Five paths reach the same `fake-anthropic --no-record` process: `direct`, `haproxy` (Debian's
 //! HAProxy, `mode http`, `http-reuse always`) and `tollgate` (one virtual key, one provider, a
-//! `claude-*` passthrough route, default `info` JSON logging to a file). Each is driven with the
-//! 76 KB Claude Code request fixture as JSON (`"stream": false`) and as SSE (`"stream": true`) at
-//! fixed open-loop rates (latency from the scheduled send time) and in a closed loop for maximum
-//! throughput. `tollgate-proxy` and `fake-anthropic` are found next to this executable.
+//! `claude-*` passthrough route, default `info` JSON logging to a file) on its Anthropic Messages
+//! API; `bedrock-direct` and `tollgate-bedrock` on its Bedrock InvokeModel paths
+//! (`fake_anthropic::bedrock`). Each is driven with the 76 KB Claude Code request fixture as
+//! JSON (`"stream": false`) and as SSE (`"stream": true`) at fixed open-loop rates (latency from
+//! the scheduled send time) and in a closed loop for maximum throughput. `tollgate-proxy` and
+//! `fake-anthropic` are found next to this executable.
 //!
-//! Each cell's measured time is split into rounds that interleave the three paths (rotating
-//! their order), so that whatever else the machine does meanwhile hits every path alike; the
-//! table also shows the CPU each component used per request and how much CPU other processes
-//! took meanwhile (`noise`), since on a small shared machine that decides the tail latencies.
+//! **The Bedrock target.** `bedrock-direct` is the baseline of the Bedrock wire format: the load
+//! generator sends the fake exactly the body tollgate sends Bedrock (made with the gateway's own
+//! body edit: no `model`/`stream`/`service_tier`, `anthropic_version: bedrock-2023-05-31`, the
+//! `anthropic-beta` header as `anthropic_beta`) to `/model/{id}/invoke` or
+//! `/invoke-with-response-stream`, with a static dummy SigV4 `authorization` and `x-amz-date`
+//! (the fake checks their shape only), and reads the JSON or the AWS event stream to its end.
+//! `tollgate-bedrock` is a second `tollgate-proxy` process, identical to the first but for its
+//! provider (`kind: bedrock`, static AWS credentials, route `claude-*` to a cross-region
+//! inference profile); the client sends it the same Anthropic request as `tollgate`. It adds
+//! what a Bedrock target costs: the body edit, a SigV4 signature over the 76 KB body, and for
+//! SSE the event stream decoded and transcoded to SSE. A second process rather than a second
+//! route in the first: the client request stays byte-identical (a route is chosen by the model
+//! name, which would differ), the Anthropic `tollgate` line keeps the exact configuration of
+//! earlier runs, and each target gets its own CPU and memory readings. The extra process idles
+//! while the other paths are measured. The table after the main one sets the added latency and
+//! CPU of both targets side by side.
+//!
+//! Each cell's measured time is split into rounds that interleave the paths (rotating their
+//! order), so that whatever else the machine does meanwhile hits every path alike; the table
+//! also shows the CPU each component used per request and how much CPU other processes took
+//! meanwhile (`noise`), since on a small shared machine that decides the tail latencies.
 //!
 //! Choices: HAProxy runs with `nbthread 1` and tollgate-proxy with `--workers 1`, one core each
 //! on the same footing. On the two-CPU reference machine, where the load generator and the fake
@@ -43,13 +62,28 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 use load::{Outcome, Pool, RequestSpec};
-use procs::{Fake, Haproxy, Machine, RssSampler, Tollgate, status_kb};
+use procs::{Fake, Haproxy, Machine, RssSampler, Target, Tollgate, status_kb};
 use report::{Cell, Load, Mode, Path};
+use tollgate_dataplane::providers::bedrock::{self, eventstream};
 
 /// Provider key the fake expects (sent by `direct` and `haproxy`, injected by tollgate).
 const PROVIDER_KEY: &str = "sk-ant-bench-upstream-0123456789abcdef";
 /// The virtual key tollgate knows by its SHA-256.
 const VIRTUAL_KEY: &str = "tg_bench_virtual_key_0123456789abcdef0123456789abcdef";
+/// The Bedrock model tollgate-bedrock routes to (a cross-region inference profile).
+const BEDROCK_MODEL: &str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0";
+/// The AWS access key id of tollgate-bedrock (the fake checks the signature's shape only).
+const AWS_KEY_ID: &str = "AKIDBENCHGATEWAY0000";
+/// Its secret access key.
+const AWS_SECRET: &str = "bench-gateway-secret-access-key-0123456789";
+/// The static `authorization` of `bedrock-direct`: a SigV4 header in shape, not a signature.
+const DUMMY_SIGV4: &str = "AWS4-HMAC-SHA256 Credential=AKIDBENCHGATEWAY0000/20260101/us-east-1/bedrock/aws4_request, \
+     SignedHeaders=accept;content-type;host;x-amz-date, \
+     Signature=0000000000000000000000000000000000000000000000000000000000000000";
+/// The static `x-amz-date` of `bedrock-direct`.
+const DUMMY_AMZ_DATE: &str = "20260101T000000Z";
+/// The content type of a Bedrock response stream.
+const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
 /// The request fixture, relative to the workspace root.
 const FIXTURE: &str = "tests/fixtures/messages-request-claude-code.json";
 /// What Claude Code sends in `anthropic-beta`.
@@ -75,7 +109,8 @@ usage: bench-gateway [options]
   --tollgate-workers N   tollgate-proxy --workers (default 1)
   --haproxy-threads N    HAProxy nbthread (default 1)
   --tollgate-log LEVEL   TOLLGATE_LOG for tollgate-proxy (default: unset, i.e. info as in production)
-  --paths P1,P2,...      only these of direct,haproxy,tollgate (default all)
+  --paths P1,P2,...      only these of direct,haproxy,tollgate,bedrock-direct,tollgate-bedrock
+                         (default all)
   --modes M1,M2          only these of json,sse (default both)
 
 Needs tollgate-proxy and fake-anthropic next to this executable (make bench builds them) and
@@ -279,8 +314,37 @@ fn bodies(root: &FsPath) -> anyhow::Result<(Bytes, Bytes)> {
     Ok((Bytes::from(sse), Bytes::from(json)))
 }
 
-/// The request as Claude Code sends it, for one path and body.
-fn spec(path: Path, addr: SocketAddr, body: &Bytes) -> anyhow::Result<RequestSpec> {
+/// The Bedrock InvokeModel body tollgate sends for the fixture, made with the gateway's own
+/// body edit (the same for JSON and SSE: the operation is in the path).
+fn bedrock_body(anthropic_body: &Bytes) -> anyhow::Result<Bytes> {
+    use tollgate_dataplane::providers::body_edit::{BodyEdit, edit};
+    let betas: Vec<&str> = ANTHROPIC_BETA.split(',').map(str::trim).collect();
+    let body = edit(
+        anthropic_body,
+        &BodyEdit {
+            remove: &["model", "stream", "service_tier"],
+            set: vec![("anthropic_beta", serde_json::Value::from(betas))],
+            default: vec![("anthropic_version", bedrock::ANTHROPIC_VERSION.into())],
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("editing the fixture into a Bedrock body: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&body).context("Bedrock body is not JSON")?;
+    if v.get("model").is_some() || v.get("stream").is_some() || v["anthropic_version"].is_null() {
+        bail!("the Bedrock body edit did not apply");
+    }
+    Ok(body)
+}
+
+/// The request bodies: the fixture as JSON and SSE, and its Bedrock form.
+struct Bodies {
+    json: Bytes,
+    sse: Bytes,
+    bedrock: Bytes,
+}
+
+/// The request of one path and mode: as Claude Code sends it, or for `bedrock-direct` as
+/// tollgate sends it to Bedrock (with a dummy SigV4 header).
+fn spec(path: Path, mode: Mode, addr: SocketAddr, bodies: &Bodies) -> anyhow::Result<RequestSpec> {
     let mut headers = HeaderMap::new();
     let mut set = |name: &'static str, value: &str| -> anyhow::Result<()> {
         headers.insert(HeaderName::from_static(name), HeaderValue::from_str(value)?);
@@ -288,7 +352,23 @@ fn spec(path: Path, addr: SocketAddr, body: &Bytes) -> anyhow::Result<RequestSpe
     };
     set("host", &addr.to_string())?;
     match path {
-        Path::Tollgate => set("authorization", &format!("Bearer {VIRTUAL_KEY}"))?,
+        Path::BedrockDirect => {
+            set("authorization", DUMMY_SIGV4)?;
+            set("x-amz-date", DUMMY_AMZ_DATE)?;
+            set("content-type", "application/json")?;
+            let (op, accept) = match mode {
+                Mode::Json => ("invoke", "application/json"),
+                Mode::Sse => ("invoke-with-response-stream", EVENT_STREAM),
+            };
+            set("accept", accept)?;
+            let uri = format!("/model/{}/{op}", bedrock::encode_label(BEDROCK_MODEL));
+            return Ok(RequestSpec {
+                uri: uri.parse()?,
+                headers,
+                body: bodies.bedrock.clone(),
+            });
+        }
+        Path::Tollgate | Path::TollgateBedrock => set("authorization", &format!("Bearer {VIRTUAL_KEY}"))?,
         Path::Direct | Path::Haproxy => set("x-api-key", PROVIDER_KEY)?,
     }
     set("anthropic-version", "2023-06-01")?;
@@ -300,8 +380,34 @@ fn spec(path: Path, addr: SocketAddr, body: &Bytes) -> anyhow::Result<RequestSpe
     Ok(RequestSpec {
         uri: Uri::from_static("/v1/messages?beta=true"),
         headers,
-        body: body.clone(),
+        body: match mode {
+            Mode::Json => bodies.json.clone(),
+            Mode::Sse => bodies.sse.clone(),
+        },
     })
+}
+
+/// The type of the last Anthropic event in a Bedrock event stream, decoded with the gateway's
+/// own decoder; an error if the stream does not decode or carries anything but `chunk` events.
+fn last_bedrock_event(body: &[u8]) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let mut decoder = eventstream::Decoder::new();
+    decoder.feed(body);
+    let mut last = String::new();
+    while let Some(msg) = decoder.next_message()? {
+        if msg.header_str(":event-type") != Some("chunk") {
+            bail!("unexpected event-stream message {:?}", msg.headers);
+        }
+        let chunk: serde_json::Value = serde_json::from_slice(&msg.payload)?;
+        let json = base64::engine::general_purpose::STANDARD
+            .decode(chunk["bytes"].as_str().context("chunk without bytes")?)?;
+        let event: serde_json::Value = serde_json::from_slice(&json)?;
+        last = event["type"].as_str().unwrap_or_default().to_owned();
+    }
+    if decoder.pending() != 0 {
+        bail!("the event stream ends inside a message");
+    }
+    Ok(last)
 }
 
 /// Checks that a path answers the fixture correctly before measuring it.
@@ -311,13 +417,17 @@ async fn check(path: Path, mode: Mode, addr: SocketAddr, spec: &RequestSpec) -> 
         .with_context(|| format!("probing {} ({})", path.name(), mode.name()))?;
     let text = String::from_utf8_lossy(&body);
     let ok = status == 200
-        && match mode {
-            Mode::Json => {
+        && match (path, mode) {
+            (Path::BedrockDirect, Mode::Sse) => {
+                content_type.starts_with(EVENT_STREAM)
+                    && last_bedrock_event(&body).is_ok_and(|t| t == "message_stop")
+            }
+            (_, Mode::Json) => {
                 content_type.starts_with("application/json")
                     && serde_json::from_slice::<serde_json::Value>(&body)
                         .is_ok_and(|v| v["type"] == "message")
             }
-            Mode::Sse => {
+            (_, Mode::Sse) => {
                 content_type.starts_with("text/event-stream") && text.contains("event: message_stop")
             }
         };
@@ -337,16 +447,18 @@ struct Rig {
     fake: Fake,
     haproxy: Haproxy,
     tollgate: Tollgate,
-    pools: [Arc<Pool>; 3],
+    tollgate_bedrock: Tollgate,
+    pools: [Arc<Pool>; 5],
     specs: Vec<((Path, Mode), Arc<RequestSpec>)>,
 }
 
 impl Rig {
     fn addr(&self, path: Path) -> SocketAddr {
         match path {
-            Path::Direct => self.fake.addr,
+            Path::Direct | Path::BedrockDirect => self.fake.addr,
             Path::Haproxy => self.haproxy.addr,
             Path::Tollgate => self.tollgate.addr,
+            Path::TollgateBedrock => self.tollgate_bedrock.addr,
         }
     }
 
@@ -362,25 +474,26 @@ impl Rig {
             .context("no request spec")
     }
 
-    /// CPU ticks used so far by this process and the three servers.
+    /// CPU ticks used so far by this process and the four servers.
     fn our_ticks(&self) -> u64 {
         [
-            Some(std::process::id()),
-            Some(self.fake.pid()),
-            Some(self.haproxy.pid()),
-            Some(self.tollgate.pid()),
+            std::process::id(),
+            self.fake.pid(),
+            self.haproxy.pid(),
+            self.tollgate.pid(),
+            self.tollgate_bedrock.pid(),
         ]
         .into_iter()
-        .flatten()
         .filter_map(procs::cpu_ticks)
         .sum()
     }
 
     fn pid(&self, path: Path) -> Option<u32> {
         match path {
-            Path::Direct => None,
+            Path::Direct | Path::BedrockDirect => None,
             Path::Haproxy => Some(self.haproxy.pid()),
             Path::Tollgate => Some(self.tollgate.pid()),
+            Path::TollgateBedrock => Some(self.tollgate_bedrock.pid()),
         }
     }
 }
@@ -403,6 +516,11 @@ async fn run(o: Options, haproxy_bin: &FsPath) -> anyhow::Result<()> {
     let fake_bin = sibling("fake-anthropic")?;
     let root = workspace_root();
     let (sse_body, json_body) = bodies(&root)?;
+    let bodies = Bodies {
+        bedrock: bedrock_body(&sse_body)?,
+        json: json_body,
+        sse: sse_body,
+    };
     let machine = Machine::read();
     let load_average = procs::load_average();
 
@@ -411,36 +529,48 @@ async fn run(o: Options, haproxy_bin: &FsPath) -> anyhow::Result<()> {
     let tollgate = Tollgate::start(
         &tollgate_bin,
         fake.addr,
-        PROVIDER_KEY,
+        &Target::Anthropic {
+            provider_key: PROVIDER_KEY,
+        },
         VIRTUAL_KEY,
         o.tollgate_workers,
         o.tollgate_log.as_deref(),
     )?;
-    let mut specs = Vec::new();
-    for path in Path::ALL {
-        let addr = match path {
-            Path::Direct => fake.addr,
-            Path::Haproxy => haproxy.addr,
-            Path::Tollgate => tollgate.addr,
-        };
-        for (mode, body) in [(Mode::Json, &json_body), (Mode::Sse, &sse_body)] {
-            specs.push(((path, mode), Arc::new(spec(path, addr, body)?)));
-        }
-    }
-    let rig = Rig {
+    let tollgate_bedrock = Tollgate::start(
+        &tollgate_bin,
+        fake.addr,
+        &Target::Bedrock {
+            access_key_id: AWS_KEY_ID,
+            secret_access_key: AWS_SECRET,
+            model: BEDROCK_MODEL,
+        },
+        VIRTUAL_KEY,
+        o.tollgate_workers,
+        o.tollgate_log.as_deref(),
+    )?;
+    let mut rig = Rig {
         pools: [
             Pool::new(fake.addr),
             Pool::new(haproxy.addr),
             Pool::new(tollgate.addr),
+            Pool::new(fake.addr),
+            Pool::new(tollgate_bedrock.addr),
         ],
         fake,
         haproxy,
         tollgate,
-        specs,
+        tollgate_bedrock,
+        specs: Vec::new(),
     };
+    for path in Path::ALL {
+        for mode in [Mode::Json, Mode::Sse] {
+            let spec = spec(path, mode, rig.addr(path), &bodies)?;
+            rig.specs.push(((path, mode), Arc::new(spec)));
+        }
+    }
 
     // One warm request through each proxy, then its idle RSS; then every other probe.
-    let mut memory: [Memory; 3] = Default::default();
+    let mut memory: [Memory; 5] = Default::default();
     for path in Path::ALL {
         check(path, Mode::Json, rig.addr(path), rig.spec(path, Mode::Json)?).await?;
         if let Some(pid) = rig.pid(path) {
@@ -452,7 +582,7 @@ async fn run(o: Options, haproxy_bin: &FsPath) -> anyhow::Result<()> {
         check(path, Mode::Sse, rig.addr(path), rig.spec(path, Mode::Sse)?).await?;
     }
 
-    let header = header(&o, &machine, load_average, &rig, &root, sse_body.len());
+    let header = header(&o, &machine, load_average, &rig, &root, &bodies);
     print!("{header}");
     flush();
 
@@ -491,7 +621,7 @@ async fn run(o: Options, haproxy_bin: &FsPath) -> anyhow::Result<()> {
                 t.outcome.sort();
                 let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
                 eprintln!(
-                    "  {:<4} {:<8} {:<8} {:>7.0} req/s  p50 {:>7} ms  p99 {:>7} ms  errors {} unsent {}  \
+                    "  {:<4} {:<8} {:<16} {:>7.0} req/s  p50 {:>7} ms  p99 {:>7} ms  errors {} unsent {}  \
                      send lag p50 {} p99 {} ms",
                     mode.name(),
                     load.name(),
@@ -524,14 +654,18 @@ async fn run(o: Options, haproxy_bin: &FsPath) -> anyhow::Result<()> {
             }
         }
     }
-    for path in [Path::Haproxy, Path::Tollgate] {
+    for path in [Path::Haproxy, Path::Tollgate, Path::TollgateBedrock] {
         if let Some(pid) = rig.pid(path) {
             memory[path as usize].hwm = status_kb(pid, "VmHWM");
         }
     }
     let fake_hwm = status_kb(rig.fake.pid(), "VmHWM");
     println!("{}", report::table(&cells));
-    print!("{}", footer(&cells, &memory, fake_hwm, top_rate, &rig.tollgate));
+    let comparison = report::bedrock_comparison(&cells);
+    if !comparison.is_empty() {
+        println!("{comparison}");
+    }
+    print!("{}", footer(&cells, &memory, fake_hwm, top_rate, &rig));
     flush();
     Ok(())
 }
@@ -648,7 +782,7 @@ fn header(
     load_average: Option<f64>,
     rig: &Rig,
     root: &FsPath,
-    body_len: usize,
+    bodies: &Bodies,
 ) -> String {
     let git = procs::command_first_line(
         FsPath::new("git"),
@@ -666,6 +800,12 @@ fn header(
          \x20          mode http, plain reverse proxy, http-reuse always, nbthread {threads}, no logging\n\
          tollgate:  {tollgate}; --workers {workers}, 1 key, 1 anthropic provider, route claude-* passthrough,\n\
          \x20          {logging}\n\
+         bedrock:   bedrock-direct = the fake's Bedrock paths, POST /model/{{id}}/invoke | /invoke-with-response-stream,\n\
+         \x20          body as tollgate sends it ({bedrock_len} B: no model/stream, anthropic_version,\n\
+         \x20          anthropic_beta), static dummy SigV4 header (the fake checks its shape only);\n\
+         \x20          tollgate-bedrock = a 2nd tollgate-proxy, same settings, 1 bedrock provider (static AWS\n\
+         \x20          keys, SigV4 per request), route claude-* -> {BEDROCK_MODEL},\n\
+         \x20          sent the same requests as tollgate; SSE = AWS event stream transcoded to SSE\n\
          body:      {FIXTURE} ({body_len} B), as JSON (\"stream\": false)\n\
          \x20          and SSE (\"stream\": true, whole stream read); POST /v1/messages?beta=true with\n\
          \x20          Claude Code's headers\n\
@@ -673,13 +813,16 @@ fn header(
          \x20          scheduled send time (no coordinated omission); closed loop with {conc} connections\n\
          cells:     {secs} s measured per path, in {rounds} rounds interleaving the paths, after {warm} s warm-up\n\
          columns:   unsent = scheduled but not sent within {grace} s after the schedule\n\
-         \x20          +p50/+p99 = latency added over direct at the same mode and load\n\
+         \x20          +p50/+p99 = latency added over direct (tollgate-bedrock: over bedrock-direct) at the\n\
+         \x20          same mode and load\n\
          \x20          tg/hap = tollgate-added / haproxy-added (target <= {target}x; info only for max cells)\n\
          \x20          proxy/fake cpu = CPU time per request of the proxy and of the fake\n\
          \x20          ours = CPU used by the bench, the fake and the proxies; noise = CPU used meanwhile by\n\
          \x20          other processes plus hypervisor steal; both in % of one CPU (ours + noise near {full}%\n\
          \x20          = CPU-bound; high noise = unreliable cell)\n\n",
         pkg = env!("CARGO_PKG_VERSION"),
+        body_len = bodies.sse.len(),
+        bedrock_len = bodies.bedrock.len(),
         cpus = m.cpus,
         model = m.cpu_model,
         mem = m.mem_mib,
@@ -709,30 +852,24 @@ fn header(
 }
 
 /// Memory table, targets and the tollgate log volume.
-fn footer(
-    cells: &[Cell],
-    memory: &[Memory; 3],
-    fake_hwm: Option<u64>,
-    top_rate: f64,
-    tollgate: &Tollgate,
-) -> String {
+fn footer(cells: &[Cell], memory: &[Memory; 5], fake_hwm: Option<u64>, top_rate: f64, rig: &Rig) -> String {
     use report::mib_cell;
     let mut out = String::new();
     out.push_str(&format!(
-        "Memory (RSS, MiB)   {:>8} {:>15} {:>10} {:>12}\n",
+        "Memory (RSS, MiB)          {:>8} {:>15} {:>10} {:>12}\n",
         "idle",
         format!("peak@{top_rate:.0}/s"),
         "peak@max",
         "VmHWM (run)"
     ));
-    for path in [Path::Tollgate, Path::Haproxy] {
+    for (path, name) in [
+        (Path::Tollgate, "tollgate-proxy"),
+        (Path::TollgateBedrock, "tollgate-proxy (bedrock)"),
+        (Path::Haproxy, "haproxy"),
+    ] {
         let m = &memory[path as usize];
         out.push_str(&format!(
-            "  {:<17} {:>8} {:>15} {:>10} {:>12}\n",
-            match path {
-                Path::Tollgate => "tollgate-proxy",
-                _ => "haproxy",
-            },
+            "  {name:<24} {:>8} {:>15} {:>10} {:>12}\n",
             mib_cell(m.idle),
             mib_cell(m.peak_rate),
             mib_cell(m.peak_max),
@@ -740,7 +877,7 @@ fn footer(
         ));
     }
     out.push_str(&format!(
-        "  {:<17} {:>8} {:>15} {:>10} {:>12}\n",
+        "  {:<24} {:>8} {:>15} {:>10} {:>12}\n",
         "fake-anthropic",
         "-",
         "-",
@@ -750,7 +887,6 @@ fn footer(
     out.push_str("  (idle: VmRSS after start and one request; peaks: VmRSS sampled every 20 ms)\n\n");
 
     let (passed, total, failures) = report::ratio_verdicts(cells);
-    let tg = &memory[Path::Tollgate as usize];
     out.push_str("Targets\n");
     out.push_str(&format!(
         "  {:<44} {passed:>3} of {total} cells   {}\n",
@@ -760,36 +896,47 @@ fn footer(
     for f in failures {
         out.push_str(&format!("      {f}\n"));
     }
-    out.push_str(&report::target_line(
-        "tollgate-proxy idle RSS",
-        tg.idle,
-        IDLE_RSS_TARGET_MIB,
-    ));
-    out.push('\n');
-    out.push_str(&report::target_line(
-        &format!("tollgate-proxy peak RSS at {top_rate:.0} req/s"),
-        tg.peak_rate,
-        PEAK_RSS_TARGET_MIB,
-    ));
-    out.push('\n');
+    for (path, name) in [
+        (Path::Tollgate, "tollgate-proxy"),
+        (Path::TollgateBedrock, "tollgate-bedrock"),
+    ] {
+        let m = &memory[path as usize];
+        out.push_str(&report::target_line(
+            &format!("{name} idle RSS"),
+            m.idle,
+            IDLE_RSS_TARGET_MIB,
+        ));
+        out.push('\n');
+        out.push_str(&report::target_line(
+            &format!("{name} peak RSS at {top_rate:.0} req/s"),
+            m.peak_rate,
+            PEAK_RSS_TARGET_MIB,
+        ));
+        out.push('\n');
+    }
 
-    let logs = tollgate.logs();
-    let lines = logs.lines().count();
-    let completed: Vec<&str> = logs
-        .lines()
-        .filter(|l| l.contains(r#""message":"request completed""#))
-        .collect();
-    let per_request =
-        completed.iter().map(|l| l.len() + 1).sum::<usize>() as f64 / completed.len().max(1) as f64;
-    let noisy = logs
-        .lines()
-        .filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#))
-        .count();
-    out.push_str(&format!(
-        "\ntollgate-proxy log: {lines} lines ({:.1} MiB) for the whole run, warm-ups included; {} \"request completed\"\n\
-         \x20 lines of {per_request:.0} B each on average; {noisy} WARN/ERROR lines\n",
-        logs.len() as f64 / (1024.0 * 1024.0),
-        completed.len(),
-    ));
+    for (tollgate, name) in [
+        (&rig.tollgate, "tollgate-proxy"),
+        (&rig.tollgate_bedrock, "tollgate-proxy (bedrock)"),
+    ] {
+        let logs = tollgate.logs();
+        let lines = logs.lines().count();
+        let completed: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains(r#""message":"request completed""#))
+            .collect();
+        let per_request =
+            completed.iter().map(|l| l.len() + 1).sum::<usize>() as f64 / completed.len().max(1) as f64;
+        let noisy = logs
+            .lines()
+            .filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#))
+            .count();
+        out.push_str(&format!(
+            "\n{name} log: {lines} lines ({:.1} MiB) for the whole run, warm-ups included; {} \"request completed\"\n\
+             \x20 lines of {per_request:.0} B each on average; {noisy} WARN/ERROR lines\n",
+            logs.len() as f64 / (1024.0 * 1024.0),
+            completed.len(),
+        ));
+    }
     out
 }

@@ -153,8 +153,10 @@ fn percent_decode(label: &str) -> Option<String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -243,7 +245,10 @@ pub(super) async fn invoke(shared: &Shared, parts: &Parts, body: &Bytes, request
             return malformed(&format!("extraneous key [{key}] is not permitted"), request_id);
         }
     }
-    match top.anthropic_version.map(|v| serde_json::from_str::<&str>(v.get())) {
+    match top
+        .anthropic_version
+        .map(|v| serde_json::from_str::<&str>(v.get()))
+    {
         None => return malformed("required key [anthropic_version] not found", request_id),
         Some(Ok(ANTHROPIC_VERSION)) => {}
         Some(_) => return aws_error(400, "ValidationException", "Invalid API version", request_id),
@@ -261,7 +266,10 @@ pub(super) async fn invoke(shared: &Shared, parts: &Parts, body: &Bytes, request
     // members the reply depends on (`tools` only matters with the Bash trigger in a prompt).
     let model_json = Value::from(model.as_str()).to_string();
     let messages = top.messages.map_or("null", |m| m.get());
-    let mut small = format!(r#"{{"model":{model_json},"max_tokens":{},"messages":{messages}"#, max_tokens.get());
+    let mut small = format!(
+        r#"{{"model":{model_json},"max_tokens":{},"messages":{messages}"#,
+        max_tokens.get()
+    );
     if let Some(tools) = top.tools.filter(|_| messages.contains(TOOL_TRIGGER)) {
         small.push_str(r#","tools":"#);
         small.push_str(tools.get());
@@ -295,8 +303,14 @@ pub(super) async fn invoke(shared: &Shared, parts: &Parts, body: &Bytes, request
         let mut response = Response::new(FakeBody::full(bytes));
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert("x-amzn-bedrock-input-token-count", HeaderValue::from(tokens.input));
-        headers.insert("x-amzn-bedrock-output-token-count", HeaderValue::from(tokens.output));
+        headers.insert(
+            "x-amzn-bedrock-input-token-count",
+            HeaderValue::from(tokens.input),
+        );
+        headers.insert(
+            "x-amzn-bedrock-output-token-count",
+            HeaderValue::from(tokens.output),
+        );
         headers.insert("x-amzn-bedrock-invocation-latency", HeaderValue::from(1u32));
         set_aws_request_id(&mut response, request_id);
         return Outcome {
@@ -305,7 +319,14 @@ pub(super) async fn invoke(shared: &Shared, parts: &Parts, body: &Bytes, request
         };
     }
 
-    let events = reply::sse_events(&model, &request.reply, &tokens, &ids, StreamShape::Complete, false);
+    let events = reply::sse_events(
+        &model,
+        &request.reply,
+        &tokens,
+        &ids,
+        StreamShape::Complete,
+        false,
+    );
     let mut frames = Vec::with_capacity(events.len());
     for (n, event) in events.iter().enumerate() {
         let Some((name, data)) = split_sse(event) else {
@@ -315,7 +336,8 @@ pub(super) async fn invoke(shared: &Shared, parts: &Parts, body: &Bytes, request
         match name {
             b"ping" => {}
             b"message_stop" => {
-                let mut stop: Value = serde_json::from_slice(data).unwrap_or_else(|_| json!({"type": "message_stop"}));
+                let mut stop: Value =
+                    serde_json::from_slice(data).unwrap_or_else(|_| json!({"type": "message_stop"}));
                 if let Some(obj) = stop.as_object_mut() {
                     obj.insert(
                         "amazon-bedrock-invocationMetrics".into(),
@@ -335,7 +357,10 @@ pub(super) async fn invoke(shared: &Shared, parts: &Parts, body: &Bytes, request
     let mut response = Response::new(FakeBody::chunks(frames));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
-    headers.insert("x-amzn-bedrock-content-type", HeaderValue::from_static("application/json"));
+    headers.insert(
+        "x-amzn-bedrock-content-type",
+        HeaderValue::from_static("application/json"),
+    );
     set_aws_request_id(&mut response, request_id);
     Outcome {
         response,
@@ -355,6 +380,7 @@ mod tests {
         );
         assert_eq!(percent_decode("a%2"), None);
         assert_eq!(percent_decode("a%zz"), None);
+        assert_eq!(percent_decode("a%+1"), None);
         assert_eq!(percent_decode("%FF"), None);
         assert_eq!(percent_decode("%e2%82%ac").as_deref(), Some("€"));
     }
@@ -374,10 +400,7 @@ mod tests {
         let m = event_message(&[(":event-type", "chunk")], b"{}");
         let total = u32::from_be_bytes([m[0], m[1], m[2], m[3]]) as usize;
         assert_eq!(total, m.len());
-        assert_eq!(
-            crc32fast::hash(&m[..8]).to_be_bytes(),
-            [m[8], m[9], m[10], m[11]]
-        );
+        assert_eq!(crc32fast::hash(&m[..8]).to_be_bytes(), [m[8], m[9], m[10], m[11]]);
         assert_eq!(crc32fast::hash(&m[..total - 4]).to_be_bytes(), m[total - 4..]);
     }
 }

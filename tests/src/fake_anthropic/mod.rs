@@ -536,7 +536,9 @@ async fn route(shared: &Shared, parts: &Parts, body: &Bytes, request_id: &str) -
             response.into()
         }
         (&Method::POST, "/v1/messages") => messages(shared, parts, body, request_id).await,
-        (&Method::POST, p) if bedrock::is_bedrock_path(p) => bedrock::invoke(shared, parts, body, request_id).await,
+        (&Method::POST, p) if bedrock::is_bedrock_path(p) => {
+            bedrock::invoke(shared, parts, body, request_id).await
+        }
         (&Method::POST, "/v1/messages/count_tokens") => count_tokens(shared, parts, body, request_id).into(),
         (&Method::GET, "/v1/models") => models(shared, parts, None, request_id).into(),
         (&Method::GET, p) if p.starts_with("/v1/models/") => {
