@@ -69,7 +69,7 @@ pub fn check_headers(headers: &http::HeaderMap) -> Result<(), String> {
 pub fn inspect(body: &[u8]) -> Result<RequestInfo, String> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
-        return Err("body: must be a JSON object".into());
+        return Err("body is not a valid JSON object: the request body must be an object".into());
     }
     let fields: Fields<'_> =
         serde_json::from_slice(body).map_err(|e| format!("body is not a valid JSON object: {e}"))?;
@@ -209,6 +209,9 @@ mod tests {
             (br#"{"model":"claude\nopus"}"#, "control characters"),
             (br#"{"model":"claude\u009b"}"#, "control characters"),
             (br#"[1,2]"#, "not a valid JSON object"),
+            // serde would read the fields from an array in order: refused as not an object.
+            (br#"["gw-vertex",false,16]"#, "must be an object"),
+            (br#"  "claude""#, "must be an object"),
         ] {
             let err = inspect(body).unwrap_err();
             assert!(err.contains(want), "{err}");
