@@ -288,6 +288,13 @@ pub enum PriceError {
     },
 }
 
+/// Built-in prices of other providers' models, one file per API family
+/// (`dataplane/prices/*.json`, LiteLLM's shape), overlaid on `default.json`.
+const BUILTIN_EXTRA: &[&str] = &[
+    include_str!("../../prices/openai.json"),
+    include_str!("../../prices/gemini.json"),
+];
+
 /// Model name -> price.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PriceTable {
@@ -297,8 +304,14 @@ pub struct PriceTable {
 impl PriceTable {
     /// The table shipped in the binary (`dataplane/prices/default.json`).
     pub fn builtin() -> PriceTable {
-        Self::from_litellm_json(include_str!("../../prices/default.json").as_bytes())
-            .expect("the built-in price table is valid (checked by a test)")
+        let mut table = Self::from_litellm_json(include_str!("../../prices/default.json").as_bytes())
+            .expect("the built-in price table is valid (checked by a test)");
+        for extra in BUILTIN_EXTRA {
+            table.overlay(
+                Self::from_litellm_json(extra.as_bytes()).expect("the built-in price tables are valid (checked by a test)"),
+            );
+        }
+        table
     }
 
     /// Adds or replaces one model's price.

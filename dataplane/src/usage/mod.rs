@@ -16,6 +16,27 @@ pub use sse::{MAX_EVENT_BYTES, SseUsageTap, StreamError};
 
 use serde::{Deserialize, Deserializer};
 
+/// A streamed response's usage reader, one per wire format (Anthropic SSE, OpenAI Responses
+/// and Chat Completions SSE, Gemini SSE). It is fed the body chunk by chunk as it is relayed
+/// (never buffering more than one event) and reports what it read.
+pub trait StreamTap: Send {
+    /// Feeds the next chunk of the body.
+    fn feed(&mut self, chunk: &[u8]);
+    /// Usage read so far; `None` before any event carried some.
+    fn usage(&self) -> Option<Usage>;
+    /// Whether the stream reached its final event (e.g. `message_stop`,
+    /// `response.completed`, `data: [DONE]` after the usage chunk, a candidate with a
+    /// `finishReason`).
+    fn completed(&self) -> bool;
+    /// The error the stream reported (an `error` event), if any.
+    fn stream_error(&self) -> Option<String>;
+    /// Bytes of model content delivered (text, tool arguments, reasoning): what a stream cut
+    /// before its final usage is charged by ([`delivered::charged_usage`]).
+    fn content_bytes(&self) -> u64;
+    /// Whether the provider's final usage was read (not an early estimate).
+    fn final_usage(&self) -> bool;
+}
+
 /// Token counts by billing class for one response.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Usage {
