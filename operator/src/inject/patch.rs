@@ -282,11 +282,17 @@ fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
+/// The environment each agent reads to reach the sidecar: Claude Code
+/// (`ANTHROPIC_BASE_URL`, `ANTHROPIC_AUTH_TOKEN`), Codex CLI and OpenAI SDKs
+/// (`OPENAI_BASE_URL`, `OPENAI_API_KEY`), Gemini CLI (`GOOGLE_GEMINI_BASE_URL`,
+/// `GEMINI_API_KEY`); each key variable holds the same virtual key.
 fn agent_env(injector: &Injector, port: u16, key_secret: Option<(String, String)>) -> Vec<EnvVar> {
-    let mut vars = vec![env(
-        "ANTHROPIC_BASE_URL",
-        format!("http://127.0.0.1:{port}/anthropic"),
-    )];
+    let base = format!("http://127.0.0.1:{port}");
+    let mut vars = vec![
+        env("ANTHROPIC_BASE_URL", format!("{base}/anthropic")),
+        env("OPENAI_BASE_URL", format!("{base}/openai/v1")),
+        env("GOOGLE_GEMINI_BASE_URL", format!("{base}/gemini")),
+    ];
     if !injector.config.mcp_url_env.is_empty() {
         vars.push(env(
             &injector.config.mcp_url_env,
@@ -294,7 +300,9 @@ fn agent_env(injector: &Injector, port: u16, key_secret: Option<(String, String)
         ));
     }
     if let Some((secret, key)) = key_secret {
-        vars.push(env_from_secret("ANTHROPIC_AUTH_TOKEN", &secret, &key));
+        for name in ["ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "GEMINI_API_KEY"] {
+            vars.push(env_from_secret(name, &secret, &key));
+        }
     }
     vars
 }

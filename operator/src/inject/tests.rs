@@ -104,6 +104,15 @@ fn injects_a_native_sidecar_first_with_volumes_and_agent_env() {
         env_of(claude, "TOLLGATE_MCP_URL").unwrap()["value"],
         "http://127.0.0.1:16080/mcp"
     );
+    // Codex CLI and Gemini CLI reach the same sidecar.
+    assert_eq!(
+        env_of(claude, "OPENAI_BASE_URL").unwrap()["value"],
+        "http://127.0.0.1:16080/openai/v1"
+    );
+    assert_eq!(
+        env_of(claude, "GOOGLE_GEMINI_BASE_URL").unwrap()["value"],
+        "http://127.0.0.1:16080/gemini"
+    );
     assert_eq!(
         env_of(claude, "HOME").unwrap()["value"],
         "/work",
@@ -186,7 +195,7 @@ fn every_container_gets_the_env_and_existing_values_are_replaced() {
         );
     }
     let env = out["spec"]["containers"][0]["env"].as_array().unwrap();
-    assert_eq!(env.len(), 3, "replaced in place, not duplicated: {env:?}");
+    assert_eq!(env.len(), 5, "replaced in place, not duplicated: {env:?}");
     assert_eq!(env[0]["name"], "ANTHROPIC_BASE_URL");
 }
 
@@ -218,11 +227,14 @@ fn annotations_select_port_and_virtual_key_secret() {
         env_of(claude, "ANTHROPIC_BASE_URL").unwrap()["value"],
         "http://127.0.0.1:18080/anthropic"
     );
-    let token = env_of(claude, "ANTHROPIC_AUTH_TOKEN").unwrap();
-    assert_eq!(
-        token["valueFrom"]["secretKeyRef"],
-        json!({"name": "tollgate-vk-alice", "key": "key"})
-    );
+    for name in ["ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "GEMINI_API_KEY"] {
+        let token = env_of(claude, name).unwrap();
+        assert_eq!(
+            token["valueFrom"]["secretKeyRef"],
+            json!({"name": "tollgate-vk-alice", "key": "key"}),
+            "{name}: every agent gets the same virtual key"
+        );
+    }
     assert_eq!(out["metadata"]["annotations"][PORT_ANNOTATION], "18080", "kept");
 
     let pod = annotate(claude_pod(), KEY_SECRET_ANNOTATION, "team-keys/bob");
