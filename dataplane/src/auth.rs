@@ -24,9 +24,12 @@ pub fn presented_keys(headers: &HeaderMap) -> impl Iterator<Item = &str> {
             let (scheme, token) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
+    // `x-api-key` (Anthropic) and `x-goog-api-key` (Gemini; the `key` query parameter is
+    // moved into it by the server before authentication).
     let api_key = headers
         .get_all("x-api-key")
         .into_iter()
+        .chain(headers.get_all("x-goog-api-key"))
         .filter_map(|v| v.to_str().ok())
         .map(str::trim);
     bearer.chain(api_key).filter(|k| !k.is_empty())

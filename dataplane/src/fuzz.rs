@@ -317,7 +317,9 @@ pub fn policy_load(data: &[u8]) {
                         .find(|r| Glob::new(&r.match_).matches(&route.match_));
                     let want = first.map(|r| r.targets.len());
                     assert_eq!(
-                        snapshot.route(&route.match_).map(<[_]>::len),
+                        snapshot
+                            .route(&route.match_, crate::providers::ApiFormat::Anthropic)
+                            .map(<[_]>::len),
                         want,
                         "route {}",
                         route.match_

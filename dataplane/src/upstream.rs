@@ -35,7 +35,7 @@ pub fn build_client() -> anyhow::Result<HttpClient> {
 
 /// The headers a client presents its virtual key in: replaced by the provider credential,
 /// or forwarded unchanged to a `tollgate` provider.
-const CLIENT_CREDENTIALS: &[&str] = &["authorization", "x-api-key"];
+const CLIENT_CREDENTIALS: &[&str] = &["authorization", "x-api-key", "x-goog-api-key"];
 
 /// Request headers never forwarded: hop-by-hop, a stray Azure-style `api-key`, and
 /// `accept-encoding` (the gateway reads usage from the body, so it asks for identity).

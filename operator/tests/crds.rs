@@ -470,7 +470,7 @@ fn provider_kinds_are_exactly_what_the_proxy_implements() {
     let old: ModelProvider = serde_json::from_value(object(
         "ModelProvider",
         "p",
-        json!({"kind": "openai", "endpoint": "https://x"}),
+        json!({"kind": "cohere", "endpoint": "https://x"}),
     ))
     .unwrap();
     assert_eq!(old.spec.kind, crd::ProviderKind::Unsupported);

@@ -117,7 +117,7 @@ pub fn price_for<'a>(
     requested: &str,
 ) -> (Option<&'a ModelPrice>, bool) {
     match provider.kind {
-        ProviderKind::Bedrock | ProviderKind::Vertex | ProviderKind::Foundry => {
+        ProviderKind::Bedrock | ProviderKind::Vertex | ProviderKind::Foundry | ProviderKind::Gemini => {
             if let Some(p) = prices.for_provider(provider, upstream) {
                 return (Some(p.price), p.source == PriceSource::Provider);
             }

@@ -452,8 +452,13 @@ pub enum ProviderKind {
     Vertex,
     /// Azure AI Foundry.
     Foundry,
-    /// An OpenAI-compatible Chat Completions API.
+    /// The OpenAI API or an OpenAI-compatible one (vLLM, Azure OpenAI's v1 API, ...):
+    /// Responses and Chat Completions, `Authorization: Bearer <credential>`; `endpoint` is the
+    /// base URL without `/v1` (e.g. `https://api.openai.com`).
     Openai,
+    /// The Gemini API (`generativelanguage.googleapis.com`): generateContent,
+    /// streamGenerateContent and countTokens, `x-goog-api-key: <credential>`.
+    Gemini,
     /// Another tollgate-proxy (the gateway a credential-free sidecar forwards to): the endpoint
     /// is its base URL, e.g. `http://tollgate-gateway.tollgate-system.svc:8080`. It takes no
     /// credential: the client's own virtual key is forwarded, and the gateway authenticates it

@@ -9,7 +9,7 @@ use super::snapshot::{ProviderEntry, read_credential};
 use crate::providers::bedrock::{AwsAuth, Bedrock, BedrockConfig};
 use crate::providers::foundry::{AzureAuth, Foundry, FoundryConfig};
 use crate::providers::vertex::{GcpAuth, Vertex, VertexConfig};
-use crate::providers::{AnthropicApi, ProviderAuth, Wire};
+use crate::providers::{AnthropicApi, GeminiApi, OpenAiApi, ProviderAuth, Wire};
 use crate::secret::{CredentialReader, SystemCredentials};
 
 /// Compiles `p`, reading its static credentials with `creds`.
@@ -92,7 +92,17 @@ fn wire(p: &Provider, creds: &dyn CredentialReader) -> Result<Wire, String> {
             };
             Wire::Bedrock(Bedrock::new(config, runtime_reader()))
         }
-        ProviderKind::Anthropic | ProviderKind::Openai => {
+        ProviderKind::Openai => Wire::OpenAi(OpenAiApi {
+            id: p.id.clone(),
+            endpoint: p.endpoint.trim_end_matches('/').to_owned(),
+            key: read_credential(p.credential.as_ref(), creds)?,
+        }),
+        ProviderKind::Gemini => Wire::Gemini(GeminiApi {
+            id: p.id.clone(),
+            endpoint: p.endpoint.trim_end_matches('/').to_owned(),
+            key: read_credential(p.credential.as_ref(), creds)?,
+        }),
+        ProviderKind::Anthropic => {
             let key = read_credential(p.credential.as_ref(), creds)?;
             Wire::Anthropic(AnthropicApi {
                 id: p.id.clone(),

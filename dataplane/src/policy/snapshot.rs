@@ -16,9 +16,9 @@ use super::load::LoadedDocument;
 use super::providers::compile_provider;
 use super::validate::{ValidationErrors, validate};
 use crate::pricing::PriceTable;
-use crate::providers::Wire;
 #[cfg(test)]
 use crate::providers::{AnthropicApi, ProviderAuth};
+use crate::providers::{ApiFormat, Wire};
 use crate::secret::Secret;
 
 /// A compiled virtual key.
@@ -397,27 +397,31 @@ impl Snapshot {
     }
 
     /// The targets of the first route matching `model`, in fallback order.
-    pub fn route(&self, model: &str) -> Option<&[Target]> {
+    pub fn route(&self, model: &str, format: ApiFormat) -> Option<&[Target]> {
         self.routes
             .iter()
-            .find(|r| r.pattern.matches(model))
+            .find(|r| r.pattern.matches(model) && r.targets.iter().any(|t| speaks(t.provider.kind, format)))
             .map(|r| r.targets.as_slice())
     }
 
-    /// The targets of the route serving `model` that `key` may use, in fallback order
+    /// The targets of the route serving `model` in `format` (the first route matching it with a
+    /// target that speaks the format) that `key` may use and that speak it, in fallback order
     /// (see [`KeyEntry::may_use_routed`]); `None` when no route serves the model.
     ///
     /// An allow on the requested name counts for a target only when the route names that
     /// model exactly (an alias the platform team chose). Behind a glob route a client picks the
     /// requested name itself (`claude-haiku-x-opus` matching `*-opus`), so the model served
     /// must be allowed on its own.
-    pub fn targets_for(&self, key: &KeyEntry, model: &str) -> Option<Vec<Target>> {
-        let route = self.routes.iter().find(|r| r.pattern.matches(model))?;
+    pub fn targets_for(&self, key: &KeyEntry, model: &str, format: ApiFormat) -> Option<Vec<Target>> {
+        let route = self.routes.iter().find(|r| {
+            r.pattern.matches(model) && r.targets.iter().any(|t| speaks(t.provider.kind, format))
+        })?;
         let alias = route.pattern.is_literal();
         Some(
             route
                 .targets
                 .iter()
+                .filter(|t| speaks(t.provider.kind, format))
                 .filter(|t| {
                     let served = t.model.as_deref().unwrap_or(model);
                     if alias || served == model {
@@ -506,14 +510,38 @@ impl Snapshot {
                     // Names a client asks for: not a provider's own id (`vertex_ai/…`,
                     // `bedrock/…`, Bedrock's `us.anthropic.…`), which only routes send.
                     .filter(|m| !m.contains('/') && !m.contains("anthropic."))
-                    .filter(|m| self.route(m).is_some())
+                    .filter(|m| self.route(m, ApiFormat::Anthropic).is_some())
                     .map(str::to_owned),
             )
-            .filter(|m| self.targets_for(key, m).is_some_and(|t| !t.is_empty()))
+            .filter(|m| {
+                self.targets_for(key, m, ApiFormat::Anthropic)
+                    .is_some_and(|t| !t.is_empty())
+            })
             .collect();
         names.sort();
         names.dedup();
         names
+    }
+}
+
+/// Whether a provider of `kind` serves requests in `format`.
+pub fn speaks(kind: ProviderKind, format: ApiFormat) -> bool {
+    match format {
+        ApiFormat::Anthropic => matches!(
+            kind,
+            ProviderKind::Anthropic
+                | ProviderKind::Bedrock
+                | ProviderKind::Vertex
+                | ProviderKind::Foundry
+                | ProviderKind::Tollgate
+        ),
+        ApiFormat::OpenAiResponses | ApiFormat::OpenAiChat => {
+            matches!(kind, ProviderKind::Openai | ProviderKind::Tollgate)
+        }
+        ApiFormat::Gemini(_) => matches!(
+            kind,
+            ProviderKind::Gemini | ProviderKind::Vertex | ProviderKind::Tollgate
+        ),
     }
 }
 
@@ -647,14 +675,14 @@ mod tests {
     #[test]
     fn routes_first_match_wins_and_point_at_providers() {
         let s = compile(doc());
-        let t = &s.route("gw-haiku").unwrap()[0];
+        let t = &s.route("gw-haiku", ApiFormat::Anthropic).unwrap()[0];
         assert_eq!(
             (t.provider.id.as_str(), t.model.as_deref()),
             ("b", Some("claude-haiku-4-5"))
         );
-        let t = &s.route("claude-sonnet-4-5").unwrap()[0];
+        let t = &s.route("claude-sonnet-4-5", ApiFormat::Anthropic).unwrap()[0];
         assert_eq!((t.provider.id.as_str(), t.model.as_deref()), ("a", None));
-        assert!(s.route("gpt-5").is_none());
+        assert!(s.route("gpt-5", ApiFormat::Anthropic).is_none());
         assert_eq!(endpoint(&s.providers()[0]), "http://127.0.0.1:9");
     }
 
@@ -713,16 +741,28 @@ mod tests {
         let k1 = s.key("vk-one").unwrap();
         assert!(k1.may_use("gw-haiku"), "the alias alone passes");
         assert_eq!(
-            s.targets_for(k1, "gw-haiku").map(|t| t.len()),
+            s.targets_for(k1, "gw-haiku", ApiFormat::Anthropic)
+                .map(|t| t.len()),
             Some(0),
             "its model does not"
         );
         assert!(!s.models_for(k1).contains(&"gw-haiku".to_string()));
-        assert_eq!(s.targets_for(k1, "claude-sonnet-4-5").map(|t| t.len()), Some(1));
-        assert!(s.targets_for(k1, "gpt-5").is_none(), "no route");
+        assert_eq!(
+            s.targets_for(k1, "claude-sonnet-4-5", ApiFormat::Anthropic)
+                .map(|t| t.len()),
+            Some(1)
+        );
+        assert!(
+            s.targets_for(k1, "gpt-5", ApiFormat::Anthropic).is_none(),
+            "no route"
+        );
         // An allow list naming only the alias still serves it.
         let k2 = s.key("vk-two").unwrap();
-        assert_eq!(s.targets_for(k2, "gw-haiku").map(|t| t.len()), Some(1));
+        assert_eq!(
+            s.targets_for(k2, "gw-haiku", ApiFormat::Anthropic)
+                .map(|t| t.len()),
+            Some(1)
+        );
     }
 
     #[test]

@@ -308,7 +308,8 @@ impl PriceTable {
             .expect("the built-in price table is valid (checked by a test)");
         for extra in BUILTIN_EXTRA {
             table.overlay(
-                Self::from_litellm_json(extra.as_bytes()).expect("the built-in price tables are valid (checked by a test)"),
+                Self::from_litellm_json(extra.as_bytes())
+                    .expect("the built-in price tables are valid (checked by a test)"),
             );
         }
         table

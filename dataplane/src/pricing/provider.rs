@@ -141,6 +141,8 @@ fn provider_entry_names<'m>(provider: ProviderPricing<'_>, model: &'m str) -> Ve
             names
         }
         ProviderKind::Foundry => vec![Cow::Owned(format!("azure_ai/{model}"))],
+        // The Gemini API: LiteLLM's `gemini/…`, then the plain id.
+        ProviderKind::Gemini => vec![Cow::Owned(format!("gemini/{model}")), Cow::Borrowed(model)],
         ProviderKind::Anthropic | ProviderKind::Openai | ProviderKind::Tollgate => Vec::new(),
     }
 }

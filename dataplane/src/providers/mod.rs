@@ -12,7 +12,9 @@ pub mod bedrock;
 pub mod body_edit;
 pub mod cloud_errors;
 pub mod foundry;
+pub mod gemini;
 pub mod oauth;
+pub mod openai;
 pub mod vertex;
 
 use std::time::Duration;
@@ -26,6 +28,21 @@ use crate::body::BoxedBody;
 use crate::upstream::HttpClient;
 
 pub use anthropic::{AnthropicApi, ProviderAuth};
+pub use gemini::{GeminiApi, GeminiMethod};
+pub use openai::OpenAiApi;
+
+/// The API a client's request speaks (and a provider must speak to serve it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiFormat {
+    /// Anthropic Messages (Claude Code).
+    Anthropic,
+    /// OpenAI Responses (Codex CLI).
+    OpenAiResponses,
+    /// OpenAI Chat Completions.
+    OpenAiChat,
+    /// The Gemini API (Gemini CLI).
+    Gemini(GeminiMethod),
+}
 
 /// What the client asked the provider for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,11 +63,15 @@ pub type UpstreamBody = Either<Incoming, BoxedBody>;
 /// One request to a provider.
 #[derive(Debug)]
 pub struct Call<'a> {
+    /// The API the client speaks.
+    pub format: ApiFormat,
     /// Messages (streaming or not) or count_tokens.
     pub op: Operation,
     /// The upstream model id.
     pub model: &'a str,
-    /// The client's path and query without the `/anthropic` prefix (`/v1/messages?beta=true`).
+    /// The client's path and query: without the `/anthropic` prefix for Anthropic requests
+    /// (`/v1/messages?beta=true`), whole for the others (`/openai/v1/responses`; a `tollgate`
+    /// provider gets it as it is), never with a `key` query parameter.
     pub path_and_query: &'a str,
     /// The client's headers.
     pub headers: &'a HeaderMap,
@@ -81,6 +102,10 @@ pub enum Wire {
     Vertex(vertex::Vertex),
     /// Anthropic models on Azure AI Foundry.
     Foundry(foundry::Foundry),
+    /// The OpenAI API or a compatible one (Responses, Chat Completions).
+    OpenAi(OpenAiApi),
+    /// The Gemini API.
+    Gemini(GeminiApi),
 }
 
 impl std::fmt::Debug for Wire {
@@ -90,6 +115,8 @@ impl std::fmt::Debug for Wire {
             Wire::Bedrock(_) => f.write_str("Bedrock"),
             Wire::Vertex(_) => f.write_str("Vertex"),
             Wire::Foundry(_) => f.write_str("Foundry"),
+            Wire::OpenAi(api) => f.debug_tuple("OpenAi").field(api).finish(),
+            Wire::Gemini(api) => f.debug_tuple("Gemini").field(api).finish(),
         }
     }
 }
@@ -111,26 +138,36 @@ impl Wire {
     }
 
     async fn build(&self, client: &HttpClient, call: Call<'_>) -> Result<Request<Full<Bytes>>, String> {
-        match self {
-            Wire::Anthropic(api) => api.request(
+        match (self, call.format) {
+            (Wire::Anthropic(api), _) => api.request(
                 http::Method::POST,
                 call.path_and_query,
                 call.headers,
                 call.client_key,
                 call.body,
             ),
-            Wire::Bedrock(b) => {
+            (Wire::Bedrock(b), ApiFormat::Anthropic) => {
                 b.request(client, call.op, call.model, call.headers, &call.body)
                     .await
             }
-            Wire::Vertex(v) => {
+            (Wire::Vertex(v), ApiFormat::Anthropic) => {
                 v.request(client, call.op, call.model, call.headers, &call.body)
                     .await
             }
-            Wire::Foundry(f) => {
+            (Wire::Foundry(f), ApiFormat::Anthropic) => {
                 f.request(client, call.op, call.model, call.headers, &call.body)
                     .await
             }
+            (Wire::OpenAi(api), ApiFormat::OpenAiResponses) => {
+                api.request("/v1/responses", call.headers, call.body)
+            }
+            (Wire::OpenAi(api), ApiFormat::OpenAiChat) => {
+                api.request("/v1/chat/completions", call.headers, call.body)
+            }
+            (Wire::Gemini(api), ApiFormat::Gemini(method)) => {
+                api.request(method, call.model, call.headers, call.body)
+            }
+            (wire, format) => Err(format!("{wire:?} does not serve {format:?} requests")),
         }
     }
 
@@ -159,6 +196,8 @@ impl Wire {
             Wire::Bedrock(b) => converted(b.response(op, resp, idle)),
             Wire::Vertex(v) => converted(v.response(op, resp)),
             Wire::Foundry(f) => converted(f.response(op, resp)),
+            // Their clients speak their format: answers pass as they are.
+            Wire::OpenAi(_) | Wire::Gemini(_) => resp.map(Either::Left),
         }
     }
 
@@ -169,7 +208,12 @@ impl Wire {
                 auth: ProviderAuth::Unreadable(why),
                 ..
             }) => Some(why),
-            Wire::Anthropic(_) | Wire::Bedrock(_) | Wire::Vertex(_) | Wire::Foundry(_) => None,
+            Wire::Anthropic(_)
+            | Wire::Bedrock(_)
+            | Wire::Vertex(_)
+            | Wire::Foundry(_)
+            | Wire::OpenAi(_)
+            | Wire::Gemini(_) => None,
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::limits::plan::{
 use crate::metrics::{Metrics, RequestLabels};
 use crate::policy::document::ProviderKind;
 use crate::policy::{KeyEntry, PolicyStore, Snapshot, Target};
-use crate::providers::{Call, CallError, Operation, UpstreamBody};
+use crate::providers::{ApiFormat, Call, CallError, Operation, UpstreamBody};
 use crate::routing::{Candidate, Health, attempt_order};
 use crate::upstream::{HttpClient, response_headers};
 use crate::usage::RequestSize;
@@ -242,7 +242,10 @@ impl Gateway {
         match endpoint {
             Endpoint::Models => Ok(json_response(models_page(&snapshot.models_for(&key)))),
             Endpoint::Model(id) => {
-                if snapshot.targets_for(&key, &id).is_some_and(|t| !t.is_empty()) {
+                if snapshot
+                    .targets_for(&key, &id, ApiFormat::Anthropic)
+                    .is_some_and(|t| !t.is_empty())
+                {
                     Ok(json_response(model_object(&id)))
                 } else {
                     Err(Denial::UnknownModel { model: id })
@@ -274,7 +277,7 @@ impl Gateway {
         span: &tracing::Span,
     ) -> Result<Response<ProxyBody>, Denial> {
         let request = self.read_request(req, &snapshot, kind, &key, span).await?;
-        let permitted = permitted_targets(&snapshot, &key, &request.info.model)?;
+        let permitted = permitted_targets(&snapshot, &key, &request.info.model, request.format)?;
         let mut pending = self
             .admit(&snapshot, &key, &request, &permitted, request_id, span)
             .await?;
@@ -321,6 +324,7 @@ impl Gateway {
             max_output_tokens: info.max_tokens.unwrap_or(ceiling).min(ceiling),
         };
         Ok(ModelRequest {
+            format: ApiFormat::Anthropic,
             parts,
             body,
             info,
@@ -590,6 +594,7 @@ impl Gateway {
         };
         let op = request.op();
         let call = Call {
+            format: request.format,
             op,
             model,
             path_and_query: request.path_and_query(),
@@ -630,6 +635,8 @@ impl Gateway {
 
 /// A Messages or count_tokens request, read and checked.
 struct ModelRequest {
+    /// The API the client speaks.
+    format: ApiFormat,
     parts: http::request::Parts,
     body: Bytes,
     info: request::RequestInfo,
@@ -677,14 +684,19 @@ struct Answer {
 
 /// The targets of the route serving `model` that `key` may use (model rules judge the
 /// requested name and the model each target serves), or why none.
-fn permitted_targets(snapshot: &Snapshot, key: &KeyEntry, model: &str) -> Result<Vec<Target>, Denial> {
+fn permitted_targets(
+    snapshot: &Snapshot,
+    key: &KeyEntry,
+    model: &str,
+    format: ApiFormat,
+) -> Result<Vec<Target>, Denial> {
     let refused = |served: Option<String>| Denial::ModelNotAllowed {
         model: model.to_owned(),
         served,
         key: key.id.clone(),
         allowed: key.allowed_patterns().into_iter().map(str::to_owned).collect(),
     };
-    match snapshot.targets_for(key, model) {
+    match snapshot.targets_for(key, model, format) {
         None if key.may_use(model) => Err(Denial::UnknownModel {
             model: model.to_owned(),
         }),
@@ -692,7 +704,7 @@ fn permitted_targets(snapshot: &Snapshot, key: &KeyEntry, model: &str) -> Result
         Some(targets) if targets.is_empty() => {
             // Name the served model when the requested name alone would pass.
             let served = snapshot
-                .route(model)
+                .route(model, format)
                 .and_then(|t| t.iter().find_map(|t| t.model.clone()))
                 .filter(|served| served != model && key.may_use(model));
             Err(refused(served))

@@ -1019,11 +1019,11 @@ fn a_resource_the_proxy_would_refuse_is_left_out_alone_and_every_other_change_ap
         ),
         (
             "provider of a kind the proxy does not implement",
-            |w| w.providers.push(provider("openai", ProviderKind::Unsupported)),
+            |w| w.providers.push(provider("cohere", ProviderKind::Unsupported)),
             Kind::ModelProvider,
-            "openai",
+            "cohere",
             "UnsupportedKind",
-            "supported: anthropic, bedrock, vertex, foundry",
+            "supported: anthropic, bedrock, vertex, foundry, openai, gemini",
         ),
         (
             "provider with a zero timeout",

@@ -26,7 +26,7 @@ use super::common::{Condition, CredentialRef};
     printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.endpoint) || self.kind == 'bedrock' || self.kind == 'vertex'").message("set endpoint: kinds anthropic and foundry need it (only bedrock and vertex derive it from the region)"))]
+#[x_kube(validation = Rule::new("has(self.endpoint) || self.kind == 'bedrock' || self.kind == 'vertex'").message("set endpoint: kinds anthropic, foundry, openai and gemini need it (only bedrock and vertex derive it from the region)"))]
 #[x_kube(validation = Rule::new("has(self.region) || !(self.kind == 'bedrock' || self.kind == 'vertex')").message("set region: kinds bedrock and vertex need it (e.g. us-east-1, or us-east5 or global on vertex)"))]
 #[x_kube(validation = Rule::new("has(self.project) == (self.kind == 'vertex')").message("project is required for kind vertex and only allowed there: set it to the Google Cloud project id, or remove it"))]
 #[x_kube(validation = Rule::new("!has(self.aws) || self.kind == 'bedrock'").message("aws is only for kind bedrock: remove it"))]
@@ -35,8 +35,9 @@ use super::common::{Condition, CredentialRef};
 #[x_kube(validation = Rule::new("!has(self.credential) || !(has(self.aws) || has(self.gcp) || has(self.azure))").message("set either credential or the cloud credentials (aws, gcp, azure), not both"))]
 pub struct ModelProviderSpec {
     /// Which API the provider speaks: `anthropic` (the Anthropic API), `bedrock` (AWS
-    /// Bedrock), `vertex` (Google Vertex AI) or `foundry` (Azure AI Foundry), the kinds
-    /// tollgate-proxy implements.
+    /// Bedrock), `vertex` (Google Vertex AI: Claude and Gemini models), `foundry` (Azure AI
+    /// Foundry), `openai` (the OpenAI API or a compatible one: Codex CLI, Chat Completions
+    /// clients) or `gemini` (the Gemini API: Gemini CLI), the kinds tollgate-proxy implements.
     pub kind: ProviderKind,
     /// Base URL, e.g. `https://api.anthropic.com` (`http://` only for local tests). Required
     /// for `anthropic` and `foundry`; optional for `bedrock`
@@ -235,7 +236,11 @@ pub enum ProviderKind {
     Vertex,
     /// Azure AI Foundry.
     Foundry,
-    /// A kind the schema does not admit (`openai` was once listed but never implemented):
+    /// The OpenAI API or an OpenAI-compatible one (Responses, Chat Completions).
+    Openai,
+    /// The Gemini API.
+    Gemini,
+    /// A kind the schema does not admit:
     /// such an object stored earlier reads as this and is reported `UnsupportedKind`, rather
     /// than failing the watch of every ModelProvider.
     #[serde(other)]
@@ -252,6 +257,8 @@ impl ProviderKind {
             ProviderKind::Bedrock => Some(Doc::Bedrock),
             ProviderKind::Vertex => Some(Doc::Vertex),
             ProviderKind::Foundry => Some(Doc::Foundry),
+            ProviderKind::Openai => Some(Doc::Openai),
+            ProviderKind::Gemini => Some(Doc::Gemini),
             ProviderKind::Unsupported => None,
         }
     }
