@@ -2,6 +2,8 @@
 .PHONY: run test e2e-deps lint schema crds bench chart-test fuzz
 
 CLAUDE_CODE := e2e/node_modules/.bin/claude
+CODEX_CLI := e2e/node_modules/.bin/codex
+GEMINI_CLI := e2e/node_modules/.bin/gemini
 
 run:
 	cargo run --release -p tollgate-dataplane --bin tollgate-proxy -- --policy examples/policy.yaml
@@ -14,21 +16,23 @@ test: e2e-deps
 
 PYTHON_E2E := e2e/.venv/.requirements.sha256
 
-e2e-deps: $(CLAUDE_CODE) $(PYTHON_E2E)
+e2e-deps: $(CLAUDE_CODE) $(CODEX_CLI) $(GEMINI_CLI) $(PYTHON_E2E)
 
 # The official MCP Python SDK (MCP upstreams and client) and moto (S3), pinned.
 $(PYTHON_E2E): e2e/requirements.txt e2e/setup-python.sh
 	bash e2e/setup-python.sh
 
-# The stamp is written only once the native binary really runs: npm skips a failed optional
-# platform package silently, leaving a `claude` that only prints an error.
+# The stamp is written only once every pinned CLI really runs: npm skips a failed optional
+# platform package silently, leaving a `claude` or `codex` that only prints an error.
 CLAUDE_OK := e2e/node_modules/.claude-code-ok
 
-$(CLAUDE_CODE): $(CLAUDE_OK)
+$(CLAUDE_CODE) $(CODEX_CLI) $(GEMINI_CLI): $(CLAUDE_OK)
 
 $(CLAUDE_OK): e2e/package.json e2e/package-lock.json
 	npm ci --prefix e2e --no-audit --no-fund
 	$(CLAUDE_CODE) --version
+	$(CODEX_CLI) --version
+	$(GEMINI_CLI) --version
 	touch $@
 
 lint:

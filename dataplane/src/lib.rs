@@ -26,10 +26,12 @@ pub mod body;
 pub mod denial;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod gemini;
 pub mod ledger;
 pub mod limits;
 pub mod mcp;
 pub mod metrics;
+pub mod openai;
 pub mod policy;
 pub mod pricing;
 pub mod providers;

@@ -13,13 +13,22 @@
 //!   SigV4, real AWS event streams), forwarding to a fake Anthropic.
 //! * [`fake_cloud`]: faithful fakes of Vertex AI (with Google's token endpoint and metadata
 //!   server) and Azure AI Foundry (with Entra ID), forwarding to a fake Anthropic.
+//! * [`fake_openai`]: a faithful fake of the OpenAI API (Responses, Chat Completions, models),
+//!   complete enough for the real Codex CLI's tool loop; also the `fake-openai` binary.
+//! * [`fake_gemini`]: a faithful fake of the Gemini API (generateContent, SSE streaming,
+//!   countTokens, the Vertex publisher paths), complete enough for the real Gemini CLI's tool
+//!   loop; also the `fake-gemini` binary.
+//! * [`agents`]: runs the real Codex CLI and Gemini CLI headless against a base URL.
 
 #![warn(missing_docs)]
 
+pub mod agents;
 pub mod claude;
 pub mod fake_anthropic;
 pub mod fake_bedrock;
 pub mod fake_cloud;
+pub mod fake_gemini;
+pub mod fake_openai;
 pub mod harness;
 pub mod mcp;
 pub mod policy;

@@ -54,6 +54,12 @@ pub fn check_headers(headers: &http::HeaderMap) -> Result<(), String> {
             "anthropic-beta: at most {MAX_BETAS} beta flags are accepted (got {betas})"
         ));
     }
+    check_content_type(headers)
+}
+
+/// A body declared as JSON when its type is declared at all (every API format the gateway
+/// serves takes JSON).
+pub fn check_content_type(headers: &http::HeaderMap) -> Result<(), String> {
     if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
         let text = String::from_utf8_lossy(ct.as_bytes());
         let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();

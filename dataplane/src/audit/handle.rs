@@ -420,11 +420,17 @@ impl Audit {
 
 /// The client's Claude Code session id, when sent (clipped to [`FIELD_MAX_CHARS`]).
 pub fn session_id(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("x-claude-code-session-id")
+    // Claude Code's, then Codex CLI's (`session-id`, one per conversation; e2e/captures).
+    // Gemini CLI sends none: its requests are attributed by key only.
+    SESSION_HEADERS
+        .iter()
+        .find_map(|h| headers.get(*h))
         .and_then(|v| v.to_str().ok())
         .map(|s| clip(s, FIELD_MAX_CHARS))
 }
+
+/// The headers an agent names its session in, in order of preference.
+const SESSION_HEADERS: &[&str] = &["x-claude-code-session-id", "session-id", "session_id"];
 
 /// Most tool names listed in a record's metadata (`tools_count` says how many were sent).
 const MAX_TOOL_NAMES: usize = 512;

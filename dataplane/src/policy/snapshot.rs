@@ -498,7 +498,7 @@ impl Snapshot {
 
     /// Model names a key may request: exact route names, plus price-table models served by
     /// a glob route, filtered by the key's allowlist; sorted.
-    pub fn models_for(&self, key: &KeyEntry) -> Vec<String> {
+    pub fn models_for(&self, key: &KeyEntry, format: ApiFormat) -> Vec<String> {
         let mut names: Vec<String> = self
             .routes
             .iter()
@@ -510,13 +510,10 @@ impl Snapshot {
                     // Names a client asks for: not a provider's own id (`vertex_ai/…`,
                     // `bedrock/…`, Bedrock's `us.anthropic.…`), which only routes send.
                     .filter(|m| !m.contains('/') && !m.contains("anthropic."))
-                    .filter(|m| self.route(m, ApiFormat::Anthropic).is_some())
+                    .filter(|m| self.route(m, format).is_some())
                     .map(str::to_owned),
             )
-            .filter(|m| {
-                self.targets_for(key, m, ApiFormat::Anthropic)
-                    .is_some_and(|t| !t.is_empty())
-            })
+            .filter(|m| self.targets_for(key, m, format).is_some_and(|t| !t.is_empty()))
             .collect();
         names.sort();
         names.dedup();
@@ -746,7 +743,10 @@ mod tests {
             Some(0),
             "its model does not"
         );
-        assert!(!s.models_for(k1).contains(&"gw-haiku".to_string()));
+        assert!(
+            !s.models_for(k1, ApiFormat::Anthropic)
+                .contains(&"gw-haiku".to_string())
+        );
         assert_eq!(
             s.targets_for(k1, "claude-sonnet-4-5", ApiFormat::Anthropic)
                 .map(|t| t.len()),
@@ -784,9 +784,12 @@ mod tests {
     fn models_for_lists_only_permitted_routed_models() {
         let s = compile(doc());
         let k2 = s.key("vk-two").unwrap();
-        assert_eq!(s.models_for(k2), vec!["gw-haiku".to_string()]);
+        assert_eq!(
+            s.models_for(k2, ApiFormat::Anthropic),
+            vec!["gw-haiku".to_string()]
+        );
         let k1 = s.key("vk-one").unwrap();
-        let m = s.models_for(k1);
+        let m = s.models_for(k1, ApiFormat::Anthropic);
         assert!(
             m.contains(&"gw-haiku".to_string()) && m.iter().any(|n| n.starts_with("claude-sonnet")),
             "{m:?}"

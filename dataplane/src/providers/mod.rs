@@ -28,7 +28,7 @@ use crate::body::BoxedBody;
 use crate::upstream::HttpClient;
 
 pub use anthropic::{AnthropicApi, ProviderAuth};
-pub use gemini::{GeminiApi, GeminiMethod};
+pub use gemini::GeminiApi;
 pub use openai::OpenAiApi;
 
 /// The API a client's request speaks (and a provider must speak to serve it).
@@ -41,7 +41,7 @@ pub enum ApiFormat {
     /// OpenAI Chat Completions.
     OpenAiChat,
     /// The Gemini API (Gemini CLI).
-    Gemini(GeminiMethod),
+    Gemini(crate::gemini::Method),
 }
 
 /// What the client asked the provider for.
@@ -164,8 +164,9 @@ impl Wire {
             (Wire::OpenAi(api), ApiFormat::OpenAiChat) => {
                 api.request("/v1/chat/completions", call.headers, call.body)
             }
-            (Wire::Gemini(api), ApiFormat::Gemini(method)) => {
-                api.request(method, call.model, call.headers, call.body)
+            (Wire::Gemini(api), ApiFormat::Gemini(method)) => api.request(method, call.model, call.body),
+            (Wire::Vertex(v), ApiFormat::Gemini(method)) => {
+                v.gemini_request(client, method, call.model, &call.body).await
             }
             (wire, format) => Err(format!("{wire:?} does not serve {format:?} requests")),
         }

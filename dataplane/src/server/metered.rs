@@ -14,7 +14,8 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use super::accounting::{Completion, Outcome};
-use crate::usage::{Delivered, SseUsageTap, Usage, usage_from_json};
+use crate::providers::ApiFormat;
+use crate::usage::{Delivered, SseUsageTap, StreamTap, Usage, usage_from_json};
 
 /// Largest non-streaming body kept aside for reading usage; a larger one is charged by its
 /// size (see [`crate::usage::delivered`]).
@@ -22,12 +23,28 @@ const JSON_TAP_LIMIT: usize = 16 << 20;
 
 /// How usage is read from a response.
 pub enum Tap {
-    /// An SSE stream.
-    Sse(Box<SseUsageTap>),
-    /// A JSON body, kept aside up to a limit (dropped past it), and its size so far.
-    Json(Vec<u8>, u64),
+    /// A stream, read by its format's tap (Anthropic, OpenAI or Gemini SSE).
+    Stream(Box<dyn StreamTap>),
+    /// A JSON body, kept aside up to a limit (dropped past it), its size so far, and how its
+    /// format states usage.
+    Json(Vec<u8>, u64, JsonUsage),
     /// Not read (errors, count_tokens).
     Off,
+}
+
+/// Reads the usage of a whole JSON answer.
+pub type JsonUsage = fn(&[u8]) -> Option<Usage>;
+
+fn anthropic_json_usage(body: &[u8]) -> Option<Usage> {
+    usage_from_json(body).map(|(u, _)| u)
+}
+
+fn responses_json_usage(body: &[u8]) -> Option<Usage> {
+    crate::openai::usage::usage_from_json(crate::openai::Api::Responses, body)
+}
+
+fn chat_json_usage(body: &[u8]) -> Option<Usage> {
+    crate::openai::usage::usage_from_json(crate::openai::Api::Chat, body)
 }
 
 /// What a tap read when the body ended.
@@ -43,20 +60,36 @@ pub struct TapResult {
 }
 
 impl Tap {
-    /// Chooses the tap from the response content type.
+    /// The Anthropic tap for a response of this content type.
     pub fn for_content_type(content_type: Option<&str>, enabled: bool) -> Tap {
-        match content_type {
+        Self::for_response(ApiFormat::Anthropic, content_type, enabled)
+    }
+
+    /// The tap for a response in `format` with this content type (`enabled`: the response is
+    /// a successful generation whose usage is charged).
+    pub fn for_response(format: ApiFormat, content_type: Option<&str>, enabled: bool) -> Tap {
+        let stream = content_type.is_some_and(|ct| ct.starts_with("text/event-stream"));
+        let json = content_type.is_some_and(|ct| ct.starts_with("application/json"));
+        match format {
             _ if !enabled => Tap::Off,
-            Some(ct) if ct.starts_with("text/event-stream") => Tap::Sse(Box::default()),
-            Some(ct) if ct.starts_with("application/json") => Tap::Json(Vec::new(), 0),
+            ApiFormat::Anthropic if stream => Tap::Stream(Box::<SseUsageTap>::default()),
+            ApiFormat::Anthropic if json => Tap::Json(Vec::new(), 0, anthropic_json_usage),
+            ApiFormat::OpenAiResponses if stream => {
+                Tap::Stream(Box::<crate::openai::usage::ResponsesTap>::default())
+            }
+            ApiFormat::OpenAiResponses if json => Tap::Json(Vec::new(), 0, responses_json_usage),
+            ApiFormat::OpenAiChat if stream => Tap::Stream(Box::<crate::openai::usage::ChatTap>::default()),
+            ApiFormat::OpenAiChat if json => Tap::Json(Vec::new(), 0, chat_json_usage),
+            ApiFormat::Gemini(_) if stream => Tap::Stream(Box::<crate::gemini::usage::GeminiTap>::default()),
+            ApiFormat::Gemini(_) if json => Tap::Json(Vec::new(), 0, crate::gemini::usage::usage_from_json),
             _ => Tap::Off,
         }
     }
 
     fn feed(&mut self, data: &[u8]) {
         match self {
-            Tap::Sse(t) => t.feed(data),
-            Tap::Json(buf, seen) => {
+            Tap::Stream(t) => t.feed(data),
+            Tap::Json(buf, seen, _) => {
                 let fits = *seen as usize + data.len() <= JSON_TAP_LIMIT;
                 *seen += data.len() as u64;
                 if fits {
@@ -72,10 +105,10 @@ impl Tap {
     /// Usage read so far, whether the response was complete, and what it delivered.
     fn result(&self, ended: bool) -> TapResult {
         match self {
-            Tap::Sse(t) => {
-                let err = t.stream_error().map(|e| format!("{e:?}"));
+            Tap::Stream(t) => {
+                let err = t.stream_error();
                 TapResult {
-                    usage: (t.events_seen() > 0).then(|| t.usage()),
+                    usage: t.usage(),
                     complete: t.completed() && err.is_none(),
                     stream_error: err,
                     delivered: Some(Delivered {
@@ -84,9 +117,9 @@ impl Tap {
                     }),
                 }
             }
-            Tap::Json(buf, seen) => {
+            Tap::Json(buf, seen, read) => {
                 // Over the limit the buffer was dropped: no usage, charged by size.
-                let usage = usage_from_json(buf).map(|(u, _)| u);
+                let usage = read(buf);
                 TapResult {
                     delivered: Some(Delivered {
                         content_bytes: *seen,

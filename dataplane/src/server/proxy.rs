@@ -26,6 +26,7 @@ use crate::limits::plan::{
     DEFAULT_MAX_TOKENS, DEFAULT_OUTPUT_CAP, Estimate, RequestKind, estimate, output_estimate, plan, price_for,
 };
 use crate::metrics::{Metrics, RequestLabels};
+use crate::openai;
 use crate::policy::document::ProviderKind;
 use crate::policy::{KeyEntry, PolicyStore, Snapshot, Target};
 use crate::providers::{ApiFormat, Call, CallError, Operation, UpstreamBody};
@@ -59,25 +60,68 @@ pub struct Gateway {
 #[derive(Debug, PartialEq, Eq)]
 enum Endpoint {
     Probe,
-    Messages,
-    CountTokens,
+    /// A model call: its API format, what it is charged as, and the model when the path
+    /// names it (Gemini).
+    Call {
+        format: ApiFormat,
+        kind: RequestKind,
+        model: Option<String>,
+    },
     Models,
     Model(String),
+    /// The OpenAI API's model list.
+    OpenAiModels,
     Mcp,
     NotFound,
 }
 
-/// Maps method and path (with or without the `/anthropic` prefix; query ignored) to an endpoint.
+/// Maps method and path (query ignored) to an endpoint: the Anthropic API (with or without
+/// the `/anthropic` prefix), the Gemini API (`/gemini/v1beta/models/{model}:{method}`), the MCP
+/// gateway.
 fn classify(method: &Method, path: &str) -> Endpoint {
+    if path.starts_with("/gemini/") || path.starts_with("/v1beta/") {
+        return match (method, crate::gemini::request::parse_path(path)) {
+            (&Method::POST, Some((model, m))) => Endpoint::Call {
+                format: ApiFormat::Gemini(m),
+                kind: if m.generates() {
+                    RequestKind::Messages
+                } else {
+                    RequestKind::CountTokens
+                },
+                model: Some(model),
+            },
+            _ => Endpoint::NotFound,
+        };
+    }
+    let openai = |format| Endpoint::Call {
+        format,
+        kind: RequestKind::Messages,
+        model: None,
+    };
+    match (method, path.trim_end_matches('/')) {
+        (&Method::POST, "/openai/v1/responses" | "/v1/responses") => {
+            return openai(ApiFormat::OpenAiResponses);
+        }
+        (&Method::POST, "/openai/v1/chat/completions" | "/v1/chat/completions") => {
+            return openai(ApiFormat::OpenAiChat);
+        }
+        (&Method::GET, "/openai/v1/models") => return Endpoint::OpenAiModels,
+        _ => {}
+    }
     let path = path
         .strip_prefix("/anthropic")
         .filter(|p| p.is_empty() || p.starts_with('/'))
         .unwrap_or(path);
     let path = path.trim_end_matches('/');
+    let anthropic = |kind| Endpoint::Call {
+        format: ApiFormat::Anthropic,
+        kind,
+        model: None,
+    };
     match (method, path) {
         (&Method::HEAD | &Method::GET, "" | "/api/hello") => Endpoint::Probe,
-        (&Method::POST, "/v1/messages") => Endpoint::Messages,
-        (&Method::POST, "/v1/messages/count_tokens") => Endpoint::CountTokens,
+        (&Method::POST, "/v1/messages") => anthropic(RequestKind::Messages),
+        (&Method::POST, "/v1/messages/count_tokens") => anthropic(RequestKind::CountTokens),
         (&Method::GET, "/v1/models") => Endpoint::Models,
         (_, "/mcp") => Endpoint::Mcp,
         (&Method::GET, p) => match p.strip_prefix("/v1/models/") {
@@ -88,11 +132,23 @@ fn classify(method: &Method, path: &str) -> Endpoint {
     }
 }
 
+impl Endpoint {
+    /// The API format its answers (refusals included) are in.
+    fn format(&self) -> ApiFormat {
+        match self {
+            Endpoint::Call { format, .. } => *format,
+            Endpoint::OpenAiModels => ApiFormat::OpenAiResponses,
+            _ => ApiFormat::Anthropic,
+        }
+    }
+}
+
 /// Per-request facts gathered along the way, for the denial log and metrics.
-#[derive(Default)]
 struct Seen {
     key: Option<Arc<KeyEntry>>,
     session_id: Option<String>,
+    /// The client's API format: refusals are written in it.
+    format: ApiFormat,
 }
 
 impl Gateway {
@@ -139,6 +195,7 @@ impl Gateway {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
         let request_id = self.request_id();
         let endpoint = classify(req.method(), req.uri().path());
+        let format = endpoint.format();
         if endpoint == Endpoint::Probe {
             return Ok(empty(StatusCode::OK));
         }
@@ -150,17 +207,15 @@ impl Gateway {
             model = Empty,
             session_id = Empty,
         );
-        if let Some(s) = req
-            .headers()
-            .get("x-claude-code-session-id")
-            .and_then(|v| v.to_str().ok())
-        {
-            span.record("session_id", s);
+        let session_id = audit::session_id(req.headers());
+        if let Some(s) = &session_id {
+            span.record("session_id", s.as_str());
         }
         let _in_flight = InFlight::new(&self.metrics);
         let mut seen = Seen {
-            session_id: audit::session_id(req.headers()),
-            ..Seen::default()
+            key: None,
+            session_id,
+            format,
         };
         let result = self
             .serve(req, endpoint, &request_id, &mut seen, &span)
@@ -193,8 +248,8 @@ impl Gateway {
                 seen.session_id.as_deref(),
             );
         }
-        let status = StatusCode::from_u16(denial.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = Response::new(Either::Left(Full::new(denial_body(denial, request_id))));
+        let (status, body, headers) = refusal(seen.format, denial, request_id);
+        let mut resp = Response::new(Either::Left(Full::new(body)));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         h.insert(
@@ -205,10 +260,10 @@ impl Gateway {
             h.insert("request-id", v);
         }
         // Tell the SDK not to retry what retrying cannot fix.
-        if matches!(denial.status(), 400 | 402 | 403 | 404 | 413) {
+        if matches!(status.as_u16(), 400 | 402 | 403 | 404 | 413) {
             h.insert("x-should-retry", HeaderValue::from_static("false"));
         }
-        for (name, value) in denial.headers() {
+        for (name, value) in headers {
             if let (Ok(n), Ok(v)) = (http::HeaderName::try_from(name), HeaderValue::from_str(&value)) {
                 h.insert(n, v);
             }
@@ -233,6 +288,10 @@ impl Gateway {
         if endpoint == Endpoint::NotFound {
             return Err(Denial::NotFound { path });
         }
+        let mut req = req;
+        if let ApiFormat::Gemini(_) = endpoint.format() {
+            gemini_key_into_header(&mut req)?;
+        }
         let key = authenticate(&snapshot, req.headers(), jiff::Timestamp::now())?;
         span.record("key_id", key.id.as_str());
         if let Some(team) = &key.team {
@@ -240,7 +299,12 @@ impl Gateway {
         }
         seen.key = Some(key.clone());
         match endpoint {
-            Endpoint::Models => Ok(json_response(models_page(&snapshot.models_for(&key)))),
+            Endpoint::Models => Ok(json_response(models_page(
+                &snapshot.models_for(&key, ApiFormat::Anthropic),
+            ))),
+            Endpoint::OpenAiModels => Ok(json_response(openai_models_page(
+                &snapshot.models_for(&key, ApiFormat::OpenAiResponses),
+            ))),
             Endpoint::Model(id) => {
                 if snapshot
                     .targets_for(&key, &id, ApiFormat::Anthropic)
@@ -251,13 +315,9 @@ impl Gateway {
                     Err(Denial::UnknownModel { model: id })
                 }
             }
-            Endpoint::Messages => {
-                self.forward(req, snapshot, key, request_id, RequestKind::Messages, span)
-                    .await
-            }
-            Endpoint::CountTokens => {
-                self.forward(req, snapshot, key, request_id, RequestKind::CountTokens, span)
-                    .await
+            Endpoint::Call { format, kind, model } => {
+                let call = ClientCall { format, kind, model };
+                self.forward(req, snapshot, key, request_id, call, span).await
             }
             Endpoint::Probe | Endpoint::Mcp | Endpoint::NotFound => Err(Denial::NotFound { path }),
         }
@@ -273,11 +333,11 @@ impl Gateway {
         snapshot: Arc<Snapshot>,
         key: Arc<KeyEntry>,
         request_id: &str,
-        kind: RequestKind,
+        call: ClientCall,
         span: &tracing::Span,
     ) -> Result<Response<ProxyBody>, Denial> {
-        let request = self.read_request(req, &snapshot, kind, &key, span).await?;
-        let permitted = permitted_targets(&snapshot, &key, &request.info.model, request.format)?;
+        let request = self.read_request(req, &snapshot, call, &key, span).await?;
+        let permitted = permitted_targets(&snapshot, &key, &request.model, request.format)?;
         let mut pending = self
             .admit(&snapshot, &key, &request, &permitted, request_id, span)
             .await?;
@@ -295,24 +355,76 @@ impl Gateway {
         }
     }
 
-    /// Reads and checks the request: headers, body (bounded), the key's tool policy, the
-    /// fields the gateway needs, the output ceiling.
+    /// Reads and checks the request in its API format: headers, body (bounded), the key's
+    /// tool policy, the fields the gateway needs, the output ceiling.
     async fn read_request(
         &self,
         req: Request<Incoming>,
         snapshot: &Snapshot,
-        kind: RequestKind,
+        call: ClientCall,
         key: &Arc<KeyEntry>,
         span: &tracing::Span,
     ) -> Result<ModelRequest, Denial> {
+        let invalid = |detail: String| Denial::InvalidRequest { detail };
         let (parts, body) = req.into_parts();
-        request::check_headers(&parts.headers).map_err(|detail| Denial::InvalidRequest { detail })?;
+        match call.format {
+            ApiFormat::Anthropic => request::check_headers(&parts.headers).map_err(invalid)?,
+            _ => request::check_content_type(&parts.headers).map_err(invalid)?,
+        }
         let body = read_body(body, self.max_body_bytes).await?;
-        let (body, tool_guard) = crate::anthropic::tools::filter_request(key, body)?;
-        let info = request::inspect(&body).map_err(|detail| Denial::InvalidRequest { detail })?;
-        span.record("model", info.model.as_str());
+        let (body, parsed, tool_guard) = match call.format {
+            ApiFormat::Anthropic => {
+                let (body, guard) = crate::anthropic::tools::filter_request(key, body)?;
+                let info = request::inspect(&body).map_err(invalid)?;
+                let parsed = Parsed {
+                    model: info.model.clone(),
+                    stream: info.stream,
+                    max_tokens: info.max_tokens,
+                    splice: Splice::Anthropic(info),
+                };
+                (body, parsed, guard)
+            }
+            ApiFormat::OpenAiResponses | ApiFormat::OpenAiChat => {
+                let api = if call.format == ApiFormat::OpenAiChat {
+                    openai::Api::Chat
+                } else {
+                    openai::Api::Responses
+                };
+                let body = openai::tools::filter_request(key, api, body)?;
+                let mut info = openai::request::inspect(api, &body).map_err(invalid)?;
+                // Chat streams state usage only when asked: ask, so the answer can be metered.
+                let body = if api == openai::Api::Chat && info.stream {
+                    let asked = openai::request::ensure_usage_in_stream(&body);
+                    if asked != body {
+                        info = openai::request::inspect(api, &asked).map_err(invalid)?;
+                    }
+                    asked
+                } else {
+                    body
+                };
+                let parsed = Parsed {
+                    model: info.model.clone(),
+                    stream: info.stream,
+                    max_tokens: info.output_ceiling(),
+                    splice: Splice::OpenAi(info),
+                };
+                (body, parsed, None)
+            }
+            ApiFormat::Gemini(method) => {
+                let body = crate::gemini::tools::filter_request(key, body)?;
+                let info = crate::gemini::request::inspect(method, &body).map_err(invalid)?;
+                let parsed = Parsed {
+                    model: call.model.clone().unwrap_or_default(),
+                    stream: info.stream,
+                    max_tokens: info.output_bound(None),
+                    splice: Splice::Path,
+                };
+                (body, parsed, None)
+            }
+        };
+        span.record("model", parsed.model.as_str());
         let ceiling = snapshot.output_ceiling();
-        if let Some(max) = info.max_tokens.filter(|m| *m > ceiling) {
+        if let Some(max) = parsed.max_tokens.filter(|m| *m > ceiling) {
             return Err(Denial::InvalidRequest {
                 detail: format!(
                     "max_tokens: {max} is more than {ceiling}, the largest output limit of any model this gateway knows"
@@ -321,14 +433,17 @@ impl Gateway {
         }
         let size = RequestSize {
             input_tokens: (body.len() as u64).div_ceil(3),
-            max_output_tokens: info.max_tokens.unwrap_or(ceiling).min(ceiling),
+            max_output_tokens: parsed.max_tokens.unwrap_or(ceiling).min(ceiling),
         };
         Ok(ModelRequest {
-            format: ApiFormat::Anthropic,
+            format: call.format,
             parts,
             body,
-            info,
-            kind,
+            model: parsed.model,
+            stream: parsed.stream,
+            max_tokens: parsed.max_tokens,
+            splice: parsed.splice,
+            kind: call.kind,
             tool_guard,
             size,
         })
@@ -346,9 +461,7 @@ impl Gateway {
         span: &tracing::Span,
     ) -> Result<Pending, Denial> {
         let (estimate, money_estimate, slot) = match request.kind {
-            RequestKind::Messages => {
-                self.estimate(snapshot, key, permitted, &request.info, request.body.len())
-            }
+            RequestKind::Messages => self.estimate(snapshot, key, permitted, request),
             RequestKind::CountTokens => (Estimate::default(), 0, None),
         };
         let mut plan = plan(
@@ -375,7 +488,7 @@ impl Gateway {
             exchange: (self.audit.as_ref())
                 .map(|a| a.exchange(snapshot, key, request_id, &request.parts.headers, &request.body)),
             endpoint: request.endpoint(),
-            model: request.info.model.clone(),
+            model: request.model.clone(),
             upstream: None,
             // The provider may bill what it generated for a request abandoned after it was
             // sent: the whole reservation is charged, never only the input.
@@ -424,17 +537,13 @@ impl Gateway {
         pending: &mut Pending,
     ) -> Result<Answer, Denial> {
         let mut last = Denial::UnknownModel {
-            model: request.info.model.clone(),
+            model: request.model.clone(),
         };
         for (i, target) in order.iter().enumerate() {
             let provider = &target.provider;
             let health = self.health.provider(&provider.id);
-            let upstream_model = target.model.clone().unwrap_or_else(|| request.info.model.clone());
-            let body = if upstream_model == request.info.model {
-                request.body.clone()
-            } else {
-                request.info.rewrite_model(&request.body, &upstream_model)
-            };
+            let upstream_model = target.model.clone().unwrap_or_else(|| request.model.clone());
+            let body = request.body_for(&upstream_model);
             pending.upstream = Some((provider.id.clone(), upstream_model.clone()));
             health.sent(provider.retry_budget);
             let result = self
@@ -509,14 +618,14 @@ impl Gateway {
         let labels = RequestLabels {
             key_id: key.id.clone(),
             team: key.team.clone().unwrap_or_default(),
-            model: snapshot.model_label(&request.info.model).to_owned(),
+            model: snapshot.model_label(&request.model).to_owned(),
             provider: provider.id.clone(),
         };
         let (admitted, audit) = pending.take();
         let completion = Completion {
             metrics: self.metrics.clone(),
             labels,
-            requested: request.info.model.clone(),
+            requested: request.model.clone(),
             snapshot: snapshot.clone(),
             upstream_model: answer.upstream_model,
             provider: provider.clone(),
@@ -532,7 +641,7 @@ impl Gateway {
         };
         let idle = Duration::from_millis(provider.timeouts.stream_idle_ms);
         let stamp = (provider.kind != ProviderKind::Tollgate).then_some(request_id);
-        let resp = respond(answer.resp, completion, messages, idle, stamp);
+        let resp = respond(answer.resp, completion, request.format, messages, idle, stamp);
         match request.tool_guard {
             Some(guard) if messages => guard.guard(resp).await,
             _ => resp,
@@ -548,26 +657,26 @@ impl Gateway {
         snapshot: &Snapshot,
         key: &KeyEntry,
         targets: &[Target],
-        info: &request::RequestInfo,
-        body_len: usize,
+        request: &ModelRequest,
     ) -> (Estimate, u64, Option<OptimisticSlot>) {
+        let body_len = request.body.len();
         let cap = snapshot
             .limits
             .estimate_output_tokens_cap
             .unwrap_or(DEFAULT_OUTPUT_CAP);
-        let output = output_estimate(info.max_tokens, cap, None);
+        let output = output_estimate(request.max_tokens, cap, None);
         let (model, price, worst) = targets
             .iter()
             .map(|t| {
-                let model = t.model.as_deref().unwrap_or(&info.model);
-                let (price, _) = price_for(&snapshot.prices, t.provider.pricing(), model, &info.model);
+                let model = t.model.as_deref().unwrap_or(&request.model);
+                let (price, _) = price_for(&snapshot.prices, t.provider.pricing(), model, &request.model);
                 (model, price, estimate(price, body_len, output))
             })
             .max_by_key(|(_, _, e)| e.cost_micro_usd)
-            .unwrap_or((&info.model, None, Estimate::default()));
-        let max_tokens = info.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+            .unwrap_or((&request.model, None, Estimate::default()));
+        let max_tokens = request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
         let typical = self.history.typical_output(&key.id, model, max_tokens);
-        let learned = estimate(price, body_len, output_estimate(info.max_tokens, cap, typical));
+        let learned = estimate(price, body_len, output_estimate(request.max_tokens, cap, typical));
         if learned.cost_micro_usd >= worst.cost_micro_usd {
             return (worst, worst.cost_micro_usd, None);
         }
@@ -633,13 +742,44 @@ impl Gateway {
     }
 }
 
-/// A Messages or count_tokens request, read and checked.
+/// What a client call is, from its path.
+struct ClientCall {
+    format: ApiFormat,
+    kind: RequestKind,
+    /// The model, when the path names it (Gemini).
+    model: Option<String>,
+}
+
+/// What the gateway read from a request body.
+struct Parsed {
+    model: String,
+    stream: bool,
+    max_tokens: Option<u64>,
+    splice: Splice,
+}
+
+/// Where the model is, for sending another one upstream.
+enum Splice {
+    /// In an Anthropic body.
+    Anthropic(request::RequestInfo),
+    /// In an OpenAI body.
+    OpenAi(openai::request::Info),
+    /// In the path (Gemini): the body carries none.
+    Path,
+}
+
+/// A model request (any API format), read and checked.
 struct ModelRequest {
     /// The API the client speaks.
     format: ApiFormat,
     parts: http::request::Parts,
     body: Bytes,
-    info: request::RequestInfo,
+    /// The requested model.
+    model: String,
+    stream: bool,
+    /// The most output tokens the answer can bill, when the request says.
+    max_tokens: Option<u64>,
+    splice: Splice,
     kind: RequestKind,
     tool_guard: Option<crate::anthropic::tools::ToolGuard>,
     size: RequestSize,
@@ -648,9 +788,7 @@ struct ModelRequest {
 impl ModelRequest {
     fn op(&self) -> Operation {
         match self.kind {
-            RequestKind::Messages => Operation::Messages {
-                stream: self.info.stream,
-            },
+            RequestKind::Messages => Operation::Messages { stream: self.stream },
             RequestKind::CountTokens => Operation::CountTokens,
         }
     }
@@ -662,15 +800,35 @@ impl ModelRequest {
         }
     }
 
-    /// The client's path and query without the `/anthropic` prefix.
+    /// The body to send for `upstream_model`: the model replaced where the body holds it,
+    /// nothing else changed.
+    fn body_for(&self, upstream_model: &str) -> Bytes {
+        if upstream_model == self.model {
+            return self.body.clone();
+        }
+        match &self.splice {
+            Splice::Anthropic(info) => info.rewrite_model(&self.body, upstream_model),
+            Splice::OpenAi(info) => info.rewrite_model(&self.body, upstream_model),
+            Splice::Path => self.body.clone(),
+        }
+    }
+
+    /// The client's path and query as a `tollgate` provider (the gateway) gets them: the
+    /// Anthropic path without the `/anthropic` prefix; the others whole, but for the query,
+    /// which only a Gemini stream keeps (`alt=sse`; the `key` never leaves).
     fn path_and_query(&self) -> &str {
-        let pq = self
-            .parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/v1/messages");
-        pq.strip_prefix("/anthropic").unwrap_or(pq)
+        match self.format {
+            ApiFormat::Anthropic => {
+                let pq = self
+                    .parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/v1/messages");
+                pq.strip_prefix("/anthropic").unwrap_or(pq)
+            }
+            _ => self.parts.uri.path(),
+        }
     }
 }
 
@@ -680,6 +838,57 @@ struct Answer {
     target: Target,
     upstream_model: String,
     sent: Instant,
+}
+
+/// A refusal in the client's API format: status, body and extra headers.
+fn refusal(
+    format: ApiFormat,
+    denial: &Denial,
+    request_id: &str,
+) -> (StatusCode, Bytes, Vec<(String, String)>) {
+    match format {
+        ApiFormat::Anthropic => (
+            StatusCode::from_u16(denial.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            denial_body(denial, request_id),
+            denial.headers(),
+        ),
+        ApiFormat::OpenAiResponses | ApiFormat::OpenAiChat => {
+            let (status, body) = openai::error::refusal(denial);
+            (status, body, openai::error::refusal_headers(denial))
+        }
+        ApiFormat::Gemini(_) => {
+            let now = jiff::Timestamp::now();
+            let (status, body) = crate::gemini::error::refusal_at(denial, now);
+            (status, body, crate::gemini::error::refusal_headers(denial, now))
+        }
+    }
+}
+
+/// Gemini clients may send their key as the `key` query parameter: it becomes the
+/// `x-goog-api-key` header (the one place keys are read from), and leaves the URI, so neither
+/// a log line, an error message nor an upstream request can carry it.
+fn gemini_key_into_header(req: &mut Request<Incoming>) -> Result<(), Denial> {
+    let query = req.uri().query().map(str::to_owned);
+    let key = crate::gemini::request::presented_key(req.headers(), query.as_deref())?;
+    if query.is_some() {
+        let rest = crate::gemini::request::query_without_key(query.as_deref());
+        let pq = match rest {
+            Some(q) => format!("{}?{q}", req.uri().path()),
+            None => req.uri().path().to_owned(),
+        };
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = pq.parse().ok();
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    if let Some(key) = key {
+        let mut value = HeaderValue::from_str(&key).map_err(|_| Denial::UnknownKey)?;
+        value.set_sensitive(true);
+        req.headers_mut()
+            .insert(crate::gemini::request::KEY_HEADER, value);
+    }
+    Ok(())
 }
 
 /// The targets of the route serving `model` that `key` may use (model rules judge the
@@ -805,6 +1014,7 @@ fn falls_back(kind: ProviderKind, status: StatusCode) -> bool {
 fn respond(
     resp: Response<UpstreamBody>,
     completion: Completion,
+    format: ApiFormat,
     accounted: bool,
     idle: Duration,
     stamp: Option<&str>,
@@ -814,7 +1024,7 @@ fn respond(
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let tap = Tap::for_content_type(content_type, accounted && parts.status.is_success());
+    let tap = Tap::for_response(format, content_type, accounted && parts.status.is_success());
     let mut out = Response::new(Either::Right(boxed(MeteredBody::new(
         body, tap, idle, completion,
     ))));
@@ -864,6 +1074,17 @@ fn model_object(id: &str) -> serde_json::Value {
     })
 }
 
+/// The OpenAI API's `GET /v1/models` answer.
+fn openai_models_page(ids: &[String]) -> serde_json::Value {
+    serde_json::json!({
+        "object": "list",
+        "data": ids
+            .iter()
+            .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "tollgate"}))
+            .collect::<Vec<_>>(),
+    })
+}
+
 fn models_page(ids: &[String]) -> serde_json::Value {
     serde_json::json!({
         "data": ids.iter().map(|id| model_object(id)).collect::<Vec<_>>(),
@@ -896,11 +1117,17 @@ mod tests {
     #[test]
     fn classify_paths() {
         let post = Method::POST;
-        assert_eq!(classify(&post, "/anthropic/v1/messages"), Endpoint::Messages);
-        assert_eq!(classify(&post, "/v1/messages"), Endpoint::Messages);
+        let call = |format, kind| Endpoint::Call {
+            format,
+            kind,
+            model: None,
+        };
+        let messages = call(ApiFormat::Anthropic, RequestKind::Messages);
+        assert_eq!(classify(&post, "/anthropic/v1/messages"), messages);
+        assert_eq!(classify(&post, "/v1/messages"), messages);
         assert_eq!(
             classify(&post, "/anthropic/v1/messages/count_tokens"),
-            Endpoint::CountTokens
+            call(ApiFormat::Anthropic, RequestKind::CountTokens)
         );
         assert_eq!(classify(&Method::GET, "/anthropic/v1/models"), Endpoint::Models);
         assert_eq!(
@@ -916,6 +1143,63 @@ mod tests {
         assert_eq!(classify(&Method::GET, "/v1/messages"), Endpoint::NotFound);
         assert_eq!(classify(&post, "/anthropicx/v1/messages"), Endpoint::NotFound);
         assert_eq!(classify(&post, "/v1/complete"), Endpoint::NotFound);
+        // Codex CLI and Chat Completions clients.
+        for p in ["/openai/v1/responses", "/v1/responses"] {
+            assert_eq!(
+                classify(&post, p),
+                call(ApiFormat::OpenAiResponses, RequestKind::Messages),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            classify(&post, "/openai/v1/chat/completions"),
+            call(ApiFormat::OpenAiChat, RequestKind::Messages)
+        );
+        assert_eq!(
+            classify(&Method::GET, "/openai/v1/models"),
+            Endpoint::OpenAiModels
+        );
+        assert_eq!(classify(&Method::GET, "/openai/v1/responses"), Endpoint::NotFound);
+        // Gemini CLI: the model is in the path.
+        use crate::gemini::Method as G;
+        for (p, m, kind) in [
+            (
+                "/gemini/v1beta/models/gemini-2.5-pro:generateContent",
+                G::Generate,
+                RequestKind::Messages,
+            ),
+            (
+                "/gemini/v1beta/models/gemini-2.5-pro:streamGenerateContent",
+                G::StreamGenerate,
+                RequestKind::Messages,
+            ),
+            (
+                "/v1beta/models/gemini-2.5-pro:countTokens",
+                G::CountTokens,
+                RequestKind::CountTokens,
+            ),
+        ] {
+            assert_eq!(
+                classify(&post, p),
+                Endpoint::Call {
+                    format: ApiFormat::Gemini(m),
+                    kind,
+                    model: Some("gemini-2.5-pro".into())
+                },
+                "{p}"
+            );
+        }
+        assert_eq!(
+            classify(
+                &Method::GET,
+                "/gemini/v1beta/models/gemini-2.5-pro:generateContent"
+            ),
+            Endpoint::NotFound
+        );
+        assert_eq!(
+            classify(&post, "/gemini/v1beta/models/x:delete"),
+            Endpoint::NotFound
+        );
     }
 
     #[test]

@@ -108,6 +108,32 @@ struct Read {
     final_usage: bool,
 }
 
+impl super::StreamTap for SseUsageTap {
+    fn feed(&mut self, chunk: &[u8]) {
+        SseUsageTap::feed(self, chunk);
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        (self.events_seen() > 0).then(|| SseUsageTap::usage(self))
+    }
+
+    fn completed(&self) -> bool {
+        SseUsageTap::completed(self)
+    }
+
+    fn stream_error(&self) -> Option<String> {
+        SseUsageTap::stream_error(self).map(|e| format!("{e:?}"))
+    }
+
+    fn content_bytes(&self) -> u64 {
+        SseUsageTap::content_bytes(self)
+    }
+
+    fn final_usage(&self) -> bool {
+        SseUsageTap::final_usage(self)
+    }
+}
+
 impl Default for SseUsageTap {
     fn default() -> Self {
         Self::new()

@@ -237,6 +237,83 @@ impl Vertex {
     }
 }
 
+/// Gemini models on Vertex AI (`publishers/google`): the Gemini API's body and answers
+/// (`GenerateContentResponse` JSON and SSE, the same `usageMetadata`) at Vertex's URL, with a
+/// Google access token from the same cache as the Anthropic models'
+/// (<https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/inference>).
+impl Vertex {
+    /// `{endpoint}/v1/projects/{project}/locations/{region}/publishers/google/models/{model}:
+    /// {generateContent | streamGenerateContent?alt=sse | countTokens}`, the model (its
+    /// `models/` prefix dropped) one percent-encoded segment; the error says which
+    /// configuration value is unusable.
+    pub fn gemini_url(&self, model: &str, method: crate::gemini::Method) -> Result<String, String> {
+        let VertexConfig {
+            project,
+            region,
+            endpoint,
+            ..
+        } = &self.config;
+        if region.is_empty()
+            || !region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(format!("Vertex AI region {region:?} is not a region name"));
+        }
+        if project.is_empty() {
+            return Err("Vertex AI project is empty".to_owned());
+        }
+        let base = match endpoint {
+            Some(e) => e.trim_end_matches('/').to_owned(),
+            None if region == "global" => "https://aiplatform.googleapis.com".to_owned(),
+            None => format!("https://{region}-aiplatform.googleapis.com"),
+        };
+        Ok(format!(
+            "{base}/v1/projects/{}/locations/{region}/publishers/google/models/{}:{}{}",
+            segment(project)?,
+            segment(crate::gemini::bare_model(model))?,
+            method.name(),
+            if method.is_stream() { "?alt=sse" } else { "" }
+        ))
+    }
+
+    /// The upstream request for a Gemini `method` on `model`: the client's body unchanged,
+    /// `authorization: Bearer <Google access token>`; the error is for the client (never a
+    /// credential).
+    pub async fn gemini_request(
+        &self,
+        client: &HttpClient,
+        method: crate::gemini::Method,
+        model: &str,
+        body: &Bytes,
+    ) -> Result<Request<Full<Bytes>>, String> {
+        let url = self.gemini_url(model, method)?;
+        let token = match &self.source {
+            TokenSource::Static(t) => t.clone(),
+            source => {
+                let reader = self.reader.clone();
+                self.cache
+                    .get(|| async move { source.fetch(client, reader.as_ref()).await })
+                    .await?
+            }
+        };
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(&url)
+            .body(Full::new(body.clone()))
+            .map_err(|e| format!("bad Vertex AI URL {url}: {e}"))?;
+        let headers = req.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        headers.insert(
+            header::AUTHORIZATION,
+            oauth::bearer(&self.source.describe(), &token)?,
+        );
+        Ok(req)
+    }
+}
+
 /// `s` as one URL path segment: unreserved characters and `@` kept, the rest percent-encoded;
 /// `.` and `..` refused (they would move up the path).
 pub fn segment(s: &str) -> Result<String, String> {
@@ -420,6 +497,70 @@ mod tests {
         assert_eq!(out["content-type"], "application/json");
         let expected = br#"{"messages":[],"anthropic_version":"vertex-2023-10-16"}"#;
         assert_eq!(out["content-length"], expected.len().to_string().as_str());
+    }
+
+    #[test]
+    fn gemini_urls_for_each_method() {
+        use crate::gemini::Method as G;
+        let v = vertex("us-central1", None, static_auth());
+        assert_eq!(
+            v.gemini_url("gemini-2.5-pro", G::Generate).unwrap(),
+            "https://us-central1-aiplatform.googleapis.com/v1/projects/my-proj/locations/us-central1/publishers/google/models/gemini-2.5-pro:generateContent"
+        );
+        let g = vertex("global", None, static_auth());
+        assert_eq!(
+            g.gemini_url("models/gemini-2.5-flash", G::StreamGenerate)
+                .unwrap(),
+            "https://aiplatform.googleapis.com/v1/projects/my-proj/locations/global/publishers/google/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+        );
+        let e = vertex("europe-west1", Some("http://127.0.0.1:9/"), static_auth());
+        assert_eq!(
+            e.gemini_url("m", G::CountTokens).unwrap(),
+            "http://127.0.0.1:9/v1/projects/my-proj/locations/europe-west1/publishers/google/models/m:countTokens"
+        );
+        assert!(
+            v.gemini_url("../x?y", G::Generate)
+                .unwrap()
+                .ends_with("/models/..%2Fx%3Fy:generateContent")
+        );
+        assert!(v.gemini_url("..", G::Generate).is_err());
+        assert!(
+            vertex("us-east5.evil.com/x", None, static_auth())
+                .gemini_url("m", G::Generate)
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn gemini_requests_carry_the_token_and_the_body_unchanged() {
+        let client = crate::upstream::build_client().unwrap();
+        let v = vertex("us-central1", None, static_auth());
+        let body = Bytes::from_static(br#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}"#);
+        let req = v
+            .gemini_request(
+                &client,
+                crate::gemini::Method::StreamGenerate,
+                "gemini-2.5-pro",
+                &body,
+            )
+            .await
+            .unwrap();
+        assert_eq!(req.uri().query(), Some("alt=sse"));
+        let h = req.headers();
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "accept-encoding",
+                "authorization",
+                "content-length",
+                "content-type"
+            ]
+        );
+        assert_eq!(h["authorization"], "Bearer ya29.static-token");
+        assert!(h["authorization"].is_sensitive());
+        assert_eq!(h["content-length"], body.len().to_string().as_str());
     }
 
     #[tokio::test]

@@ -1,0 +1,570 @@
+//! Codex CLI and Gemini CLI (the real ones from npm, pinned in `e2e/package.json`) and the
+//! OpenAI and Gemini wire formats through the real `tollgate-proxy` binary: the same virtual
+//! keys, model rules, budgets, metering and audit as Claude Code, each refusal in the client's
+//! own error format. The providers are faithful fakes (`tests/src/fake_openai`,
+//! `tests/src/fake_gemini`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tollgate_dataplane::policy::document::ProviderKind;
+use tollgate_dataplane::pricing::{PriceTable, ProviderPricing};
+use tollgate_dataplane::usage::Usage;
+use tollgate_tests::agents::{AgentRun, CodexOptions, codex_bin, gemini_bin, run_codex_with, run_gemini};
+use tollgate_tests::fake_gemini::{self, FakeGemini, FakeGeminiConfig};
+use tollgate_tests::fake_openai::{self, FakeOpenAi, FakeOpenAiConfig};
+use tollgate_tests::harness::{Proxy, Reply, send};
+use tollgate_tests::policy::sha256_hex;
+
+const OPENAI_KEY: &str = "sk-openai-upstream-SECRET";
+const GEMINI_KEY: &str = "AIza-gemini-upstream-SECRET";
+const KEY_ALICE: &str = "tg_alice_agents_SECRET_0001";
+const KEY_INTERN: &str = "tg_intern_agents_SECRET_0002";
+const KEY_BROKE: &str = "tg_broke_agents_SECRET_0003";
+const GEMINI_MODEL: &str = "gemini-2.5-flash";
+
+struct Rig {
+    openai: FakeOpenAi,
+    gemini: FakeGemini,
+    proxy: Proxy,
+    dir: tempfile::TempDir,
+}
+
+async fn rig() -> Rig {
+    let openai = FakeOpenAi::start(FakeOpenAiConfig::new(OPENAI_KEY))
+        .await
+        .unwrap();
+    let gemini = FakeGemini::start(FakeGeminiConfig::new(GEMINI_KEY))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"version: 1
+teams: [{{id: platform}}, {{id: interns, models: {{deny: ["*pro*", "gpt-5"]}}}}]
+keys:
+  - {{id: alice, sha256: {alice}, user: alice@acme.example, team: platform}}
+  - {{id: intern, sha256: {intern}, team: interns}}
+  - {{id: broke, sha256: {broke}, team: platform}}
+budgets:
+  - {{id: broke-daily, scope: {{kind: key, name: broke}}, limit_micro_usd: 1, period: daily}}
+providers:
+  - {{id: openai, kind: openai, endpoint: "{openai}", credential: {{env: TEST_OPENAI_KEY}}}}
+  - {{id: gemini, kind: gemini, endpoint: "{gemini}", credential: {{env: TEST_GEMINI_KEY}}}}
+routes:
+  - {{match: "gpt-*", targets: [{{provider: openai}}]}}
+  - {{match: "gemini-*", targets: [{{provider: gemini}}]}}
+"#,
+            alice = sha256_hex(KEY_ALICE),
+            intern = sha256_hex(KEY_INTERN),
+            broke = sha256_hex(KEY_BROKE),
+            openai = openai.base_url(),
+            gemini = gemini.base_url(),
+        ),
+    )
+    .unwrap();
+    let spool = dir.path().join("spool");
+    let proxy = Proxy::start_with_args(
+        &PathBuf::from(env!("CARGO_BIN_EXE_tollgate-proxy")),
+        &policy,
+        &[("TEST_OPENAI_KEY", OPENAI_KEY), ("TEST_GEMINI_KEY", GEMINI_KEY)],
+        &["--audit-dir", spool.to_str().unwrap()],
+    )
+    .unwrap();
+    Rig {
+        openai,
+        gemini,
+        proxy,
+        dir,
+    }
+}
+
+fn model_records(spool: &Path) -> Vec<Value> {
+    let Ok(segments) = tollgate_dataplane::audit::spool::list_segments(spool) else {
+        return Vec::new();
+    };
+    segments
+        .into_iter()
+        .flat_map(|(_, seg)| {
+            std::fs::read_to_string(seg)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+        .filter(|v| v["kind"] == "model_request")
+        .map(|v| v["body"].clone())
+        .collect()
+}
+
+async fn audited(rig: &Rig, n: usize) -> Vec<Value> {
+    let spool = rig.dir.path().join("spool");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let records = model_records(&spool);
+        if records.len() >= n || Instant::now() > deadline {
+            return records;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The audited tokens at the provider's own price, rounded up to the micro-dollar.
+fn expected_cost(record: &Value, kind: ProviderKind) -> u64 {
+    let prices = PriceTable::builtin();
+    let model = record["upstream_model"].as_str().unwrap();
+    let price = prices
+        .for_provider(ProviderPricing { kind, region: None }, model)
+        .map(|p| p.price)
+        .or_else(|| prices.get(model))
+        .unwrap_or_else(|| panic!("no price for {model}"));
+    let t = &record["tokens"];
+    let n = |k: &str| t[k].as_u64().unwrap_or(0);
+    price
+        .cost(&Usage {
+            input_tokens: n("input"),
+            output_tokens: n("output"),
+            cache_read_tokens: n("cache_read"),
+            cache_write_5m_tokens: n("cache_write_5m"),
+            cache_write_1h_tokens: n("cache_write_1h"),
+            ..Default::default()
+        })
+        .micro_usd_ceil()
+}
+
+async fn codex(rig: &Rig, key: &str, prompt: &str, model: &str) -> Option<AgentRun> {
+    let bin = codex_bin()?;
+    let base = format!("{}/openai/v1", rig.proxy.base_url());
+    let (key, prompt, model) = (key.to_owned(), prompt.to_owned(), model.to_owned());
+    Some(
+        tokio::task::spawn_blocking(move || {
+            let options = CodexOptions {
+                timeout: Duration::from_secs(120),
+                ..CodexOptions::no_retries()
+            };
+            run_codex_with(
+                &bin,
+                &prompt,
+                &[
+                    ("OPENAI_BASE_URL", base.as_str()),
+                    ("OPENAI_API_KEY", key.as_str()),
+                    ("CODEX_MODEL", model.as_str()),
+                ],
+                None,
+                &options,
+            )
+        })
+        .await
+        .unwrap(),
+    )
+}
+
+async fn gemini(rig: &Rig, key: &str, prompt: &str, model: &str) -> Option<AgentRun> {
+    let bin = gemini_bin()?;
+    let base = format!("{}/gemini", rig.proxy.base_url());
+    let (key, prompt, model) = (key.to_owned(), prompt.to_owned(), model.to_owned());
+    Some(
+        tokio::task::spawn_blocking(move || {
+            run_gemini(
+                &bin,
+                &prompt,
+                &[
+                    ("GOOGLE_GEMINI_BASE_URL", base.as_str()),
+                    ("GEMINI_API_KEY", key.as_str()),
+                    ("GEMINI_MODEL", model.as_str()),
+                ],
+                None,
+            )
+        })
+        .await
+        .unwrap(),
+    )
+}
+
+fn no_secret_in(text: &str) {
+    for secret in [OPENAI_KEY, GEMINI_KEY, KEY_ALICE, KEY_INTERN, KEY_BROKE] {
+        assert!(!text.contains(secret), "a secret leaked");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_cli_runs_a_tool_loop_through_the_gateway() {
+    let rig = rig().await;
+    let Some(run) = codex(&rig, KEY_ALICE, "run echo TOOL_OK", "gpt-5").await else {
+        return;
+    };
+    assert!(run.success(), "{}\nproxy:\n{}", run.output(), rig.proxy.logs());
+    assert!(
+        run.final_text().contains("Tool said: TOOL_OK"),
+        "{}",
+        run.output()
+    );
+    let calls: Vec<_> = rig
+        .openai
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/responses")
+        .collect();
+    assert!(
+        calls.len() >= 2,
+        "a tool loop is two model calls at least: {}",
+        calls.len()
+    );
+    for c in &calls {
+        assert_eq!(
+            c.header("authorization"),
+            Some(format!("Bearer {OPENAI_KEY}").as_str())
+        );
+    }
+    let audit = audited(&rig, calls.len()).await;
+    assert_eq!(audit.len(), calls.len(), "{audit:?}");
+    let session = audit[0]["session_id"].as_str().unwrap_or("");
+    assert!(!session.is_empty(), "Codex's session id is attributed: {audit:?}");
+    for a in &audit {
+        assert_eq!(a["provider"], "openai");
+        assert_eq!(a["key_id"], "alice");
+        assert_eq!(a["session_id"], session, "one session for the whole loop");
+        assert!(a["tokens"]["output"].as_u64().unwrap() > 0, "{a}");
+        assert_eq!(
+            a["cost_micro_usd"].as_u64().unwrap(),
+            expected_cost(a, ProviderKind::Openai),
+            "{a}"
+        );
+    }
+    no_secret_in(&rig.proxy.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_cli_runs_a_tool_loop_through_the_gateway() {
+    let rig = rig().await;
+    let Some(run) = gemini(&rig, KEY_ALICE, "run echo TOOL_OK", GEMINI_MODEL).await else {
+        return;
+    };
+    assert!(run.success(), "{}\nproxy:\n{}", run.output(), rig.proxy.logs());
+    assert!(
+        run.final_text().contains("Tool said: TOOL_OK"),
+        "{}",
+        run.output()
+    );
+    let calls: Vec<_> = rig
+        .gemini
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains(":streamGenerateContent") || r.path.contains(":generateContent"))
+        .collect();
+    assert!(calls.len() >= 2, "{}", calls.len());
+    for c in &calls {
+        assert_eq!(c.header("x-goog-api-key"), Some(GEMINI_KEY));
+    }
+    let audit = audited(&rig, calls.len()).await;
+    let generated: Vec<&Value> = audit.iter().filter(|a| a["endpoint"] == "messages").collect();
+    assert_eq!(generated.len(), calls.len(), "{audit:?}");
+    for a in generated {
+        assert_eq!(a["provider"], "gemini");
+        assert_eq!(a["key_id"], "alice");
+        assert!(a["tokens"]["output"].as_u64().unwrap() > 0, "{a}");
+        assert_eq!(
+            a["cost_micro_usd"].as_u64().unwrap(),
+            expected_cost(a, ProviderKind::Gemini),
+            "{a}"
+        );
+    }
+    no_secret_in(&rig.proxy.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_and_gemini_show_the_engineer_a_denied_model_and_a_spent_budget() {
+    let rig = rig().await;
+    let Some(run) = codex(&rig, KEY_INTERN, "say hi", "gpt-5").await else {
+        return;
+    };
+    assert!(!run.success());
+    assert!(
+        run.output().contains("is not allowed for virtual key 'intern'"),
+        "{}",
+        run.output()
+    );
+    let run = codex(&rig, KEY_BROKE, "say hi", "gpt-5").await.unwrap();
+    assert!(!run.success());
+    assert!(
+        run.output().contains("Quota exceeded"),
+        "Codex names it: {}",
+        run.output()
+    );
+    let Some(run) = gemini(&rig, KEY_INTERN, "say hi", "gemini-2.5-pro").await else {
+        return;
+    };
+    assert!(!run.success());
+    assert!(
+        run.output().contains("is not allowed for virtual key 'intern'"),
+        "{}",
+        run.output()
+    );
+    let started = Instant::now();
+    let run = gemini(&rig, KEY_BROKE, "say hi", GEMINI_MODEL).await.unwrap();
+    assert!(!run.success());
+    assert!(
+        run.output().contains("broke-daily"),
+        "the budget is named: {}",
+        run.output()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "a spent budget is not retried for minutes"
+    );
+    // Nothing reached the providers.
+    assert!(rig.openai.requests().iter().all(|r| r.path != "/v1/responses"));
+    assert!(rig.gemini.requests().iter().all(|r| !r.path.contains("Content")));
+}
+
+async fn post(rig: &Rig, path: &str, headers: &[(&str, &str)], body: Value) -> Reply {
+    send(
+        "POST",
+        &format!("{}{path}", rig.proxy.base_url()),
+        headers,
+        Bytes::from(body.to_string()),
+    )
+    .await
+    .unwrap()
+}
+
+/// The usage a client saw, in audit-record terms (`input` without cached, `output`).
+fn client_usage(format: &str, reply: &Reply) -> (u64, u64, u64) {
+    let text = String::from_utf8_lossy(&reply.body).into_owned();
+    let mut usage = Value::Null;
+    if reply
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/event-stream"))
+    {
+        for line in text.lines() {
+            let Some(data) = line.strip_prefix("data: ") else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<Value>(data) else {
+                continue;
+            };
+            match format {
+                "responses" if v["type"] == "response.completed" => usage = v["response"]["usage"].clone(),
+                "chat" if !v["usage"].is_null() => usage = v["usage"].clone(),
+                "gemini" if !v["usageMetadata"].is_null() => usage = v["usageMetadata"].clone(),
+                _ => {}
+            }
+        }
+    } else {
+        let v: Value = serde_json::from_str(&text).unwrap();
+        usage = match format {
+            "gemini" => v["usageMetadata"].clone(),
+            _ => v["usage"].clone(),
+        };
+    }
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    match format {
+        "responses" => {
+            let cached = n(&usage["input_tokens_details"]["cached_tokens"]);
+            (
+                n(&usage["input_tokens"]) - cached,
+                cached,
+                n(&usage["output_tokens"]),
+            )
+        }
+        "chat" => {
+            let cached = n(&usage["prompt_tokens_details"]["cached_tokens"]);
+            (
+                n(&usage["prompt_tokens"]) - cached,
+                cached,
+                n(&usage["completion_tokens"]),
+            )
+        }
+        _ => {
+            let cached = n(&usage["cachedContentTokenCount"]);
+            (
+                n(&usage["promptTokenCount"]) - cached,
+                cached,
+                n(&usage["candidatesTokenCount"]) + n(&usage["thoughtsTokenCount"]),
+            )
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_wire_format_is_metered_exactly_streaming_or_not() {
+    let rig = rig().await;
+    let bearer = format!("Bearer {KEY_ALICE}");
+    let auth = [
+        ("authorization", bearer.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let mut cases = Vec::new();
+    for stream in [false, true] {
+        for scenario in ["", "[[scenario:cache]]", "[[scenario:reasoning]]"] {
+            let responses = json!({"model": "gpt-5", "stream": stream, "input": format!("hello {scenario}")});
+            cases.push((
+                "responses",
+                post(&rig, "/openai/v1/responses", &auth, responses).await,
+            ));
+            let chat = json!({"model": "gpt-4.1", "stream": stream,
+                "messages": [{"role": "user", "content": format!("hello {scenario}")}]});
+            cases.push((
+                "chat",
+                post(&rig, "/openai/v1/chat/completions", &auth, chat).await,
+            ));
+            let method = if stream {
+                "streamGenerateContent?alt=sse&key="
+            } else {
+                "generateContent?key="
+            };
+            let gem =
+                json!({"contents": [{"role": "user", "parts": [{"text": format!("hello {scenario}")}]}]});
+            // The Gemini key as the `key` query parameter, as Gemini SDKs may send it.
+            let path = format!("/gemini/v1beta/models/{GEMINI_MODEL}:{method}{KEY_ALICE}");
+            cases.push((
+                "gemini",
+                post(&rig, &path, &[("content-type", "application/json")], gem).await,
+            ));
+        }
+    }
+    for (format, reply) in &cases {
+        assert_eq!(reply.status, 200, "{format}: {}", reply.text());
+    }
+    // The Chat stream was asked for its usage by the gateway.
+    let chat_streams: Vec<_> = rig
+        .openai
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/chat/completions" && r.body_json().is_some_and(|b| b["stream"] == true))
+        .collect();
+    assert_eq!(chat_streams.len(), 3);
+    for r in &chat_streams {
+        assert_eq!(r.body_json().unwrap()["stream_options"]["include_usage"], true);
+    }
+    let audit = audited(&rig, cases.len()).await;
+    assert_eq!(audit.len(), cases.len(), "{audit:?}");
+    // Records come in completion order: match them to replies by their tokens.
+    for (format, reply) in &cases {
+        let (input, cached, output) = client_usage(format, reply);
+        assert!(output > 0, "{format}: {}", reply.text());
+        let kind = if *format == "gemini" {
+            ProviderKind::Gemini
+        } else {
+            ProviderKind::Openai
+        };
+        let found = audit.iter().any(|a| {
+            a["tokens"]["input"] == input
+                && a["tokens"]["cache_read"].as_u64().unwrap_or(0) == cached
+                && a["tokens"]["output"] == output
+                && a["cost_micro_usd"].as_u64() == Some(expected_cost(a, kind))
+        });
+        assert!(
+            found,
+            "{format}: usage ({input}, {cached}, {output}) not audited at its price: {audit:?}"
+        );
+    }
+    assert!(
+        audit
+            .iter()
+            .any(|a| a["tokens"]["cache_read"].as_u64().unwrap_or(0) > 0),
+        "cached tokens read"
+    );
+    let logs = rig.proxy.logs();
+    no_secret_in(&logs);
+    assert!(!logs.contains("key="), "the key query parameter is never logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_come_in_each_clients_own_error_format() {
+    let rig = rig().await;
+    // OpenAI: an unknown key.
+    let r = post(
+        &rig,
+        "/openai/v1/responses",
+        &[("authorization", "Bearer tg_nobody")],
+        json!({"model": "gpt-5", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["code"], "invalid_api_key", "{}", r.text());
+    // OpenAI: a denied model is a 404 model_not_found (Codex shows it at once).
+    let r = post(
+        &rig,
+        "/openai/v1/chat/completions",
+        &[("authorization", &format!("Bearer {KEY_INTERN}"))],
+        json!({"model": "gpt-5", "messages": []}),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "model_not_found");
+    // Gemini: a denied model, in Google's shape.
+    let r = post(
+        &rig,
+        "/gemini/v1beta/models/gemini-2.5-pro:generateContent",
+        &[("x-goog-api-key", KEY_INTERN)],
+        json!({"contents": []}),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"]["status"], "PERMISSION_DENIED", "{}", r.text());
+    // Gemini: a spent budget says when it resets (a RetryInfo), so Gemini CLI stops.
+    let r = post(
+        &rig,
+        "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+        &[("x-goog-api-key", KEY_BROKE)],
+        json!({"contents": [{"parts": [{"text": "hi"}]}]}),
+    )
+    .await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["status"], "RESOURCE_EXHAUSTED");
+    assert!(r.text().contains("RetryInfo"), "{}", r.text());
+    // A Gemini model is not served to an OpenAI client, nor a GPT model to a Gemini client.
+    let r = post(
+        &rig,
+        "/openai/v1/responses",
+        &[("authorization", &format!("Bearer {KEY_ALICE}"))],
+        json!({"model": "gemini-2.5-flash", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "model_not_found");
+    // Two different keys (header and query) are refused, whichever is valid.
+    let r = post(
+        &rig,
+        &format!("/gemini/v1beta/models/gemini-2.5-flash:generateContent?key={KEY_INTERN}"),
+        &[("x-goog-api-key", KEY_ALICE)],
+        json!({"contents": []}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    no_secret_in(&r.text());
+    no_secret_in(&rig.proxy.logs());
+    assert!(rig.openai.requests().is_empty() && rig.gemini.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_model_list_shows_what_the_key_may_use() {
+    let rig = rig().await;
+    let r = send(
+        "GET",
+        &format!("{}/openai/v1/models", rig.proxy.base_url()),
+        &[("authorization", &format!("Bearer {KEY_ALICE}"))],
+        Bytes::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let ids: Vec<String> = r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(ids.contains(&"gpt-5".to_owned()), "{ids:?}");
+    assert!(
+        ids.iter().all(|m| m.starts_with("gpt-")),
+        "only models OpenAI targets serve: {ids:?}"
+    );
+    let _ = (fake_openai::DEFAULT_REPLY, fake_gemini::DEFAULT_REPLY);
+}
