@@ -55,7 +55,9 @@ budgets:
 providers:
   - {{id: openai, kind: openai, endpoint: "{openai}", credential: {{env: TEST_OPENAI_KEY}}}}
   - {{id: gemini, kind: gemini, endpoint: "{gemini}", credential: {{env: TEST_GEMINI_KEY}}}}
+  - {{id: vertex, kind: vertex, endpoint: "{gemini}", region: us-central1, project: acme-ai, credential: {{env: TEST_GEMINI_KEY}}}}
 routes:
+  - {{match: gw-gemini-vertex, targets: [{{provider: vertex, model: gemini-2.5-flash}}]}}
   - {{match: "gpt-*", targets: [{{provider: openai}}]}}
   - {{match: "gemini-*", targets: [{{provider: gemini}}]}}
 "#,
@@ -567,4 +569,80 @@ async fn the_openai_model_list_shows_what_the_key_may_use() {
         "only models OpenAI targets serve: {ids:?}"
     );
     let _ = (fake_openai::DEFAULT_REPLY, fake_gemini::DEFAULT_REPLY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_models_on_vertex_ai_are_served_and_priced_as_vertex() {
+    let rig = rig().await;
+    for (method, stream) in [
+        ("generateContent", false),
+        ("streamGenerateContent?alt=sse", true),
+    ] {
+        let r = post(
+            &rig,
+            &format!("/gemini/v1beta/models/gw-gemini-vertex:{method}"),
+            &[
+                ("x-goog-api-key", KEY_ALICE),
+                ("content-type", "application/json"),
+            ],
+            json!({"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "stream={stream}: {}", r.text());
+        assert!(client_usage("gemini", &r).2 > 0);
+    }
+    let calls: Vec<_> = rig
+        .gemini
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.path.starts_with(
+                "/v1/projects/acme-ai/locations/us-central1/publishers/google/models/gemini-2.5-flash:",
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls.len(),
+        2,
+        "{:?}",
+        rig.gemini
+            .requests()
+            .iter()
+            .map(|r| r.path.clone())
+            .collect::<Vec<_>>()
+    );
+    for c in &calls {
+        assert_eq!(
+            c.header("authorization"),
+            Some(format!("Bearer {GEMINI_KEY}").as_str())
+        );
+        assert_eq!(c.header("x-goog-api-key"), None);
+    }
+    let audit = audited(&rig, 2).await;
+    for a in &audit {
+        assert_eq!(a["provider"], "vertex");
+        assert_eq!(a["upstream_model"], "gemini-2.5-flash");
+        let prices = PriceTable::builtin();
+        let p = prices
+            .for_provider(
+                ProviderPricing {
+                    kind: ProviderKind::Vertex,
+                    region: Some("us-central1"),
+                },
+                "gemini-2.5-flash",
+            )
+            .unwrap();
+        assert!(p.entry.starts_with("vertex_ai/"), "{}", p.entry);
+        let t = &a["tokens"];
+        let cost = p
+            .price
+            .cost(&Usage {
+                input_tokens: t["input"].as_u64().unwrap(),
+                output_tokens: t["output"].as_u64().unwrap(),
+                cache_read_tokens: t["cache_read"].as_u64().unwrap_or(0),
+                ..Default::default()
+            })
+            .micro_usd_ceil();
+        assert_eq!(a["cost_micro_usd"].as_u64().unwrap(), cost, "{a}");
+    }
 }
