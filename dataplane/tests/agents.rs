@@ -23,6 +23,7 @@ const GEMINI_KEY: &str = "AIza-gemini-upstream-SECRET";
 const KEY_ALICE: &str = "tg_alice_agents_SECRET_0001";
 const KEY_INTERN: &str = "tg_intern_agents_SECRET_0002";
 const KEY_BROKE: &str = "tg_broke_agents_SECRET_0003";
+const KEY_NOSHELL: &str = "tg_noshell_agents_SECRET_0004";
 const GEMINI_MODEL: &str = "gemini-2.5-flash";
 
 struct Rig {
@@ -50,6 +51,7 @@ keys:
   - {{id: alice, sha256: {alice}, user: alice@acme.example, team: platform}}
   - {{id: intern, sha256: {intern}, team: interns}}
   - {{id: broke, sha256: {broke}, team: platform}}
+  - {{id: noshell, sha256: {noshell}, team: platform, tools: {{deny: [exec_command, local_shell, shell, run_shell_command, web_search, googleSearch]}}}}
 budgets:
   - {{id: broke-daily, scope: {{kind: key, name: broke}}, limit_micro_usd: 1, period: daily}}
 providers:
@@ -64,6 +66,7 @@ routes:
             alice = sha256_hex(KEY_ALICE),
             intern = sha256_hex(KEY_INTERN),
             broke = sha256_hex(KEY_BROKE),
+            noshell = sha256_hex(KEY_NOSHELL),
             openai = openai.base_url(),
             gemini = gemini.base_url(),
         ),
@@ -189,7 +192,14 @@ async fn gemini(rig: &Rig, key: &str, prompt: &str, model: &str) -> Option<Agent
 }
 
 fn no_secret_in(text: &str) {
-    for secret in [OPENAI_KEY, GEMINI_KEY, KEY_ALICE, KEY_INTERN, KEY_BROKE] {
+    for secret in [
+        OPENAI_KEY,
+        GEMINI_KEY,
+        KEY_ALICE,
+        KEY_INTERN,
+        KEY_BROKE,
+        KEY_NOSHELL,
+    ] {
         assert!(!text.contains(secret), "a secret leaked");
     }
 }
@@ -645,4 +655,86 @@ async fn gemini_models_on_vertex_ai_are_served_and_priced_as_vertex() {
             .micro_usd_ceil();
         assert_eq!(a["cost_micro_usd"].as_u64().unwrap(), cost, "{a}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_agents_built_in_tools_follow_the_keys_tool_policy() {
+    let rig = rig().await;
+    // What Codex CLI declares (e2e/captures): its shell is `exec_command`, plus built-ins.
+    let bearer = format!("Bearer {KEY_NOSHELL}");
+    let responses = json!({"model": "gpt-5", "input": "hi", "tools": [
+        {"type": "function", "name": "exec_command", "parameters": {"type": "object"}},
+        {"type": "function", "name": "view_image", "parameters": {"type": "object"}},
+        {"type": "web_search"},
+        {"type": "local_shell"},
+    ]});
+    let r = post(
+        &rig,
+        "/openai/v1/responses",
+        &[("authorization", bearer.as_str())],
+        responses,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let chat = json!({"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"type": "function", "function": {"name": "exec_command", "parameters": {}}},
+        {"type": "function", "function": {"name": "read_file", "parameters": {}}},
+    ]});
+    let r = post(
+        &rig,
+        "/openai/v1/chat/completions",
+        &[("authorization", bearer.as_str())],
+        chat,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = rig.openai.requests();
+    let names = |body: &Value| -> Vec<String> {
+        body["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                t["name"]
+                    .as_str()
+                    .or(t["function"]["name"].as_str())
+                    .or(t["type"].as_str())
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(names(&sent[0].body_json().unwrap()), ["view_image"]);
+    assert_eq!(names(&sent[1].body_json().unwrap()), ["read_file"]);
+    // Gemini CLI: function declarations by name, Google's built-in tools by their key.
+    let gem = json!({"contents": [{"parts": [{"text": "hi"}]}], "tools": [
+        {"functionDeclarations": [{"name": "run_shell_command"}, {"name": "read_file"}]},
+        {"googleSearch": {}},
+    ]});
+    let r = post(
+        &rig,
+        &format!("/gemini/v1beta/models/{GEMINI_MODEL}:generateContent"),
+        &[("x-goog-api-key", KEY_NOSHELL)],
+        gem,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = rig.gemini.requests()[0].body_json().unwrap();
+    assert_eq!(
+        body["tools"],
+        json!([{"functionDeclarations": [{"name": "read_file"}]}])
+    );
+    // Forcing a removed tool is refused in the client's format.
+    let forced = json!({"model": "gpt-5", "input": "hi",
+        "tools": [{"type": "function", "name": "exec_command", "parameters": {}}],
+        "tool_choice": {"type": "function", "name": "exec_command"}});
+    let r = post(
+        &rig,
+        "/openai/v1/responses",
+        &[("authorization", bearer.as_str())],
+        forced,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error", "{}", r.text());
 }
