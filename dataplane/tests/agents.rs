@@ -738,3 +738,75 @@ async fn each_agents_built_in_tools_follow_the_keys_tool_policy() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["error"]["type"], "invalid_request_error", "{}", r.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_hostile_client_tried_on_the_openai_route_is_refused_or_cut() {
+    let rig = rig().await;
+    let bearer = format!("Bearer {KEY_NOSHELL}");
+    let auth = [("authorization", bearer.as_str())];
+    // Chat's deprecated `functions` cannot carry a tool the policy denies.
+    let legacy = json!({"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}],
+        "functions": [{"name": "exec_command", "parameters": {}}], "function_call": {"name": "exec_command"}});
+    let r = post(&rig, "/openai/v1/chat/completions", &auth, legacy).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("exec_command"), "{}", r.text());
+    // A namespace holding a denied tool goes whole.
+    let ns = json!({"model": "gpt-5", "input": "hi", "tools": [
+        {"type": "namespace", "name": "multi_agent_v1", "tools": [{"type": "function", "name": "exec_command", "parameters": {}}]},
+        {"type": "function", "name": "view_image", "parameters": {}},
+    ]});
+    let r = post(&rig, "/openai/v1/responses", &auth, ns).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = rig.openai.requests().pop().unwrap().body_json().unwrap();
+    assert_eq!(
+        sent["tools"],
+        json!([{"type": "function", "name": "view_image", "parameters": {}}])
+    );
+    // A second `stream_options` (the provider keeps the last) cannot switch the usage off.
+    let alice = format!("Bearer {KEY_ALICE}");
+    let dup = r#"{"model":"gpt-5","messages":[],"stream":true,"stream_options":{"include_usage":true},"stream_options":{"include_usage":false}}"#;
+    let r = send(
+        "POST",
+        &format!("{}/openai/v1/chat/completions", rig.proxy.base_url()),
+        &[("authorization", alice.as_str())],
+        Bytes::from_static(dup.as_bytes()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("stream_options"), "{}", r.text());
+    // Tiers priced differently, and background generation, cannot be metered: refused.
+    for extra in [json!({"service_tier": "priority"}), json!({"background": true})] {
+        let mut body = json!({"model": "gpt-5", "input": "hi"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let r = post(
+            &rig,
+            "/openai/v1/responses",
+            &[("authorization", alice.as_str())],
+            body,
+        )
+        .await;
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+    // The tenant picks neither the provider account's organization nor its project.
+    let before = rig.openai.requests().len();
+    let r = post(
+        &rig,
+        "/openai/v1/responses",
+        &[
+            ("authorization", alice.as_str()),
+            ("openai-organization", "org-evil"),
+            ("openai-project", "proj_evil"),
+            ("session-id", "sess-1"),
+        ],
+        json!({"model": "gpt-5", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = &rig.openai.requests()[before];
+    assert_eq!(sent.header("openai-organization"), None);
+    assert_eq!(sent.header("openai-project"), None);
+    assert_eq!(sent.header("session-id"), Some("sess-1"));
+}

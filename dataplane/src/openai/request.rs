@@ -56,6 +56,14 @@ struct Fields<'a> {
     max_tokens: Option<&'a RawValue>,
     #[serde(borrow, default)]
     n: Option<&'a RawValue>,
+    // Read so that a duplicate is refused (a provider keeps the last copy, the gateway would
+    // judge the first: `stream_options` twice could switch the usage chunk off), and checked.
+    #[serde(borrow, default)]
+    stream_options: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    service_tier: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    background: Option<&'a RawValue>,
 }
 
 /// Parses the body of a request to `api` (a JSON object); the error is a message for a 400
@@ -75,6 +83,24 @@ pub fn inspect(api: Api, body: &[u8]) -> Result<Info, String> {
         Some("false") => false,
         Some(_) => return Err("stream: must be a boolean".into()),
     };
+    // Priority, flex and scale tiers are billed at other prices than the table's: refused
+    // rather than metered at the standard price.
+    match fields.service_tier.map(RawValue::get) {
+        None | Some("null" | "\"auto\"" | "\"default\"") => {}
+        Some(tier) => {
+            return Err(format!(
+                "service_tier: {tier} is not available through this gateway (its price is not metered); use \"auto\" or \"default\""
+            ));
+        }
+    }
+    // A background response is generated after the answer: nothing the gateway could meter.
+    if !matches!(
+        fields.background.map(RawValue::get),
+        None | Some("null" | "false")
+    ) {
+        return Err("background: background responses are not available through this gateway".into());
+    }
+    let _ = fields.stream_options;
     let (max_tokens, choices) = match api {
         Api::Responses => (count("max_output_tokens", fields.max_output_tokens)?, 1),
         Api::Chat => {

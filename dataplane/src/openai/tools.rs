@@ -99,6 +99,7 @@ pub fn filter_tools(api: Api, body: &[u8], judge: &dyn ToolJudge) -> Result<Filt
     if let Some(choice) = top.tool_choice {
         judge_choice(api, choice, judge, &removed_servers)?;
     }
+    legacy_functions(&top, judge)?;
     let body = match (removed.is_empty(), top.tools) {
         (false, Some(raw_tools)) => Some(splice(body, raw_tools, &kept)),
         _ => None,
@@ -112,6 +113,46 @@ struct Top<'a> {
     tools: Option<&'a RawValue>,
     #[serde(borrow, default)]
     tool_choice: Option<&'a RawValue>,
+    /// Chat Completions' deprecated `functions` and `function_call`.
+    #[serde(borrow, default)]
+    functions: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    function_call: Option<&'a RawValue>,
+}
+
+/// Chat Completions' deprecated `functions` / `function_call`: a function the policy does not
+/// permit is refused (400), not cut, since the old form has no `tool_choice` that could be
+/// checked against a cut list.
+fn legacy_functions(top: &Top<'_>, judge: &dyn ToolJudge) -> Result<(), String> {
+    #[derive(Deserialize)]
+    struct Function {
+        #[serde(default)]
+        name: Option<String>,
+    }
+    if let Some(raw) = top.functions {
+        let functions: Option<Vec<Function>> = serde_json::from_str(raw.get())
+            .map_err(|e| format!("functions: must be an array of functions: {e}"))?;
+        for (i, f) in functions.unwrap_or_default().iter().enumerate() {
+            let name = f.name.as_deref().ok_or_else(|| {
+                format!("functions[{i}]: a function without a name cannot be checked against the tool policy")
+            })?;
+            if !judge.permits(name) {
+                return Err(format!(
+                    "functions[{i}]: the tool policy of this key does not permit '{name}'"
+                ));
+            }
+        }
+    }
+    if let Some(raw) = top.function_call {
+        if let Ok(Function { name: Some(name) }) = serde_json::from_str::<Function>(raw.get()) {
+            if !judge.permits(&name) {
+                return Err(format!(
+                    "function_call: the tool policy of this key does not permit '{name}'"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The fields of a tool (or a `tool_choice`) that name it, for both APIs.
@@ -133,6 +174,9 @@ struct ToolHead<'a> {
     connector_id: Option<Cow<'a, str>>,
     #[serde(default)]
     allowed_tools: Option<McpAllowed>,
+    /// The tools of a `namespace`.
+    #[serde(borrow, default)]
+    tools: Option<Vec<&'a RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +233,25 @@ fn named<'a>(api: Api, head: &'a ToolHead<'a>) -> Result<Named<'a>, String> {
 fn judge_tool(api: Api, raw: &RawValue, judge: &dyn ToolJudge) -> Result<Judged, String> {
     let head: ToolHead<'_> =
         serde_json::from_str(raw.get()).map_err(|e| format!("must be a tool object: {e}"))?;
+    // A namespace (Codex's `multi_agent_v1`) groups tools: kept only when its name and every
+    // tool in it are permitted, since one entry cannot be cut in part here.
+    if head.kind.as_deref() == Some("namespace") {
+        let name = head.name.as_deref().unwrap_or("namespace").to_owned();
+        let inner = head.tools.as_deref().unwrap_or_default();
+        let mut keep = judge.permits(&name);
+        for (i, t) in inner.iter().enumerate() {
+            let judged = judge_tool(api, t, judge).map_err(|e| format!("tools[{i}]: {e}"))?;
+            keep &= matches!(judged, Judged::Keep);
+        }
+        return Ok(if keep {
+            Judged::Keep
+        } else {
+            Judged::Remove {
+                name,
+                server_label: None,
+            }
+        });
+    }
     Ok(match named(api, &head)? {
         Named::Tool(name) if judge.permits(&name) => Judged::Keep,
         Named::Tool(name) => Judged::Remove {

@@ -9,6 +9,21 @@ use http_body_util::Full;
 use crate::secret::Secret;
 use crate::upstream::forwarded_headers;
 
+/// Client headers an OpenAI-format provider gets (besides `x-codex-*`): the body's type, the
+/// streaming accept, the beta opt-in, idempotency, and the agent's attribution headers.
+const FORWARDED: &[&str] = &[
+    "content-type",
+    "accept",
+    "openai-beta",
+    "idempotency-key",
+    "user-agent",
+    "originator",
+    "session-id",
+    "session_id",
+    "thread-id",
+    "x-client-request-id",
+];
+
 /// An OpenAI-format provider.
 #[derive(Debug)]
 pub struct OpenAiApi {
@@ -39,7 +54,15 @@ impl OpenAiApi {
             .body(Full::new(body))
             .map_err(|e| format!("bad upstream URL for provider {}: {e}", self.id))?;
         let headers = req.headers_mut();
-        *headers = forwarded_headers(client_headers);
+        // An allow-list: a tenant must not pick the provider account's organization or project
+        // (`OpenAI-Organization`, `OpenAI-Project`: billing, limits, data settings) or pass
+        // anything else the provider acts on.
+        for (name, value) in forwarded_headers(client_headers).iter() {
+            let n = name.as_str();
+            if FORWARDED.contains(&n) || n.starts_with("x-codex-") {
+                headers.append(name.clone(), value.clone());
+            }
+        }
         headers.insert(header::AUTHORIZATION, bearer);
         headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
@@ -62,6 +85,9 @@ mod tests {
         h.insert("authorization", "Bearer tg_virtual".parse().unwrap());
         h.insert("session_id", "s-1".parse().unwrap());
         h.insert("accept-encoding", "gzip".parse().unwrap());
+        h.insert("openai-organization", "org-evil".parse().unwrap());
+        h.insert("openai-project", "proj_evil".parse().unwrap());
+        h.insert("x-codex-turn-metadata", "{}".parse().unwrap());
         let req = api
             .request("/v1/responses", &h, Bytes::from_static(b"{}"))
             .unwrap();
@@ -70,6 +96,12 @@ mod tests {
         assert_eq!(req.headers().get_all("authorization").iter().count(), 1);
         assert!(req.headers()["authorization"].is_sensitive());
         assert_eq!(req.headers()["session_id"], "s-1");
+        assert_eq!(req.headers()["x-codex-turn-metadata"], "{}");
+        assert!(
+            req.headers().get("openai-organization").is_none(),
+            "a tenant picks no organization"
+        );
+        assert!(req.headers().get("openai-project").is_none());
         assert_eq!(req.headers()["accept-encoding"], "identity");
         assert_eq!(req.headers()["content-length"], "2");
     }
