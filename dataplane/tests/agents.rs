@@ -274,7 +274,10 @@ async fn gemini_cli_runs_a_tool_loop_through_the_gateway() {
         assert_eq!(c.header("x-goog-api-key"), Some(GEMINI_KEY));
     }
     let audit = audited(&rig, calls.len()).await;
-    let generated: Vec<&Value> = audit.iter().filter(|a| a["endpoint"] == "messages").collect();
+    let generated: Vec<&Value> = audit
+        .iter()
+        .filter(|a| a["endpoint"] == "generate_content")
+        .collect();
     assert_eq!(generated.len(), calls.len(), "{audit:?}");
     for a in generated {
         assert_eq!(a["provider"], "gemini");
@@ -551,6 +554,31 @@ async fn refusals_come_in_each_clients_own_error_format() {
     .await;
     assert_eq!(r.status, 400, "{}", r.text());
     no_secret_in(&r.text());
+    // Paths the gateway does not serve answer in the client's format too, and a missing key
+    // names the client's own variable.
+    let r = post(&rig, "/openai/v1/embeddings", &[], json!({})).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(
+        r.json()["error"]["message"].is_string() && r.json()["type"].is_null(),
+        "{}",
+        r.text()
+    );
+    let r = post(&rig, "/gemini/v1beta/models/m:embedContent", &[], json!({})).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["error"]["status"], "NOT_FOUND", "{}", r.text());
+    let r = post(
+        &rig,
+        "/openai/v1/responses",
+        &[],
+        json!({"model": "gpt-5", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(
+        r.text().contains("OPENAI_API_KEY") && !r.text().contains("ANTHROPIC"),
+        "{}",
+        r.text()
+    );
     no_secret_in(&rig.proxy.logs());
     assert!(rig.openai.requests().is_empty() && rig.gemini.requests().is_empty());
 }

@@ -102,10 +102,21 @@ fn shape(denial: &Denial) -> Shape {
 /// [`Denial::message`]. Send it with [`refusal_headers`].
 pub fn refusal(denial: &Denial) -> (StatusCode, Bytes) {
     let shape = shape(denial);
-    (
-        shape.status,
-        error_body(shape.kind, shape.code, &denial.message()),
-    )
+    (shape.status, error_body(shape.kind, shape.code, &message(denial)))
+}
+
+/// [`Denial::message`], but for the key refusals, whose shared text names Claude Code's
+/// variables: here the OpenAI clients' own.
+fn message(denial: &Denial) -> String {
+    match denial {
+        Denial::MissingKey => {
+            "tollgate: no virtual key: set OPENAI_API_KEY (sent as Authorization: Bearer) to your Tollgate virtual key".into()
+        }
+        Denial::ConflictingKeys => {
+            "tollgate: the request carries different keys: send one virtual key, as Authorization: Bearer".into()
+        }
+        other => other.message(),
+    }
 }
 
 /// The response headers for a refusal: [`Denial::headers`] without the Anthropic-only ones,
@@ -291,7 +302,8 @@ mod tests {
             assert_eq!(got_status.as_u16(), status, "{denial:?}");
             assert_eq!(v["error"]["type"], kind, "{denial:?}");
             assert_eq!(v["error"]["code"].as_str(), code, "{denial:?}");
-            assert_eq!(v["error"]["message"], denial.message(), "{denial:?}");
+            assert_eq!(v["error"]["message"], message(&denial), "{denial:?}");
+            assert!(!message(&denial).contains("ANTHROPIC_"), "{denial:?}");
             assert!(v["error"]["param"].is_null());
             assert_eq!(v.as_object().unwrap().len(), 1, "only `error` at the top");
         }

@@ -143,6 +143,18 @@ impl Endpoint {
     }
 }
 
+/// The API format of a path the gateway does not serve, from its prefix: a 404 on
+/// `/openai/...` or `/gemini/...` comes in that client's error format.
+fn format_of_path(path: &str) -> ApiFormat {
+    if path.starts_with("/openai/") {
+        ApiFormat::OpenAiResponses
+    } else if path.starts_with("/gemini/") || path.starts_with("/v1beta/") {
+        ApiFormat::Gemini(crate::gemini::Method::Generate)
+    } else {
+        ApiFormat::Anthropic
+    }
+}
+
 /// Per-request facts gathered along the way, for the denial log and metrics.
 struct Seen {
     key: Option<Arc<KeyEntry>>,
@@ -195,7 +207,10 @@ impl Gateway {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
         let request_id = self.request_id();
         let endpoint = classify(req.method(), req.uri().path());
-        let format = endpoint.format();
+        let format = match endpoint {
+            Endpoint::NotFound => format_of_path(req.uri().path()),
+            _ => endpoint.format(),
+        };
         if endpoint == Endpoint::Probe {
             return Ok(empty(StatusCode::OK));
         }
@@ -793,10 +808,14 @@ impl ModelRequest {
         }
     }
 
+    /// The endpoint as audit records and logs name it.
     fn endpoint(&self) -> &'static str {
-        match self.kind {
-            RequestKind::Messages => "messages",
-            RequestKind::CountTokens => "count_tokens",
+        match (self.format, self.kind) {
+            (_, RequestKind::CountTokens) => "count_tokens",
+            (ApiFormat::Anthropic, RequestKind::Messages) => "messages",
+            (ApiFormat::OpenAiResponses, RequestKind::Messages) => "responses",
+            (ApiFormat::OpenAiChat, RequestKind::Messages) => "chat_completions",
+            (ApiFormat::Gemini(_), RequestKind::Messages) => "generate_content",
         }
     }
 
