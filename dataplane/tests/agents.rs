@@ -57,8 +57,12 @@ budgets:
 providers:
   - {{id: openai, kind: openai, endpoint: "{openai}", credential: {{env: TEST_OPENAI_KEY}}}}
   - {{id: gemini, kind: gemini, endpoint: "{gemini}", credential: {{env: TEST_GEMINI_KEY}}}}
+  - {{id: openai-badkey, kind: openai, endpoint: "{openai}", credential: {{env: TEST_BAD_KEY}}}}
+  - {{id: gemini-badkey, kind: gemini, endpoint: "{gemini}", credential: {{env: TEST_BAD_KEY}}}}
   - {{id: vertex, kind: vertex, endpoint: "{gemini}", region: us-central1, project: acme-ai, credential: {{env: TEST_GEMINI_KEY}}}}
 routes:
+  - {{match: gpt-badkey, targets: [{{provider: openai-badkey, model: gpt-5}}]}}
+  - {{match: gemini-badkey, targets: [{{provider: gemini-badkey, model: gemini-2.5-flash}}]}}
   - {{match: gw-gemini-vertex, targets: [{{provider: vertex, model: gemini-2.5-flash}}]}}
   - {{match: "gpt-*", targets: [{{provider: openai}}]}}
   - {{match: "gemini-*", targets: [{{provider: gemini}}]}}
@@ -76,7 +80,11 @@ routes:
     let proxy = Proxy::start_with_args(
         &PathBuf::from(env!("CARGO_BIN_EXE_tollgate-proxy")),
         &policy,
-        &[("TEST_OPENAI_KEY", OPENAI_KEY), ("TEST_GEMINI_KEY", GEMINI_KEY)],
+        &[
+            ("TEST_OPENAI_KEY", OPENAI_KEY),
+            ("TEST_GEMINI_KEY", GEMINI_KEY),
+            ("TEST_BAD_KEY", "not-the-provider-key"),
+        ],
         &["--audit-dir", spool.to_str().unwrap()],
     )
     .unwrap();
@@ -837,4 +845,44 @@ async fn what_a_hostile_client_tried_on_the_openai_route_is_refused_or_cut() {
     assert_eq!(sent.header("openai-organization"), None);
     assert_eq!(sent.header("openai-project"), None);
     assert_eq!(sent.header("session-id"), Some("sess-1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_refusing_the_gateways_key_is_a_502_in_the_clients_format() {
+    let rig = rig().await;
+    let r = post(
+        &rig,
+        "/openai/v1/responses",
+        &[("authorization", &format!("Bearer {KEY_ALICE}"))],
+        json!({"model": "gpt-badkey", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "server_error", "{}", r.text());
+    assert!(r.text().contains("openai-badkey") && !r.text().contains("not-the-provider-key"));
+    let r = post(
+        &rig,
+        "/gemini/v1beta/models/gemini-badkey:generateContent",
+        &[("x-goog-api-key", KEY_ALICE)],
+        json!({"contents": [{"parts": [{"text": "hi"}]}]}),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        502,
+        "Google's 400 API_KEY_INVALID is the gateway's key: {}",
+        r.text()
+    );
+    assert_eq!(r.json()["error"]["status"], "UNAVAILABLE", "{}", r.text());
+    assert!(r.text().contains("gemini-badkey") && !r.text().contains("not-the-provider-key"));
+    // A 400 about the request itself still reaches the client as Google sent it.
+    let r = post(
+        &rig,
+        "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+        &[("x-goog-api-key", KEY_ALICE)],
+        json!({"contents": [{"parts": [{"text": "[[scenario:status-400]]"}]}]}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["status"], "INVALID_ARGUMENT", "{}", r.text());
 }

@@ -121,6 +121,34 @@ impl std::fmt::Debug for Wire {
     }
 }
 
+/// 401 and 403: the provider refused the gateway's credential or its account.
+fn refused_credential(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 401 | 403)
+}
+
+/// A 502 whose body `body` writes in the client's format, naming the provider.
+fn refusal_of_credential(
+    provider: &str,
+    status: http::StatusCode,
+    body: impl Fn(&str) -> Bytes,
+) -> Response<BoxedBody> {
+    tracing::error!(
+        provider,
+        status = status.as_u16(),
+        "the provider refused the gateway's credential or account"
+    );
+    let message = format!(
+        "tollgate: provider '{provider}' refused the gateway's credential or account ({status}); tell the platform team"
+    );
+    let mut out = Response::new(crate::body::boxed(Full::new(body(&message))));
+    *out.status_mut() = http::StatusCode::BAD_GATEWAY;
+    out.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    out
+}
+
 impl Wire {
     /// The upstream request for `call`; the error is one line without a secret, and says
     /// whether the request or the provider is at fault.
@@ -174,12 +202,36 @@ impl Wire {
 
     /// The client's view of an upstream answer (see [`UpstreamBody`]); `idle` bounds upstream
     /// silence inside a converted stream.
-    pub fn response(
+    pub async fn response(
         &self,
         op: Operation,
         resp: Response<Incoming>,
         idle: Duration,
     ) -> Response<UpstreamBody> {
+        // The Gemini API answers a key it does not accept with 400 `API_KEY_INVALID`: the
+        // gateway's key, not the engineer's, so a 502 (the body is small: read it to tell).
+        if let (Wire::Gemini(api), 400) = (self, resp.status().as_u16()) {
+            use http_body_util::BodyExt;
+            let (parts, body) = resp.into_parts();
+            let bytes = http_body_util::Limited::new(body, 64 << 10)
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            if bytes.windows(15).any(|w| w == b"API_KEY_INVALID") {
+                return refusal_of_credential(&api.id, parts.status, |m| {
+                    crate::gemini::error::error_body(502, "UNAVAILABLE", m)
+                })
+                .map(Either::Right);
+            }
+            let mut out = Response::from_parts(parts, crate::body::boxed(Full::new(bytes)));
+            out.headers_mut().remove(http::header::CONTENT_LENGTH);
+            return out.map(Either::Right);
+        }
+        self.convert(op, resp, idle)
+    }
+
+    fn convert(&self, op: Operation, resp: Response<Incoming>, idle: Duration) -> Response<UpstreamBody> {
         let converted = |r: Response<BoxedBody>| r.map(Either::Right);
         match self {
             // The provider refused the gateway's own key: never the client's 401, which would
@@ -197,6 +249,19 @@ impl Wire {
             Wire::Bedrock(b) => converted(b.response(op, resp, idle)),
             Wire::Vertex(v) => converted(v.response(op, resp)),
             Wire::Foundry(f) => converted(f.response(op, resp)),
+            // The provider refused the gateway's own credential or account: a 502 in the
+            // client's format, never its 401/403 (Codex retries those, and the engineer's key
+            // is not at fault); the upstream body (org ids, key suffixes) is dropped.
+            Wire::OpenAi(api) if refused_credential(resp.status()) => {
+                converted(refusal_of_credential(&api.id, resp.status(), |m| {
+                    crate::openai::error::error_body("server_error", None, m)
+                }))
+            }
+            Wire::Gemini(api) if refused_credential(resp.status()) => {
+                converted(refusal_of_credential(&api.id, resp.status(), |m| {
+                    crate::gemini::error::error_body(502, "UNAVAILABLE", m)
+                }))
+            }
             // Their clients speak their format: answers pass as they are.
             Wire::OpenAi(_) | Wire::Gemini(_) => resp.map(Either::Left),
         }

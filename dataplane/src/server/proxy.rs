@@ -753,7 +753,7 @@ impl Gateway {
             Ok(result) => result?,
         };
         let idle = Duration::from_millis(provider.timeouts.stream_idle_ms);
-        Ok((provider.wire.response(op, resp, idle), sent))
+        Ok((provider.wire.response(op, resp, idle).await, sent))
     }
 }
 
