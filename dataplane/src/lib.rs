@@ -39,5 +39,6 @@ pub mod routing;
 pub mod secret;
 pub mod server;
 pub mod sse;
+pub mod telemetry;
 pub mod upstream;
 pub mod usage;

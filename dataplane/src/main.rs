@@ -212,6 +212,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     record_reload(&metrics, &first, &store, None);
     let (ledger, journal) = open_ledger(&args.ledger)?;
     let client = build_client()?;
+    // OpenTelemetry traces, when the OTEL_* environment asks for them (off by default).
+    let telemetry = tollgate_dataplane::telemetry::init(&client)?;
     let audit = audit::cli::open_for(args.audit_dir.as_deref(), &store, &first, &metrics, &client)?;
     let proxy = server::listen::bind(args.listen)
         .await
@@ -285,6 +287,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(a) = &audit {
         a.shutdown(Duration::from_secs(5)).await;
     }
+    telemetry.shutdown().await;
     tracing::info!("tollgate-proxy stopped");
     Ok(())
 }

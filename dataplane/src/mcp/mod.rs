@@ -610,7 +610,13 @@ impl McpGateway {
         mut params: Value,
     ) -> Value {
         let team = key.team.as_deref().unwrap_or("");
+        // OpenTelemetry hook: a span per call, its outcome set where the call is recorded.
+        let otel = match params.get("name").and_then(Value::as_str) {
+            Some(name) => crate::telemetry::ToolSpan::start(name, key, &session.id),
+            None => crate::telemetry::ToolSpan::default(),
+        };
         let record = |server: &str, tool: &str, outcome: &'static str, duration_ms: Option<u64>| {
+            otel.outcome(server, tool, outcome);
             let Some(a) = &self.audit else { return };
             let allowed = !matches!(outcome, "denied" | "unknown");
             a.mcp_tool_call(McpToolCall {

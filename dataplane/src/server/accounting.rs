@@ -73,6 +73,8 @@ pub struct Completion {
     /// The key's optimistic slot (see [`OutputHistory::optimistic_slot`]), given back when the
     /// exchange ends.
     pub slot: Option<crate::limits::history::OptimisticSlot>,
+    /// The request's OpenTelemetry span, ended here.
+    pub otel: crate::telemetry::CallSpan,
 }
 
 /// Cost of an exchange, and whether the model had its own price (an unpriced model is
@@ -164,6 +166,17 @@ impl Completion {
         }
         self.metrics
             .timings(&self.labels, ttfb.map(|d| d.as_secs_f64()), total.as_secs_f64());
+        // OpenTelemetry hook: the span ends with the exchange.
+        self.otel.finish(crate::telemetry::Finished {
+            provider_id: &self.provider.id,
+            provider_kind: self.provider.kind,
+            upstream_model: &self.upstream_model,
+            status: self.status,
+            outcome: outcome.as_str(),
+            usage: &usage,
+            usage_estimated: estimated,
+            cost_micro_usd: cost,
+        });
         tracing::info!(
             parent: &self.span,
             provider = %self.labels.provider,

@@ -31,6 +31,7 @@ use crate::policy::document::ProviderKind;
 use crate::policy::{KeyEntry, PolicyStore, Snapshot, Target};
 use crate::providers::{ApiFormat, Call, CallError, Operation, UpstreamBody};
 use crate::routing::{Candidate, Health, attempt_order};
+use crate::telemetry;
 use crate::upstream::{HttpClient, response_headers};
 use crate::usage::RequestSize;
 
@@ -204,7 +205,10 @@ impl Gateway {
     }
 
     /// Serves one request; never fails (errors become Anthropic error responses).
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    pub async fn handle(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
         let request_id = self.request_id();
         let endpoint = classify(req.method(), req.uri().path());
         let format = match endpoint {
@@ -226,6 +230,14 @@ impl Gateway {
         if let Some(s) = &session_id {
             span.record("session_id", s.as_str());
         }
+        // OpenTelemetry hook: a model request's span, carried in the request's extensions.
+        let otel = match &endpoint {
+            Endpoint::Call { format, kind, .. } => {
+                telemetry::CallSpan::start(req.headers(), *format, *kind, &request_id, session_id.as_deref())
+            }
+            _ => telemetry::CallSpan::default(),
+        };
+        req.extensions_mut().insert(otel.clone());
         let _in_flight = InFlight::new(&self.metrics);
         let mut seen = Seen {
             key: None,
@@ -236,9 +248,17 @@ impl Gateway {
             .serve(req, endpoint, &request_id, &mut seen, &span)
             .instrument(span.clone())
             .await;
+        // OpenTelemetry hook: the key; a refusal ends the span (an answer ends it in
+        // `Completion::finish`).
+        if let Some(key) = &seen.key {
+            otel.key(key);
+        }
         Ok(match result {
             Ok(resp) => resp,
-            Err(denial) => self.refuse(&denial, &request_id, &seen, &span),
+            Err(denial) => {
+                otel.refuse(&denial);
+                self.refuse(&denial, &request_id, &seen, &span)
+            }
         })
     }
 
@@ -352,10 +372,14 @@ impl Gateway {
         span: &tracing::Span,
     ) -> Result<Response<ProxyBody>, Denial> {
         let request = self.read_request(req, &snapshot, call, &key, span).await?;
+        // OpenTelemetry hook: the requested model, then the budget decision.
+        let otel = telemetry::CallSpan::of(&request.parts.extensions);
+        otel.requested(&request.model, request.max_tokens, request.stream);
         let permitted = permitted_targets(&snapshot, &key, &request.model, request.format)?;
         let mut pending = self
             .admit(&snapshot, &key, &request, &permitted, request_id, span)
             .await?;
+        otel.admitted();
         let order = self.route(permitted);
         let client_key = crate::auth::presented_key_of(&snapshot, &request.parts.headers, &key);
         match self.dispatch(&request, &order, client_key, &mut pending).await {
@@ -653,6 +677,7 @@ impl Gateway {
             request: request.size,
             history: messages.then(|| (self.history.clone(), key.id.clone())),
             slot: pending.slot.take(),
+            otel: telemetry::CallSpan::of(&request.parts.extensions),
         };
         let idle = Duration::from_millis(provider.timeouts.stream_idle_ms);
         let stamp = (provider.kind != ProviderKind::Tollgate).then_some(request_id);
@@ -727,7 +752,7 @@ impl Gateway {
             body,
         };
         let attempt = async {
-            let upstream = provider
+            let mut upstream = provider
                 .wire
                 .request(&self.client, call)
                 .await
@@ -735,6 +760,8 @@ impl Gateway {
                     CallError::Request(detail) => Denial::InvalidRequest { detail },
                     CallError::Provider(detail) => unavailable(detail),
                 })?;
+            // OpenTelemetry hook: the provider request carries our span's traceparent.
+            telemetry::CallSpan::of(&request.parts.extensions).inject(upstream.headers_mut());
             let sent = Instant::now();
             let resp = self
                 .client
