@@ -60,6 +60,8 @@ OLD_CLUSTER = {"keyOwnerPolicy": {"allowWithout": True}}
 # CRDs): only their required top-level fields are checked.
 THIRD_PARTY = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "Prometheus Operator CRD",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "Prometheus Operator CRD",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "Prometheus Operator CRD",
     ("cert-manager.io/v1", "Certificate"): "cert-manager CRD",
     ("cert-manager.io/v1", "Issuer"): "cert-manager CRD",
     ("cert-manager.io/v1", "ClusterIssuer"): "cert-manager CRD",
@@ -282,7 +284,7 @@ class Crds(unittest.TestCase):
 
 
 class Contents(unittest.TestCase):
-    OPTIONAL = ["ServiceMonitor", "Certificate", "Issuer"]
+    OPTIONAL = ["ServiceMonitor", "PodMonitor", "PrometheusRule", "Certificate", "Issuer"]
 
     def test_default_render_has_no_optional_parts(self):
         docs = rendered("default")
@@ -304,7 +306,7 @@ class Contents(unittest.TestCase):
 
     def test_full_render_has_them(self):
         docs = rendered("full")
-        for kind in self.OPTIONAL + ["NetworkPolicy"]:
+        for kind in self.OPTIONAL + ["NetworkPolicy", "ConfigMap"]:
             self.assertTrue(find(docs, kind), kind)
         gateway = one(docs, "Deployment", f"{RELEASE}-gateway")
         self.assertEqual(gateway["spec"]["replicas"], 3)
@@ -380,6 +382,144 @@ class Contents(unittest.TestCase):
         args = operator_args(docs)
         self.assertFalse([a for a in args if a.startswith("--webhook") or a == "--injection-config"], args)
         self.assertFalse(any("mutatingwebhookconfigurations" in r["resources"] for _, r in rules_of(docs)))
+
+
+ALERTS_FILE = CHART / "files" / "alerts.yaml"
+DASHBOARD_FILE = CHART / "files" / "dashboards" / "tollgate.json"
+
+
+def chart_defaults() -> dict:
+    return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+def rules_with(alerts: dict) -> dict:
+    """files/alerts.yaml with each `${alerts.NAME}` replaced by `alerts[NAME]` (what
+    templates/prometheusrule.yaml does, and tests/tests/observability.rs with the defaults)."""
+    text = ALERTS_FILE.read_text()
+    for name, value in alerts.items():
+        if not isinstance(value, dict):
+            text = text.replace("${alerts.%s}" % name, str(value))
+    assert "${" not in text, text
+    return yaml.safe_load(text)
+
+
+class Observability(unittest.TestCase):
+    """The dashboard ConfigMap, the PrometheusRule, the gateway's ServiceMonitor and the
+    sidecars' PodMonitor: absent by default, each valid and wired to the others when enabled.
+    (tests/tests/observability.rs parses their PromQL and checks every metric is exported.)"""
+
+    ALL_ON = {"dashboards": {"enabled": True}, "alerts": {"enabled": True},
+              "monitoring": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}}
+
+    def test_absent_by_default(self):
+        docs = rendered("default")
+        for kind in ("PodMonitor", "PrometheusRule", "ServiceMonitor"):
+            self.assertEqual(find(docs, kind), [], kind)
+        self.assertEqual(find(docs, "ConfigMap", f"{RELEASE}-dashboards"), [])
+
+    def test_all_render_and_validate(self):
+        docs = render(self.ALL_ON)
+        Validate.validate_all(self, "observability on", docs)
+        for kind, name in (("ConfigMap", f"{RELEASE}-dashboards"), ("PrometheusRule", RELEASE),
+                           ("ServiceMonitor", f"{RELEASE}-gateway"), ("PodMonitor", f"{RELEASE}-sidecars")):
+            one(docs, kind, name)
+        # Only the gateway's ServiceMonitor: the operator's has its own switch.
+        self.assertEqual(find(docs, "ServiceMonitor", f"{RELEASE}-operator"), [])
+
+    def test_dashboard_configmap(self):
+        cm = one(render({"dashboards": {"enabled": True}}), "ConfigMap", f"{RELEASE}-dashboards")
+        self.assertEqual(cm["metadata"]["namespace"], NAMESPACE)
+        self.assertEqual(cm["metadata"]["labels"]["grafana_dashboard"], "1")
+        shipped = json.loads(DASHBOARD_FILE.read_text())
+        self.assertEqual(json.loads(cm["data"]["tollgate.json"]), shipped)
+        self.assertEqual([v["name"] for v in shipped["templating"]["list"]][0], "datasource")
+        self.assertEqual(shipped["templating"]["list"][0]["type"], "datasource")
+        custom = render({"dashboards": {"enabled": True, "label": "grafana.com/dashboard", "labelValue": "tollgate",
+                                        "namespace": "monitoring", "annotations": {"grafana_folder": "AI"}}})
+        cm = one(custom, "ConfigMap", f"{RELEASE}-dashboards")
+        self.assertEqual(cm["metadata"]["labels"]["grafana.com/dashboard"], "tollgate")
+        self.assertNotIn("grafana_dashboard", cm["metadata"]["labels"])
+        self.assertEqual(cm["metadata"]["namespace"], "monitoring")
+        self.assertEqual(cm["metadata"]["annotations"], {"grafana_folder": "AI"})
+        Validate.validate_all(self, "dashboards custom", custom)
+
+    def test_prometheus_rule_is_the_shipped_file(self):
+        rule = one(render({"alerts": {"enabled": True, "labels": {"release": "prometheus"}}}), "PrometheusRule", RELEASE)
+        self.assertEqual(rule["metadata"]["labels"]["release"], "prometheus")
+        self.assertEqual(rule["spec"], rules_with(chart_defaults()["alerts"]))
+        alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+        for name in ("TollgateBudgetThresholdCrossed", "TollgateBudgetExhausted", "TollgatePolicyReloadFailing",
+                     "TollgateLedgerErrors", "TollgateAuditRecordsDropped", "TollgateAuditSinkLagGrowing",
+                     "TollgateProviderErrorRate", "TollgateSidecarPolicyBehind"):
+            self.assertIn(name, alerts)
+        for name, r in alerts.items():
+            with self.subTest(alert=name):
+                self.assertIn("for", r)
+                self.assertIn(r["labels"]["severity"], ("critical", "warning", "info"))
+                self.assertTrue(r["annotations"]["summary"] and r["annotations"]["description"])
+        # Prometheus' own templates reach Prometheus untouched.
+        self.assertIn("{{ $labels.budget }}", alerts["TollgateBudgetExhausted"]["annotations"]["summary"])
+        self.assertIn('job="tollgate-sidecar"', alerts["TollgateSidecarPolicyBehind"]["expr"])
+
+    def test_alert_thresholds_are_values(self):
+        values = {"enabled": True, "budgetWarningRatio": 0.65, "providerErrorRatio": 0.2, "auditSinkLagRecords": 777,
+                  "policyBehindFor": "45m", "gatewaySelector": 'job="gw", cluster="a"', "sidecarSelector": 'job="sc"'}
+        rule = one(render({"alerts": values}), "PrometheusRule", RELEASE)
+        alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+        self.assertIn(">= 0.65", alerts["TollgateBudgetThresholdCrossed"]["expr"])
+        self.assertIn("> 0.2", alerts["TollgateProviderErrorRate"]["expr"])
+        self.assertIn("> 777", alerts["TollgateAuditSinkLagGrowing"]["expr"])
+        self.assertEqual(alerts["TollgateSidecarPolicyBehind"]["for"], "45m")
+        self.assertIn('tollgate_budget_spent_micro_usd{job="gw", cluster="a"}', alerts["TollgateBudgetExhausted"]["expr"])
+        self.assertIn('{job="sc"}', alerts["TollgateSidecarPolicyBehind"]["expr"])
+        self.assertNotIn("tollgate-gateway", json.dumps(rule["spec"]))
+        with self.assertRaises(HelmError):
+            render({"alerts": {"enabled": True, "budgetWarningRatio": 1.5}})
+        with self.assertRaises(HelmError):
+            render({"alerts": {"enabled": True, "gatewaySelector": "{job=\"x\"}"}})
+
+    def test_gateway_service_monitor_selects_the_admin_service(self):
+        docs = render({"monitoring": {"serviceMonitor": {"enabled": True, "interval": "10s", "labels": {"release": "kps"}}}})
+        monitor = one(docs, "ServiceMonitor", f"{RELEASE}-gateway")
+        service = one(docs, "Service", f"{RELEASE}-gateway-admin")
+        self.assertEqual(monitor["metadata"]["labels"]["release"], "kps")
+        for k, v in monitor["spec"]["selector"]["matchLabels"].items():
+            self.assertEqual(service["metadata"]["labels"].get(k), v, "ServiceMonitor does not select the admin Service")
+        operator_metrics = one(docs, "Service", f"{RELEASE}-operator-metrics")
+        self.assertFalse(all(operator_metrics["metadata"]["labels"].get(k) == v
+                             for k, v in monitor["spec"]["selector"]["matchLabels"].items()), "selects the operator too")
+        self.assertEqual(monitor["spec"]["namespaceSelector"], {"matchNames": [NAMESPACE]})
+        endpoint, = monitor["spec"]["endpoints"]
+        self.assertIn(endpoint["port"], [p["name"] for p in service["spec"]["ports"]])
+        self.assertEqual((endpoint["path"], endpoint["interval"]), ("/metrics", "10s"))
+        job = [r["replacement"] for r in endpoint["relabelings"] if r.get("targetLabel") == "job"]
+        self.assertEqual(job, ["tollgate-gateway"])
+        self.assertIn(f'job="{job[0]}"', chart_defaults()["alerts"]["gatewaySelector"])
+        dashboard_job = json.loads(DASHBOARD_FILE.read_text())["templating"]["list"][1]
+        self.assertEqual(dashboard_job["current"]["value"], job)
+        with self.assertRaisesRegex(HelmError, "gateway.enabled"):
+            render({"gateway": {"enabled": False}, "monitoring": {"serviceMonitor": {"enabled": True}}})
+
+    def test_pod_monitor_selects_injected_sidecars(self):
+        docs = render({"monitoring": {"podMonitor": {"enabled": True, "namespaceSelector": {"matchNames": ["team-a"]}}}})
+        monitor = one(docs, "PodMonitor", f"{RELEASE}-sidecars")
+        self.assertEqual(monitor["spec"]["namespaceSelector"], {"matchNames": ["team-a"]})
+        self.assertEqual(one(render({"monitoring": {"podMonitor": {"enabled": True}}}), "PodMonitor", f"{RELEASE}-sidecars")
+                         ["spec"]["namespaceSelector"], {"any": True})
+        endpoint, = monitor["spec"]["podMetricsEndpoints"]
+        # What the webhook sets (operator/src/inject): the sidecar's admin port name and the
+        # status annotation on the pods it injected.
+        patch = (ROOT / "operator" / "src" / "inject" / "patch.rs").read_text()
+        inject = (ROOT / "operator" / "src" / "inject" / "mod.rs").read_text()
+        self.assertIn(f'name: Some("{endpoint["port"]}".to_owned())', patch)
+        self.assertIn('pub const STATUS_ANNOTATION: &str = "tollgate.dev/status";', inject)
+        self.assertIn('Value::String("injected".to_owned())', patch)
+        keep, job = endpoint["relabelings"]
+        self.assertEqual(keep, {"action": "keep", "sourceLabels": ["__meta_kubernetes_pod_annotation_tollgate_dev_status"],
+                                "regex": "injected"})
+        self.assertEqual(job["targetLabel"], "job")
+        self.assertIn(f'job="{job["replacement"]}"', chart_defaults()["alerts"]["sidecarSelector"])
+        self.assertEqual(endpoint["path"], "/metrics")
 
 
 class Operator(unittest.TestCase):

@@ -351,8 +351,15 @@ fn record_reload(metrics: &Metrics, outcome: &ReloadOutcome, store: &PolicyStore
         ReloadOutcome::Rejected { .. } => "rejected",
         ReloadOutcome::Unchanged => return,
     };
-    let keys = store.snapshot().map_or(0, |s| s.key_count());
-    metrics.reload(result, store.status().last_reload_ok, keys);
+    let live = store.snapshot();
+    metrics.reload(
+        result,
+        store.status().last_reload_ok,
+        live.as_ref().map_or(0, |s| s.key_count()),
+    );
+    if let Some(s) = live {
+        metrics.live_policy(&s);
+    }
 }
 
 async fn shutdown_signal() {

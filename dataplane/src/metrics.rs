@@ -7,6 +7,14 @@
 //! know (no exact route, route target, price or model rule naming it) is `other`
 //! ([`crate::policy::Snapshot::model_label`]), and so is an MCP tool name no upstream server
 //! listed (see [`crate::mcp`]). Callers pass labels already bounded.
+//!
+//! Who owns a key is not repeated on every series: `tollgate_key_info{key_id,team,user}` (1
+//! per key of the live policy) is joined on `key_id` where a dashboard wants users. Names
+//! follow Prometheus' conventions (`_total` counters, base units in the name); README.md
+//! maps them to the OpenTelemetry GenAI metric conventions.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -15,6 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::policy::Snapshot;
 use crate::usage::Usage;
 
 /// Identity of a forwarded request.
@@ -108,6 +117,34 @@ struct ProviderLabels {
     provider: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyInfoLabels {
+    key_id: String,
+    team: String,
+    user: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RevisionLabels {
+    revision: String,
+}
+
+/// The build's labels: `version`, and `revision` when the build set `TOLLGATE_REVISION`.
+fn build_labels() -> Vec<(&'static str, String)> {
+    let mut labels = vec![("version", env!("CARGO_PKG_VERSION").to_owned())];
+    if let Some(rev) = option_env!("TOLLGATE_REVISION").filter(|r| !r.is_empty()) {
+        labels.push(("revision", rev.to_owned()));
+    }
+    labels
+}
+
+/// The info series of the live policy, as last published.
+#[derive(Default)]
+struct LivePolicy {
+    keys: HashSet<KeyInfoLabels>,
+    revision: Option<String>,
+}
+
 type HistogramFamily = Family<LatencyLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -138,6 +175,11 @@ pub struct Metrics {
     mcp_tool_calls: Family<McpCallLabels, Counter>,
     fallbacks: Family<FallbackLabels, Counter>,
     ejections: Family<ProviderLabels, Counter>,
+    build_info: Family<Vec<(&'static str, String)>, Gauge>,
+    key_info: Family<KeyInfoLabels, Gauge>,
+    revision_info: Family<RevisionLabels, Gauge>,
+    policy_loaded: Gauge,
+    live: Mutex<LivePolicy>,
     audit: crate::audit::AuditMetrics,
     outbox: crate::ledger::outbox::OutboxMetrics,
 }
@@ -173,6 +215,11 @@ impl Metrics {
             mcp_tool_calls: Family::default(),
             fallbacks: Family::default(),
             ejections: Family::default(),
+            build_info: Family::default(),
+            key_info: Family::default(),
+            revision_info: Family::default(),
+            policy_loaded: Gauge::default(),
+            live: Mutex::new(LivePolicy::default()),
             registry: Registry::default(),
             audit: crate::audit::AuditMetrics::default(),
             outbox: crate::ledger::outbox::OutboxMetrics::default(),
@@ -254,6 +301,27 @@ impl Metrics {
             "Virtual keys in the live policy",
             m.policy_keys.clone(),
         );
+        registry.register(
+            "policy_last_reload_success_timestamp_seconds",
+            "When the live policy revision was applied (Unix seconds); 0 before one was",
+            m.policy_loaded.clone(),
+        );
+        registry.register(
+            "policy_revision_info",
+            "1 for the revision (hex SHA-256 of the policy sources) this proxy enforces",
+            m.revision_info.clone(),
+        );
+        registry.register(
+            "key_info",
+            "1 per virtual key of the live policy, with its owner: join on key_id (team and user empty when none)",
+            m.key_info.clone(),
+        );
+        registry.register(
+            "build_info",
+            "1, labelled with the version (and revision, when the build set it) of this tollgate-proxy",
+            m.build_info.clone(),
+        );
+        m.build_info.get_or_create(&build_labels()).set(1);
         m.audit.register(&mut registry);
         m.outbox.register(&mut registry);
         registry.register(
@@ -442,6 +510,48 @@ impl Metrics {
         self.policy_ok.set(i64::from(ok));
         self.policy_keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
     }
+
+    /// Publishes the live policy: its revision, when it was applied and each key's owner
+    /// (`tollgate_key_info`). Keys no longer in it lose their series; unchanged keys keep
+    /// theirs throughout, so a scrape during a reload never misses one.
+    pub fn live_policy(&self, snapshot: &Snapshot) {
+        let keys: HashSet<KeyInfoLabels> = snapshot
+            .keys()
+            .map(|k| KeyInfoLabels {
+                key_id: k.id.clone(),
+                team: k.team.clone().unwrap_or_default(),
+                user: k.user.clone().unwrap_or_default(),
+            })
+            .collect();
+        let mut live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for k in &keys {
+            self.key_info.get_or_create(k).set(1);
+        }
+        for gone in live.keys.difference(&keys) {
+            self.key_info.remove(gone);
+        }
+        live.keys = keys;
+        let revision = RevisionLabels {
+            revision: snapshot.revision.clone(),
+        };
+        self.revision_info.get_or_create(&revision).set(1);
+        // When the revision became live: a forced recompile of the same revision (rotated
+        // credentials) does not move it, so replicas on an old revision stay the oldest.
+        match live.revision.replace(snapshot.revision.clone()) {
+            Some(old) if old == snapshot.revision => {}
+            old => {
+                if let Some(old) = old {
+                    self.revision_info.remove(&RevisionLabels { revision: old });
+                }
+                self.policy_loaded.set(snapshot.loaded_at.as_second());
+            }
+        }
+        self.policy_keys
+            .set(i64::try_from(snapshot.key_count()).unwrap_or(i64::MAX));
+    }
 }
 
 #[cfg(test)]
@@ -485,5 +595,94 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+        assert!(text.contains("tollgate_build_info{version=\""), "{text}");
+    }
+
+    fn snapshot(keys: serde_json::Value, revision: &str) -> Snapshot {
+        let doc = serde_json::json!({
+            "version": 1,
+            "teams": [{"id": "platform"}, {"id": "interns"}],
+            "keys": keys,
+        });
+        let loaded = crate::policy::load::LoadedDocument {
+            document: serde_json::from_value(doc).unwrap(),
+            revision: revision.into(),
+        };
+        Snapshot::compile(
+            loaded,
+            &crate::pricing::PriceTable::builtin(),
+            &crate::policy::SystemCredentials,
+        )
+        .unwrap()
+    }
+
+    fn info_lines(text: &str, family: &str) -> Vec<String> {
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{family}{{")))
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn key_info_follows_the_live_policy() {
+        let m = Metrics::new();
+        let sha = |c: char| c.to_string().repeat(64);
+        let first = snapshot(
+            serde_json::json!([
+                {"id": "k1", "sha256": sha('1'), "user": "alice@acme.example", "team": "platform"},
+                {"id": "k2", "sha256": sha('2'), "user": "bob@acme.example", "team": "interns"},
+                {"id": "k3", "sha256": sha('3')},
+            ]),
+            "rev-one",
+        );
+        m.live_policy(&first);
+        let text = m.encode();
+        assert_eq!(
+            info_lines(&text, "tollgate_key_info"),
+            [
+                r#"tollgate_key_info{key_id="k1",team="platform",user="alice@acme.example"} 1"#,
+                r#"tollgate_key_info{key_id="k2",team="interns",user="bob@acme.example"} 1"#,
+                r#"tollgate_key_info{key_id="k3",team="",user=""} 1"#,
+            ]
+        );
+        assert_eq!(
+            info_lines(&text, "tollgate_policy_revision_info"),
+            [r#"tollgate_policy_revision_info{revision="rev-one"} 1"#]
+        );
+        assert!(text.contains("tollgate_policy_keys 3"), "{text}");
+
+        // k2 moves to another team and owner, k3 is removed, k4 arrives.
+        let second = snapshot(
+            serde_json::json!([
+                {"id": "k1", "sha256": sha('1'), "user": "alice@acme.example", "team": "platform"},
+                {"id": "k2", "sha256": sha('2'), "user": "carol@acme.example", "team": "platform"},
+                {"id": "k4", "sha256": sha('4'), "user": "dave@acme.example", "team": "interns"},
+            ]),
+            "rev-two",
+        );
+        m.live_policy(&second);
+        let text = m.encode();
+        assert_eq!(
+            info_lines(&text, "tollgate_key_info"),
+            [
+                r#"tollgate_key_info{key_id="k1",team="platform",user="alice@acme.example"} 1"#,
+                r#"tollgate_key_info{key_id="k2",team="platform",user="carol@acme.example"} 1"#,
+                r#"tollgate_key_info{key_id="k4",team="interns",user="dave@acme.example"} 1"#,
+            ]
+        );
+        assert_eq!(
+            info_lines(&text, "tollgate_policy_revision_info"),
+            [r#"tollgate_policy_revision_info{revision="rev-two"} 1"#]
+        );
+        let applied = second.loaded_at.as_second();
+        assert!(
+            text.contains(&format!(
+                "tollgate_policy_last_reload_success_timestamp_seconds {applied}"
+            )),
+            "{text}"
+        );
     }
 }

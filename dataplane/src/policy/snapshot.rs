@@ -391,6 +391,11 @@ impl Snapshot {
         self.keys.len()
     }
 
+    /// Every key, in no particular order.
+    pub fn keys(&self) -> impl Iterator<Item = &Arc<KeyEntry>> + '_ {
+        self.keys.values()
+    }
+
     /// Providers, in document order.
     pub fn providers(&self) -> &[Arc<ProviderEntry>] {
         &self.providers
