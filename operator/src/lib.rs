@@ -15,6 +15,7 @@ pub mod error;
 pub mod inject;
 pub mod metrics;
 pub mod names;
+pub mod notify;
 pub mod offline;
 pub mod reconcile;
 pub mod secrets;

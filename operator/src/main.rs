@@ -94,6 +94,21 @@ struct Args {
     /// Redis ledger URL); repeatable.
     #[arg(long = "mirror-secret", value_delimiter = ',')]
     mirror_secrets: Vec<String>,
+    /// The cluster's name in budget notifications (`cluster` in webhook payloads).
+    #[arg(long, env = "TOLLGATE_CLUSTER_NAME")]
+    cluster_name: Option<String>,
+    /// A webhook every budget notifies when it crosses a threshold (besides its own
+    /// `spec.notify`); signed with --notify-webhook-secret.
+    #[arg(long, requires = "notify_webhook_secret")]
+    notify_webhook_url: Option<String>,
+    /// `SECRET/KEY` (policy namespace, labelled tollgate.dev/credential=true) holding the HMAC
+    /// key of --notify-webhook-url.
+    #[arg(long, requires = "notify_webhook_url")]
+    notify_webhook_secret: Option<String>,
+    /// `SECRET/KEY` (policy namespace, labelled tollgate.dev/credential=true) holding a Slack
+    /// incoming-webhook URL every budget notifies.
+    #[arg(long)]
+    notify_slack_secret: Option<String>,
     /// Check an injection config file and exit (0: valid).
     #[arg(long, value_name = "FILE")]
     check_injection_config: Option<std::path::PathBuf>,
@@ -221,6 +236,42 @@ async fn main() -> anyhow::Result<ExitCode> {
     run(args).await.map(|()| ExitCode::SUCCESS)
 }
 
+/// The chart-wide notification targets from the --notify-* flags.
+fn notify_defaults(args: &Args) -> anyhow::Result<Vec<tollgate_operator::crd::NotifyTarget>> {
+    use tollgate_operator::crd::{CredentialRef, NotifyTarget, SecretKeyRef, SlackTarget, WebhookTarget};
+    let secret = |flag: &str, s: &str| -> anyhow::Result<CredentialRef> {
+        let (name, key) = tollgate_operator::credentials::parse_secret_key(s)
+            .with_context(|| format!("{flag} {s}: expected SECRET/KEY"))?;
+        Ok(CredentialRef {
+            secret_key_ref: Some(SecretKeyRef { name, key }),
+            env: None,
+        })
+    };
+    let mut out = Vec::new();
+    if let (Some(url), Some(s)) = (&args.notify_webhook_url, &args.notify_webhook_secret) {
+        anyhow::ensure!(
+            url.starts_with("https://") || url.starts_with("http://"),
+            "--notify-webhook-url {url}: an http:// or https:// URL"
+        );
+        out.push(NotifyTarget {
+            webhook: Some(WebhookTarget {
+                url: url.clone(),
+                secret: secret("--notify-webhook-secret", s)?,
+            }),
+            slack: None,
+        });
+    }
+    if let Some(s) = &args.notify_slack_secret {
+        out.push(NotifyTarget {
+            webhook: None,
+            slack: Some(SlackTarget {
+                webhook_url: secret("--notify-slack-secret", s)?,
+            }),
+        });
+    }
+    Ok(out)
+}
+
 /// Runs the operator until SIGTERM (or a lost leader lease).
 async fn run(args: Args) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -253,6 +304,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     .with_context(|| format!("--mirror-secret {s}: expected SECRET/KEY"))
             })
             .collect::<anyhow::Result<_>>()?,
+        cluster_name: args.cluster_name.clone(),
+        notify_defaults: notify_defaults(&args)?,
         ..Config::default()
     };
     let reconciler = Reconciler::new(client.clone(), config, metrics.clone(), spend);

@@ -1007,6 +1007,13 @@ pub(super) fn statuses(
             observed_generation: b.metadata.generation,
             conditions: vec![ready_condition(prev, b.metadata.generation, now, &r)],
             limit: limit.map(usd),
+            // The notifier's records, as they are: it writes them itself (with optimistic
+            // concurrency), never through this status.
+            notifications: b
+                .status
+                .as_ref()
+                .map(|s| s.notifications.clone())
+                .unwrap_or_default(),
             ..Default::default()
         };
         if let (Some(spend), true) = (world.spend.get(&name), r.ready) {

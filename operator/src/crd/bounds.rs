@@ -42,6 +42,16 @@ pub const INDEX: u32 = 255;
 pub const SOURCE: u32 = 256;
 /// Alert thresholds of one budget.
 pub const THRESHOLDS: u32 = 10;
+/// Notification targets of one budget.
+pub const NOTIFY_TARGETS: u32 = 8;
+/// Notification records in one budget's status: one per threshold of the current window.
+pub const NOTIFICATIONS: u32 = THRESHOLDS;
+/// A notification target id in a record, e.g. `webhook/3` or `default/slack`.
+pub const TARGET_ID: u32 = 32;
+/// A replica (pod) name in a notification record.
+pub const INSTANCE: u32 = 253;
+/// The last delivery error kept in a notification record.
+pub const NOTIFY_ERROR: u32 = 1024;
 /// A URL (the common browser and proxy limit).
 pub const URL: u32 = 2048;
 /// A requested or upstream model id (Bedrock ARNs included).

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bounds;
 
-use super::common::Condition;
+use super::common::{Condition, CredentialRef};
 
 /// A budget. Cluster-scoped; its name is the budget id the ledger reports spend under.
 #[derive(CustomResource, KubeSchema, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -58,6 +58,87 @@ pub struct BudgetSpec {
     #[x_kube(validation = Rule::new("self.all(t, t >= 1 && t <= 100)").message("thresholds are percentages from 1 to 100"))]
     #[schemars(length(max = bounds::THRESHOLDS), extend("x-kubernetes-list-type" = "atomic"))]
     pub thresholds: Vec<u8>,
+    /// Where to send a notification when spend crosses a threshold (in addition to the
+    /// Event on the Budget and the operator-wide defaults): a signed JSON webhook or a Slack
+    /// incoming webhook. Each threshold notifies once per window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = bounds::NOTIFY_TARGETS), extend("x-kubernetes-list-type" = "atomic"))]
+    pub notify: Vec<NotifyTarget>,
+}
+
+/// One notification target: set exactly one of `webhook` or `slack`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.webhook) != has(self.slack)").message("set exactly one of webhook or slack"))]
+pub struct NotifyTarget {
+    /// A JSON POST signed with HMAC-SHA256 (header `x-tollgate-signature`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookTarget>,
+    /// A Slack incoming webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackTarget>,
+}
+
+/// A generic webhook.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookTarget {
+    /// The URL notifications are POSTed to (`https://`, or `http://` inside the cluster).
+    #[schemars(length(max = bounds::URL))]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("an http:// or https:// URL"))]
+    pub url: String,
+    /// The HMAC-SHA256 signing secret: a key of a Secret in the operator's namespace labelled
+    /// `tollgate.dev/credential=true`.
+    #[x_kube(validation = Rule::new("has(self.secretKeyRef)").message("notification secrets come from a Secret (secretKeyRef)"))]
+    pub secret: CredentialRef,
+}
+
+/// A Slack incoming webhook.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SlackTarget {
+    /// The incoming-webhook URL (it is the credential): a key of a Secret in the operator's
+    /// namespace labelled `tollgate.dev/credential=true`.
+    #[x_kube(validation = Rule::new("has(self.secretKeyRef)").message("notification secrets come from a Secret (secretKeyRef)"))]
+    pub webhook_url: CredentialRef,
+}
+
+/// One threshold notification of one window: claimed by one operator replica through an
+/// optimistic-concurrency write of the status, then delivered by that replica.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationRecord {
+    /// Start of the window (RFC 3339, as the gateway reports it).
+    #[schemars(length(max = bounds::TIMESTAMP))]
+    pub window: String,
+    /// The threshold crossed, percent.
+    pub threshold: u8,
+    /// When the notification was claimed (RFC 3339).
+    #[schemars(length(max = bounds::TIMESTAMP))]
+    pub claimed_at: String,
+    /// The operator replica delivering it.
+    #[schemars(length(max = bounds::INSTANCE))]
+    pub claimed_by: String,
+    /// Delivery attempts so far.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = u32::MAX))]
+    pub attempts: u32,
+    /// When the last attempt was made (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::TIMESTAMP))]
+    pub last_attempt_at: Option<String>,
+    /// Targets delivered to so far (`webhook/0`, `slack/1`, `default/webhook`...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = bounds::NOTIFY_TARGETS + 2), inner(length(max = bounds::TARGET_ID)), extend("x-kubernetes-list-type" = "atomic"))]
+    pub delivered_to: Vec<String>,
+    /// When every target had it (RFC 3339); absent while deliveries are retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::TIMESTAMP))]
+    pub sent_at: Option<String>,
+    /// Why the last attempt failed (never a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::NOTIFY_ERROR))]
+    pub last_error: Option<String>,
 }
 
 /// The subject of a budget.
@@ -150,4 +231,9 @@ pub struct BudgetStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = bounds::TIMESTAMP))]
     pub resets_at: Option<String>,
+    /// Threshold notifications of the current window (older windows are pruned). Written only
+    /// by the notifier, with optimistic concurrency: one record per threshold and window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = bounds::NOTIFICATIONS), extend("x-kubernetes-list-type" = "atomic"))]
+    pub notifications: Vec<NotificationRecord>,
 }

@@ -11,7 +11,10 @@ pub mod team;
 pub mod virtual_key;
 
 pub use audit_sink::{AuditBatch, AuditRetry, AuditSink, AuditSinkSpec, SinkKind};
-pub use budget::{Budget, BudgetScope, BudgetSpec, BudgetStatus, Period, ScopeKind};
+pub use budget::{
+    Budget, BudgetScope, BudgetSpec, BudgetStatus, NotificationRecord, NotifyTarget, Period, ScopeKind,
+    SlackTarget, WebhookTarget,
+};
 pub use common::{
     CaptureMode, Condition, CredentialRef, LabelSelector, LabelSelectorRequirement, McpGrant, ModelAccess,
     PatternList, RateLimits, SecretKeyRef, SelectorOperator,

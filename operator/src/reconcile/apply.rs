@@ -218,10 +218,18 @@ pub async fn apply_status(client: &Client, update: &StatusUpdate) -> Result<(), 
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
         None => Api::all_with(client.clone(), &ar),
     };
+    let mut status = update.status.clone();
+    if update.kind == Kind::Budget
+        && let Some(s) = status.as_object_mut()
+    {
+        // Notification records are the notifier's (claimed with optimistic concurrency): a
+        // status applied from a cached copy must never own, and so overwrite, them.
+        s.remove(crate::notify::NOTIFICATIONS_FIELD);
+    }
     let body = json!({
         "apiVersion": ar.api_version,
         "kind": ar.kind,
-        "status": update.status,
+        "status": status,
     });
     match api
         .patch_status(&update.name, &apply_params(), &Patch::Apply(body))

@@ -51,6 +51,14 @@ pub struct Config {
     pub credentials_secret: String,
     /// Extra Secret keys of the policy namespace copied into the credentials Secret.
     pub extra_credentials: Vec<crate::credentials::SecretKey>,
+    /// The cluster's name in budget notifications (`--cluster-name`).
+    pub cluster_name: Option<String>,
+    /// Another replica's unfinished budget notification is taken over after this long.
+    pub notify_take_over: Duration,
+    /// Timeout of one notification delivery.
+    pub notify_timeout: Duration,
+    /// Notification targets of every budget (the chart's `notifications.*`).
+    pub notify_defaults: Vec<crate::crd::NotifyTarget>,
 }
 
 impl Default for Config {
@@ -65,6 +73,10 @@ impl Default for Config {
             inject_namespace_label: String::new(),
             credentials_secret: "tollgate-credentials".to_owned(),
             extra_credentials: Vec::new(),
+            cluster_name: None,
+            notify_take_over: Duration::from_secs(300),
+            notify_timeout: Duration::from_secs(10),
+            notify_defaults: Vec::new(),
         }
     }
 }
@@ -165,6 +177,8 @@ pub struct Reconciler {
     metrics: Arc<Metrics>,
     spend: Option<Arc<dyn SpendSource>>,
     recorder: Recorder,
+    /// Budget notifications (none if its HTTP client could not be built).
+    notifier: Option<Arc<crate::notify::deliver::Notifier>>,
     /// Spend from the last successful read.
     last_spend: BTreeMap<String, BudgetSpend>,
     /// Digests of Secrets created but not yet seen by the watch.
@@ -195,12 +209,27 @@ impl Reconciler {
                 instance: Some(config.instance.clone()),
             },
         );
+        let notifier = crate::notify::deliver::Notifier::new(
+            client.clone(),
+            crate::notify::deliver::NotifySettings {
+                namespace: config.policy_namespace.clone(),
+                instance: config.instance.clone(),
+                cluster: config.cluster_name.clone(),
+                take_over_after: config.notify_take_over,
+                timeout: config.notify_timeout,
+                defaults: config.notify_defaults.clone(),
+            },
+        )
+        .map_err(|e| warn!(error = %e, "budget notifications disabled: no HTTP client"))
+        .ok()
+        .map(Arc::new);
         Self {
             client,
             config,
             metrics,
             spend,
             recorder,
+            notifier,
             last_spend: BTreeMap::new(),
             created: BTreeMap::new(),
             written_config_maps: HashMap::new(),
@@ -423,6 +452,7 @@ impl Reconciler {
             self.delete_stale_mirrors(s, &targets, &credential_targets, &mut failures)
                 .await;
             self.apply_statuses(&world, &compiled, &mut failures).await;
+            self.notify_budgets(&world);
             self.record(&compiled);
             failures.into_result()
         }
@@ -439,6 +469,20 @@ impl Reconciler {
             .reconcile_seconds
             .observe(started.elapsed().as_secs_f64());
         result
+    }
+
+    /// Starts budget notifications that are due (in the background: a slow receiver never
+    /// delays the policy). Only budgets the gateway reports spend for, i.e. compiled ones.
+    fn notify_budgets(&self, world: &World) {
+        let Some(notifier) = &self.notifier else { return };
+        for b in &world.budgets {
+            if b.spec.thresholds.is_empty() || b.meta().deletion_timestamp.is_some() {
+                continue;
+            }
+            if let Some(spend) = world.spend.get(&b.name_any()) {
+                notifier.kick(b, spend);
+            }
+        }
     }
 
     /// A Warning Event on a namespace whose copy of the policy could not be written.

@@ -22,9 +22,13 @@ plus what it lacks for a controller (kmock 0.8):
   `meta.k8s.io/v1 PartialObjectMetadata`, metadata only, so a client that relied on a spec it
   did not ask for would fail here as it would on a real API server.
 
+* JSON Patch as a conditional write: a JSON Patch (its `test` operations included) is read,
+  tested and stored as one step, so of concurrent patches testing the same
+  `/metadata/resourceVersion` exactly one passes (the budget notifier's claims rely on it).
+
 Not emulated (say so in reviews): field ownership / managedFields and apply conflicts (every
 patch is a recursive dict merge, lists replaced), optimistic concurrency (resourceVersion
-preconditions are ignored), admission (CRD OpenAPI and CEL validation, defaulting), RBAC,
+preconditions are ignored; use a JSON Patch `test`), admission (CRD OpenAPI and CEL validation, defaulting), RBAC,
 watch bookmarks and timeouts, 410 Gone, field selectors, pagination, finalizers beyond kmock's.
 
 Usage: python kmock_shim.py  -> prints the port on stdout, serves until stdin closes.
@@ -87,6 +91,7 @@ def _selector_matches(selector: str | None, obj: dict) -> bool:
 @attrs.define(kw_only=True)
 class Shim(kmock.KubernetesEmulator):
     rv: int = 0
+    patch_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
 
     def _next_rv(self) -> str:
         self.rv += 1
@@ -117,6 +122,14 @@ class Shim(kmock.KubernetesEmulator):
         return False
 
     async def _handle(self, request):
+        if (request.resource is not None and request.name is not None
+                and "json-patch" in request.headers.get("Content-Type", "")):
+            # Read, test and store as one step: two patches must not pass one `test`.
+            async with self.patch_lock:
+                return await self._handle_one(request)
+        return await self._handle_one(request)
+
+    async def _handle_one(self, request):
         if request.resource is None:
             return await super()._handle(request)
         action = request.action
