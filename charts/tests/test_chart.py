@@ -576,6 +576,11 @@ class Operator(unittest.TestCase):
                                 "--webhook-certs": "files", "--webhook-cert-dir": "/var/run/tollgate/webhook-tls",
                                 "--mirror-secret": "tollgate-redis/url", "--sidecar-mode": "direct"})
         self.assertNotIn("--gateway-url", args)
+        # Chart-wide budget notification targets.
+        self.assertEqual(flag_values(args, "--cluster-name"), ["prod-eu"])
+        self.assertEqual(flag_values(args, "--notify-webhook-url"), ["https://hooks.example.com/tollgate"])
+        self.assertEqual(flag_values(args, "--notify-webhook-secret"), ["budget-hooks/hmac"])
+        self.assertEqual(flag_values(args, "--notify-slack-secret"), ["budget-hooks/slack-url"])
         # Given spend URLs replace the gateway's admin Service.
         self.assertEqual(flag_values(args, "--spend-url"), full_values()["operator"]["spendUrls"])
         pod = operator_deployment(docs)["spec"]["template"]["spec"]
@@ -586,6 +591,13 @@ class Operator(unittest.TestCase):
         self.assertEqual(pod["nodeSelector"], {"kubernetes.io/os": "linux"})
         self.assertEqual(pod["tolerations"][0]["key"], "dedicated")
         self.assertEqual(operator_deployment(docs)["spec"]["template"]["metadata"]["annotations"]["example.com/team"], "platform")
+
+    def test_notifications_need_their_secret_and_are_off_by_default(self):
+        self.assertNotIn("--notify-webhook-url", operator_args(rendered("default")))
+        with self.assertRaisesRegex(HelmError, "notifications.webhook.secret is required"):
+            render({"notifications": {"webhook": {"url": "https://hooks.example.com/x"}}})
+        with self.assertRaisesRegex(HelmError, "secret"):
+            chart().validate_schema({"notifications": {"slack": {"secret": "no-key-part"}}})
 
     def test_no_leader_election(self):
         args = operator_args(render({"operator": {"replicas": 1, "leaderElection": False}}))
