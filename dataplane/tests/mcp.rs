@@ -357,6 +357,21 @@ async fn sessions_auth_and_protocol_edges() {
     }
     let notif = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     assert_eq!(call(&rig, &with(&reader, &sid), notif).await.status, 202);
+    // A tool name longer than any server could have is refused before it reaches a log line,
+    // a span or the audit trail (a 3 MB name once made 6 MB spans and MB-long log lines).
+    let long = "t".repeat(300_000);
+    let r = call(
+        &rig,
+        &with(&reader, &sid),
+        req(90, "tools/call", json!({"name": long, "arguments": {}})),
+    )
+    .await;
+    assert_eq!(r.json()["error"]["code"], -32602, "{:?}", r.json());
+    assert!(r.body.len() < 1_000, "the name is not echoed");
+    assert!(
+        !rig.proxy.logs().contains(&"t".repeat(1_000)),
+        "the name is not logged"
+    );
     let r = call(&rig, &with(&reader, &sid), req(1, "ping", json!({}))).await;
     assert_eq!(r.json()["result"], json!({}));
     let r = call(&rig, &with(&reader, &sid), req(2, "tools/list", json!({}))).await;

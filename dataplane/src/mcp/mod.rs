@@ -68,6 +68,10 @@ use crate::metrics::Metrics;
 use crate::policy::{KeyEntry, McpServerEntry, PolicyStore, Snapshot};
 use crate::upstream::HttpClient;
 
+/// The longest `tools/call` name accepted: an upstream's own name (at most 128 characters)
+/// behind a server prefix.
+const MAX_TOOL_NAME_BYTES: usize = 256;
+
 /// Session-style revisions the gateway speaks to clients, oldest first.
 pub const SESSION_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
 /// The stateless revision accepted without a session.
@@ -610,6 +614,20 @@ impl McpGateway {
         mut params: Value,
     ) -> Value {
         let team = key.team.as_deref().unwrap_or("");
+        // MCP tool names are 1 to 128 characters (the spec; prefixed names add a server name):
+        // a longer one is refused before it reaches a span, a log line or the audit trail.
+        if params
+            .get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n.len() > MAX_TOOL_NAME_BYTES)
+        {
+            return jsonrpc::error(
+                id,
+                INVALID_PARAMS,
+                format!("tools/call: params.name must be at most {MAX_TOOL_NAME_BYTES} bytes"),
+                None,
+            );
+        }
         // OpenTelemetry hook: a span per call, its outcome set where the call is recorded.
         let otel = match params.get("name").and_then(Value::as_str) {
             Some(name) => crate::telemetry::ToolSpan::start(name, key, &session.id),

@@ -390,7 +390,11 @@ impl Notifier {
                 }
             })?;
             let status = resp.status();
-            let _ = resp.into_body().collect().await;
+            // The answer is not needed: a bounded read (a receiver must not be able to stream
+            // gigabytes into the operator), then dropped.
+            let _ = http_body_util::Limited::new(resp.into_body(), 64 << 10)
+                .collect()
+                .await;
             if status.is_success() {
                 Ok(())
             } else {

@@ -407,7 +407,17 @@ pub fn slack_body(payload: &Payload) -> Vec<u8> {
     } else {
         ":warning:"
     };
-    let text = format!("{icon} {}", payload.message());
+    // Slack's control characters escaped (a user scope is any string: `<!channel>` must not
+    // ping anyone), control characters dropped.
+    let message: String = payload
+        .message()
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let text = format!("{icon} {message}");
     serde_json::to_vec(&serde_json::json!({ "text": text })).unwrap_or_default()
 }
 

@@ -310,6 +310,16 @@ fn slack_gets_one_line_of_text() {
         text.starts_with(":warning: Budget platform-monthly (team platform) crossed 80%"),
         "{text}"
     );
+    // A user scope is any string: Slack's markup is escaped, control characters dropped.
+    let mut hostile = sample();
+    hostile.scope.name = "<!channel> <https://evil.example|renew>\nnext".into();
+    let v: serde_json::Value = serde_json::from_slice(&slack_body(&hostile)).unwrap();
+    let text = v["text"].as_str().unwrap();
+    assert!(
+        !text.contains('<') && !text.contains('>') && !text.contains('\n'),
+        "{text}"
+    );
+    assert!(text.contains("&lt;!channel&gt;"), "{text}");
     let mut full = sample();
     full.threshold = 100;
     let v: serde_json::Value = serde_json::from_slice(&slack_body(&full)).unwrap();
