@@ -357,8 +357,8 @@ async fn sessions_auth_and_protocol_edges() {
     }
     let notif = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     assert_eq!(call(&rig, &with(&reader, &sid), notif).await.status, 202);
-    // A tool name longer than any server could have is refused before it reaches a log line,
-    // a span or the audit trail (a 3 MB name once made 6 MB spans and MB-long log lines).
+    // A tool name longer than any server could have is clipped wherever it is written (a 3 MB
+    // name once made 6 MB spans and MB-long log lines) and not echoed whole.
     let long = "t".repeat(300_000);
     let r = call(
         &rig,

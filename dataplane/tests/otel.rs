@@ -259,6 +259,32 @@ async fn a_model_request_is_a_genai_span_in_the_clients_trace() {
         refused["parent_span_id"].as_str().unwrap().is_empty(),
         "no client trace: a root span"
     );
+    // Without a valid key, no span at all: an anonymous client can neither add spans nor
+    // steer sampling with a sampled `traceparent` of its choosing.
+    let forged = "00-bbbbbbbbbbbbbbbb0000000000000001-00f067aa0ba902b7-01";
+    let before = receiver.spans().len();
+    let reply = messages(
+        &rig,
+        "tg_not_a_key",
+        "claude-sonnet-4-5",
+        &[("traceparent", forged)],
+    )
+    .await;
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    let reply = messages(&rig, KEY_ALICE, "claude-sonnet-4-5", &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    receiver
+        .wait_for("of the request after the anonymous one", |s| {
+            attr(s, "tollgate.key_id") == "alice" && s["parent_span_id"].as_str().is_some_and(str::is_empty)
+        })
+        .await;
+    let after = receiver.spans();
+    assert!(
+        after[before..]
+            .iter()
+            .all(|(s, _)| s["trace_id"].as_str() != Some("bbbbbbbbbbbbbbbb0000000000000001")),
+        "the anonymous request made no span"
+    );
     receiver.assert_no_secrets();
 }
 

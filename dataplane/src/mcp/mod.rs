@@ -68,9 +68,21 @@ use crate::metrics::Metrics;
 use crate::policy::{KeyEntry, McpServerEntry, PolicyStore, Snapshot};
 use crate::upstream::HttpClient;
 
-/// The longest `tools/call` name accepted: an upstream's own name (at most 128 characters)
-/// behind a server prefix.
+/// The most of a client's tool name written to a span or a log line: an upstream's own name
+/// (at most 128 characters) behind a server prefix fits.
 const MAX_TOOL_NAME_BYTES: usize = 256;
+
+/// `name` cut to [`MAX_TOOL_NAME_BYTES`] at a character boundary.
+fn clipped(name: &str) -> &str {
+    if name.len() <= MAX_TOOL_NAME_BYTES {
+        return name;
+    }
+    let mut end = MAX_TOOL_NAME_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
 
 /// Session-style revisions the gateway speaks to clients, oldest first.
 pub const SESSION_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
@@ -614,23 +626,11 @@ impl McpGateway {
         mut params: Value,
     ) -> Value {
         let team = key.team.as_deref().unwrap_or("");
-        // MCP tool names are 1 to 128 characters (the spec; prefixed names add a server name):
-        // a longer one is refused before it reaches a span, a log line or the audit trail.
-        if params
-            .get("name")
-            .and_then(Value::as_str)
-            .is_some_and(|n| n.len() > MAX_TOOL_NAME_BYTES)
-        {
-            return jsonrpc::error(
-                id,
-                INVALID_PARAMS,
-                format!("tools/call: params.name must be at most {MAX_TOOL_NAME_BYTES} bytes"),
-                None,
-            );
-        }
         // OpenTelemetry hook: a span per call, its outcome set where the call is recorded.
+        // A client's tool name is clipped wherever it is written (spans, logs): a valid one is
+        // at most an upstream's 128 characters behind a server prefix.
         let otel = match params.get("name").and_then(Value::as_str) {
-            Some(name) => crate::telemetry::ToolSpan::start(name, key, &session.id),
+            Some(name) => crate::telemetry::ToolSpan::start(clipped(name), key, &session.id),
             None => crate::telemetry::ToolSpan::default(),
         };
         let record = |server: &str, tool: &str, outcome: &'static str, duration_ms: Option<u64>| {
@@ -664,12 +664,12 @@ impl McpGateway {
             names::split(&name).and_then(|(s, t)| snapshot.mcp_server(s).map(|e| (e.clone(), t.to_owned())));
         let Some((entry, tool)) = target else {
             self.metrics.mcp_tool_call(&key.id, team, "", "", "unknown");
-            tracing::warn!(tool = %name, outcome = "unknown", "mcp tool call");
+            tracing::warn!(tool = %clipped(&name), outcome = "unknown", "mcp tool call");
             record("", &name, "unknown", None);
             return jsonrpc::error(
                 id,
                 INVALID_PARAMS,
-                format!("tollgate: unknown tool {name:?}"),
+                format!("tollgate: unknown tool {:?}", clipped(&name)),
                 None,
             );
         };
@@ -677,7 +677,7 @@ impl McpGateway {
         let label = self.known_tools.label(server, &tool);
         if !key.may_call_mcp(server, &tool) {
             self.metrics.mcp_tool_call(&key.id, team, server, label, "denied");
-            tracing::warn!(server, tool = %tool, outcome = "denied", "mcp tool call");
+            tracing::warn!(server, tool = %clipped(&tool), outcome = "denied", "mcp tool call");
             record(server, &tool, "denied", None);
             return jsonrpc::error(
                 id,
@@ -724,7 +724,7 @@ impl McpGateway {
         };
         self.metrics.mcp_tool_call(&key.id, team, server, label, outcome);
         let duration_ms = started.elapsed().as_millis() as u64;
-        tracing::info!(server, tool = %tool, outcome, duration_ms, "mcp tool call");
+        tracing::info!(server, tool = %clipped(&tool), outcome, duration_ms, "mcp tool call");
         record(server, &tool, outcome, Some(duration_ms));
         reply
     }

@@ -162,6 +162,8 @@ struct Seen {
     session_id: Option<String>,
     /// The client's API format: refusals are written in it.
     format: ApiFormat,
+    /// The request's span, once the key is known.
+    otel: telemetry::CallSpan,
 }
 
 impl Gateway {
@@ -205,10 +207,7 @@ impl Gateway {
     }
 
     /// Serves one request; never fails (errors become Anthropic error responses).
-    pub async fn handle(
-        self: Arc<Self>,
-        mut req: Request<Incoming>,
-    ) -> Result<Response<ProxyBody>, Infallible> {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
         let request_id = self.request_id();
         let endpoint = classify(req.method(), req.uri().path());
         let format = match endpoint {
@@ -230,29 +229,20 @@ impl Gateway {
         if let Some(s) = &session_id {
             span.record("session_id", s.as_str());
         }
-        // OpenTelemetry hook: a model request's span, carried in the request's extensions.
-        let otel = match &endpoint {
-            Endpoint::Call { format, kind, .. } => {
-                telemetry::CallSpan::start(req.headers(), *format, *kind, &request_id, session_id.as_deref())
-            }
-            _ => telemetry::CallSpan::default(),
-        };
-        req.extensions_mut().insert(otel.clone());
         let _in_flight = InFlight::new(&self.metrics);
         let mut seen = Seen {
             key: None,
             session_id,
             format,
+            otel: telemetry::CallSpan::default(),
         };
         let result = self
             .serve(req, endpoint, &request_id, &mut seen, &span)
             .instrument(span.clone())
             .await;
-        // OpenTelemetry hook: the key; a refusal ends the span (an answer ends it in
+        // OpenTelemetry hook: a refusal ends the span (an answer ends it in
         // `Completion::finish`).
-        if let Some(key) = &seen.key {
-            otel.key(key);
-        }
+        let otel = std::mem::take(&mut seen.otel);
         Ok(match result {
             Ok(resp) => resp,
             Err(denial) => {
@@ -333,6 +323,21 @@ impl Gateway {
             span.record("team", team.as_str());
         }
         seen.key = Some(key.clone());
+        // OpenTelemetry hook: a model request's span, started once the key is known (a client
+        // without a valid key can neither add spans nor steer sampling with a `traceparent`),
+        // and carried in the request's extensions.
+        if let Endpoint::Call { format, kind, .. } = &endpoint {
+            let otel = telemetry::CallSpan::start(
+                req.headers(),
+                *format,
+                *kind,
+                request_id,
+                seen.session_id.as_deref(),
+            );
+            otel.key(&key);
+            req.extensions_mut().insert(otel.clone());
+            seen.otel = otel;
+        }
         match endpoint {
             Endpoint::Models => Ok(json_response(models_page(
                 &snapshot.models_for(&key, ApiFormat::Anthropic),
