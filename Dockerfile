@@ -9,6 +9,9 @@
 # distroless nonroot user (65532), which the chart's securityContext expects.
 
 FROM rust:1.89-bookworm AS build
+# The source revision in `tollgate_build_info{revision}` (e.g. --build-arg TOLLGATE_REVISION=$(git rev-parse --short HEAD)).
+ARG TOLLGATE_REVISION=""
+ENV TOLLGATE_REVISION=${TOLLGATE_REVISION}
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked \
