@@ -13,8 +13,8 @@ use tollgate_dataplane::policy::document::ProviderKind;
 use tollgate_dataplane::pricing::{PriceTable, ProviderPricing};
 use tollgate_dataplane::usage::Usage;
 use tollgate_tests::agents::{AgentRun, CodexOptions, codex_bin, gemini_bin, run_codex_with, run_gemini};
-use tollgate_tests::fake_gemini::{self, FakeGemini, FakeGeminiConfig};
-use tollgate_tests::fake_openai::{self, FakeOpenAi, FakeOpenAiConfig};
+use tollgate_tests::fake_gemini::{FakeGemini, FakeGeminiConfig};
+use tollgate_tests::fake_openai::{FakeOpenAi, FakeOpenAiConfig};
 use tollgate_tests::harness::{Proxy, Reply, send};
 use tollgate_tests::policy::sha256_hex;
 
@@ -614,7 +614,6 @@ async fn the_openai_model_list_shows_what_the_key_may_use() {
         ids.iter().all(|m| m.starts_with("gpt-")),
         "only models OpenAI targets serve: {ids:?}"
     );
-    let _ = (fake_openai::DEFAULT_REPLY, fake_gemini::DEFAULT_REPLY);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,10 +14,10 @@
 //! * [`fake_cloud`]: faithful fakes of Vertex AI (with Google's token endpoint and metadata
 //!   server) and Azure AI Foundry (with Entra ID), forwarding to a fake Anthropic.
 //! * [`fake_openai`]: a faithful fake of the OpenAI API (Responses, Chat Completions, models),
-//!   complete enough for the real Codex CLI's tool loop; also the `fake-openai` binary.
+//!   complete enough for the real Codex CLI's tool loop.
 //! * [`fake_gemini`]: a faithful fake of the Gemini API (generateContent, SSE streaming,
 //!   countTokens, the Vertex publisher paths), complete enough for the real Gemini CLI's tool
-//!   loop; also the `fake-gemini` binary.
+//!   loop.
 //! * [`agents`]: runs the real Codex CLI and Gemini CLI headless against a base URL.
 
 #![warn(missing_docs)]

@@ -8,8 +8,6 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request};
 use http_body_util::Full;
 
-use crate::anthropic::error::error_body;
-use crate::body::{BoxedBody, boxed};
 use crate::secret::Secret;
 use crate::upstream::forwarded_headers;
 
@@ -89,31 +87,6 @@ impl AnthropicApi {
         }
         Ok(req)
     }
-}
-
-/// The answer to a provider's 401 to the gateway's own key: 502 `api_error` naming the
-/// provider (the upstream body is dropped; its request id header is kept).
-pub fn credential_refused<B>(provider: &str, resp: http::Response<B>) -> http::Response<BoxedBody> {
-    let request_id = resp
-        .headers()
-        .get("request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("req_unavailable")
-        .to_owned();
-    tracing::error!(provider, "the provider refused the gateway's credential (401)");
-    let body = error_body(
-        "api_error",
-        &format!("tollgate: provider '{provider}' refused the gateway's credential; tell the platform team"),
-        &request_id,
-    );
-    let mut out = http::Response::new(boxed(Full::new(body)));
-    *out.status_mut() = http::StatusCode::BAD_GATEWAY;
-    out.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        out.headers_mut().insert("request-id", v);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -121,7 +121,8 @@ impl std::fmt::Debug for Wire {
     }
 }
 
-/// 401 and 403: the provider refused the gateway's credential or its account.
+/// 401 and 403: the provider refused the gateway's credential or its account (on the
+/// OpenAI and Gemini routes; an Anthropic 403 is about the request, and passes).
 fn refused_credential(status: http::StatusCode) -> bool {
     matches!(status.as_u16(), 401 | 403)
 }
@@ -241,7 +242,9 @@ impl Wire {
                 id,
                 ..
             }) if resp.status() == http::StatusCode::UNAUTHORIZED => {
-                converted(anthropic::credential_refused(id, resp))
+                converted(refusal_of_credential(id, resp.status(), |m| {
+                    crate::anthropic::error::error_body("api_error", m, "req_unavailable")
+                }))
             }
             Wire::Anthropic(_) => resp.map(Either::Left),
             // Their 2xx answers are Anthropic's own: only errors are converted.

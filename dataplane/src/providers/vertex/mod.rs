@@ -120,8 +120,10 @@ impl Vertex {
         }
     }
 
-    /// The URL for `op` on `model`; the error says which configuration value is unusable.
-    pub fn url(&self, op: Operation, model: &str) -> Result<String, String> {
+    /// `{endpoint}/v1/projects/{project}/locations/{region}/publishers/{publisher}/models`, the
+    /// endpoint the region's own (or the global one) unless configured; the error says which
+    /// setting is unusable.
+    fn models_prefix(&self, publisher: &str) -> Result<String, String> {
         let VertexConfig {
             project,
             region,
@@ -143,10 +145,15 @@ impl Vertex {
             None if region == "global" => "https://aiplatform.googleapis.com".to_owned(),
             None => format!("https://{region}-aiplatform.googleapis.com"),
         };
-        let prefix = format!(
-            "{base}/v1/projects/{}/locations/{region}/publishers/anthropic/models",
+        Ok(format!(
+            "{base}/v1/projects/{}/locations/{region}/publishers/{publisher}/models",
             segment(project)?
-        );
+        ))
+    }
+
+    /// The URL for `op` on `model`; the error says which configuration value is unusable.
+    pub fn url(&self, op: Operation, model: &str) -> Result<String, String> {
+        let prefix = self.models_prefix("anthropic")?;
         Ok(match op {
             Operation::Messages { stream } => format!(
                 "{prefix}/{}:{}",
@@ -247,30 +254,9 @@ impl Vertex {
     /// `models/` prefix dropped) one percent-encoded segment; the error says which
     /// configuration value is unusable.
     pub fn gemini_url(&self, model: &str, method: crate::gemini::Method) -> Result<String, String> {
-        let VertexConfig {
-            project,
-            region,
-            endpoint,
-            ..
-        } = &self.config;
-        if region.is_empty()
-            || !region
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return Err(format!("Vertex AI region {region:?} is not a region name"));
-        }
-        if project.is_empty() {
-            return Err("Vertex AI project is empty".to_owned());
-        }
-        let base = match endpoint {
-            Some(e) => e.trim_end_matches('/').to_owned(),
-            None if region == "global" => "https://aiplatform.googleapis.com".to_owned(),
-            None => format!("https://{region}-aiplatform.googleapis.com"),
-        };
         Ok(format!(
-            "{base}/v1/projects/{}/locations/{region}/publishers/google/models/{}:{}{}",
-            segment(project)?,
+            "{}/{}:{}{}",
+            self.models_prefix("google")?,
             segment(crate::gemini::bare_model(model))?,
             method.name(),
             if method.is_stream() { "?alt=sse" } else { "" }
